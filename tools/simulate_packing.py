@@ -121,16 +121,17 @@ def packer_names(spec: str) -> list[str]:
     return names
 
 
-def resolve_thresholds(a, lengths, cost) -> tuple[list[int], str]:
+def resolve_thresholds(a, lengths, cost) -> tuple[list[int], str, dict]:
+    """Thresholds, where they came from, and tuned wlb options (max_wait, balance_tol)."""
     spec = a.outlier_thresholds.strip().lower()
     if spec == "none":
-        return [], "none"
+        return [], "none", {}
     if spec != "auto":
         try:
             ths = validate_thresholds([int(x) for x in spec.split(",")], "--outlier-thresholds")
         except ValueError as e:
             raise UsageError(f"--outlier-thresholds {a.outlier_thresholds!r}: {e}") from None
-        return ths, "given"
+        return ths, "given", {}
     # Tune on a seeded 30% sample (the paper tunes offline on a sample of training documents).
     rng = np.random.default_rng(a.seed + 1)
     sample = rng.choice(lengths, max(1, int(0.3 * len(lengths))), replace=False)
@@ -138,7 +139,8 @@ def resolve_thresholds(a, lengths, cost) -> tuple[list[int], str]:
                                seq_length=a.context_length, cost_model=cost,
                                max_tokens=a.max_tokens, release=a.release,
                                delay_budget=a.delay_budget, seed=a.seed)
-    return tuned.thresholds, "auto"
+    return tuned.thresholds, "auto", {"max_wait": tuned.max_wait,
+                                      "balance_tol": tuned.balance_tol}
 
 
 def run(a: argparse.Namespace) -> list[dict]:
@@ -146,9 +148,9 @@ def run(a: argparse.Namespace) -> list[dict]:
     lengths = load_lengths(a.doc_lengths)
     cost = make_cost(a)
     names = packer_names(a.packer)
-    ths, how = ([], "n/a")
+    ths, how, tuned = [], "n/a", {}
     if any(n.startswith("wlb") for n in names):
-        ths, how = resolve_thresholds(a, lengths, cost)
+        ths, how, tuned = resolve_thresholds(a, lengths, cost)
     results, series = [], {}
     dump = open(a.dump_plan, "w", encoding="utf-8") if a.dump_plan else None  # noqa: SIM115
     try:
@@ -158,7 +160,7 @@ def run(a: argparse.Namespace) -> list[dict]:
             if name.startswith("wlb"):
                 kw.update(max_tokens=a.max_tokens, outlier_thresholds=ths)
                 if name == "wlb":
-                    kw["release"] = a.release
+                    kw.update(release=a.release, **tuned)
             packer = build_packer(name, **kw)
 
             def on_plan(plan, _name=name):
@@ -174,7 +176,8 @@ def run(a: argparse.Namespace) -> list[dict]:
             s.update(context_length=a.context_length, num_microbatches=a.num_microbatches,
                      max_tokens=packer.max_tokens, cost_model=cost.to_dict())
             if name.startswith("wlb"):
-                s.update(outlier_thresholds=ths, thresholds_source=how)
+                s.update(outlier_thresholds=ths, thresholds_source=how,
+                         max_wait=getattr(packer, "max_wait", None))
             results.append(s)
             series[name] = res.imbalances
     finally:
@@ -223,7 +226,8 @@ def print_table(results: list[dict]) -> None:
     for s in results:
         if "outlier_thresholds" in s:
             print(f"{s['packer']}: outlier thresholds {s['outlier_thresholds']} "
-                  f"({s['thresholds_source']}), max_tokens {s['max_tokens']}")
+                  f"({s['thresholds_source']}), max_wait {s['max_wait']}, "
+                  f"max_tokens {s['max_tokens']}")
     if results and results[0].get("data_exhausted"):
         print("note: the document file ended before --num-batches; the run stopped there")
     if results and "reference_gap" in results[0]:

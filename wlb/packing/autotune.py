@@ -63,7 +63,8 @@ def candidate_settings(
             for levels in (1, 2, 3, 4):
                 edges = np.geomspace(l1, max_tokens, levels + 1)[:-1]
                 ths = sorted({int(e) for e in edges})
-                out.append((ths, 0.01, 16))
+                for wait in (8, 32):
+                    out.append((ths, 0.01, wait))
     return out
 
 

@@ -1,4 +1,4 @@
-"""The paper's Fixed-4D baseline: whole documents greedily repacked into fixed-length micro-batches."""
+"""The paper's Fixed-4D baseline: whole documents greedily repacked into fixed-length batches."""
 
 from __future__ import annotations
 

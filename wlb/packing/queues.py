@@ -62,6 +62,16 @@ class OutlierQueues:
                 out.extend(q.popleft() for _ in range(n))
         return out
 
+    def pop_overdue(self, step: int, max_wait: int) -> list[Piece]:
+        """Release every level whose oldest piece has waited ``max_wait`` iterations or more
+        (fewer than N pieces: balance is traded for a bound on delay and queue memory)."""
+        out: list[Piece] = []
+        for q in self.queues:
+            if q and step - q[0].arrival >= max_wait:
+                out.extend(q)
+                q.clear()
+        return out
+
     def remove(self, indices: set[int], pending: list[Piece]) -> None:
         """Remove the pieces at these indices of ``pending`` (as returned by :meth:`pending`)."""
         drop = {id(pending[i]) for i in indices}

@@ -119,7 +119,10 @@ def simulate(
         t0 = time.perf_counter()
         mbs = packer.pack(pieces)
         res.pack_ms.append((time.perf_counter() - t0) * 1e3)
-        record(step, mbs, True)
+        # The batch during which the data ran out is short (stock Megatron drops it): it is
+        # trained and ledgered, but kept out of the balance series.
+        partial = batcher.exhausted and sum(p.length for p in pieces) < batcher.budget
+        record(step, mbs, not partial)
         step += 1
     if flush:
         while True:

@@ -113,5 +113,6 @@ class GlobalBatcher:
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch = int(state["epoch"])
-        self.pos, self.offset, self.step = int(state["pos"]), int(state["offset"]), int(state["step"])
+        self.pos, self.offset = int(state["pos"]), int(state["offset"])
+        self.step = int(state["step"])
         self._order = self._make_order()

@@ -33,6 +33,11 @@ class WLBPacker(Packer):
         outlier_thresholds: ascending L_1 < L_2 < ...; empty disables outlier delay.
         placement: "greedy" (paper) or "refine".
         strict: the paper's strict ``<`` capacity test (pieces are then cut at S_max - 1).
+        release: "count" (paper: a level holding N releases N) or "match" (experimental,
+            see :mod:`wlb.packing.release`).
+        balance_tol: slot tolerance of the match release.
+        max_wait: a queued piece waiting this many iterations releases its level (fewer than
+            N pieces); bounds delay and queue memory. None: unbounded, as in the paper.
     """
 
     name = "wlb"
@@ -49,7 +54,7 @@ class WLBPacker(Packer):
         strict: bool = False,
         release: str = "match",
         balance_tol: float = 0.01,
-        max_wait: int = 16,
+        max_wait: int | None = 32,
     ) -> None:
         super().__init__(num_microbatches, seq_length, cost_model)
         cap = int(max_tokens) if max_tokens is not None else int(round(1.25 * seq_length))
@@ -59,8 +64,10 @@ class WLBPacker(Packer):
             raise ValueError(f"placement={placement!r}; choose from {PLACEMENTS}")
         if release not in RELEASES:
             raise ValueError(f"release={release!r}; choose from {RELEASES}")
-        if balance_tol < 0 or max_wait < 1:
-            raise ValueError(f"balance_tol={balance_tol} must be >= 0, max_wait={max_wait} >= 1")
+        if balance_tol < 0:
+            raise ValueError(f"balance_tol={balance_tol} must be >= 0")
+        if max_wait is not None and max_wait < 1:
+            raise ValueError(f"max_wait={max_wait} must be >= 1 iteration (or None: unbounded)")
         self.release = release
         self.balance_tol = balance_tol
         self.max_wait = max_wait
@@ -99,6 +106,8 @@ class WLBPacker(Packer):
         seeds: list[list[Piece]] = []
         if self.release == "count":
             new.extend(self.queues.pop_ready())
+            if self.max_wait:
+                new.extend(self.queues.pop_overdue(self.step, self.max_wait))
         else:
             seeds = self._match(new)
         out = self._place(new, seeds)
@@ -121,7 +130,7 @@ class WLBPacker(Packer):
             cap=self._cap,
             rho=rho,
             tol=self.balance_tol,
-            max_wait=self.max_wait,
+            max_wait=self.max_wait or 10**9,
         )
         chosen = [[pool[i] for i in g] for g in groups]
         self.queues.remove({i for g in groups for i in g}, pool)
@@ -161,6 +170,7 @@ def _wlb_paper(**kw) -> WLBPacker:
     kw.setdefault("placement", "greedy")
     kw.setdefault("strict", True)
     kw.setdefault("release", "count")
+    kw.setdefault("max_wait", None)
     p = WLBPacker(**kw)
     p.name = "wlb-paper"
     return p

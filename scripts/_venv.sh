@@ -1,0 +1,19 @@
+# Sourced by the set-up scripts: create or reuse .venv at the repo root and install requirements.
+# Re-installs only when requirements.txt changed since the last successful install.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${WLB_VENV:-${ROOT}/.venv}"
+PY="${PYTHON:-python3}"
+if [[ ! -x "${VENV}/bin/python" ]]; then
+  echo "[setup] creating ${VENV}"
+  "${PY}" -m venv "${VENV}"
+fi
+STAMP="${VENV}/.wlb-requirements.sha"
+WANT="$(sha256sum "${ROOT}/requirements.txt" | cut -d' ' -f1)"
+if [[ "$(cat "${STAMP}" 2>/dev/null)" != "${WANT}" ]]; then
+  echo "[setup] installing requirements into ${VENV} (first run takes a few minutes)"
+  "${VENV}/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  "${VENV}/bin/python" -m pip install -q -r "${ROOT}/requirements.txt"
+  echo "${WANT}" > "${STAMP}"
+fi
+export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+VPY="${VENV}/bin/python"

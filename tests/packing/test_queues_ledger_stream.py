@@ -1,0 +1,78 @@
+import pytest
+
+from wlb.packing import GlobalBatcher, OutlierQueues, Piece
+from wlb.packing.ledger import LedgerError, TokenLedger
+from wlb.packing.stream import DataError, validate_lengths
+
+
+def P(doc, n, off=0, arr=0):
+    return Piece(doc, off, n, arr)
+
+
+def test_queue_levels_and_release():
+    q = OutlierQueues([100, 200], release_count=2)
+    assert [q.level(x) for x in (99, 100, 199, 200, 10**6)] == [-1, 0, 0, 1, 1]
+    assert not q.push(P(0, 50))
+    assert q.push(P(1, 150)) and q.push(P(2, 250))
+    assert q.pop_ready() == []
+    q.push(P(3, 120))
+    assert [p.doc_id for p in q.pop_ready()] == [1, 3]  # FIFO, N at once
+    assert len(q) == 1
+    state = q.state_dict()
+    q2 = OutlierQueues([100, 200], 2)
+    q2.load_state_dict(state)
+    assert q2.pending() == q.pending()
+    assert [p.doc_id for p in q.flush()] == [2] and len(q) == 0
+    with pytest.raises(ValueError, match="configured"):
+        OutlierQueues([100], 2).load_state_dict(state)
+
+
+@pytest.mark.parametrize("bad", [[200, 100], [100, 100], [0, 5], [1.5]])
+def test_queue_thresholds_validated(bad):
+    with pytest.raises(ValueError):
+        OutlierQueues(bad, 2)
+
+
+def test_ledger_detects_loss_and_duplicates():
+    led = TokenLedger()
+    led.consume([P(0, 10), P(1, 5)])
+    led.train([P(0, 10)])
+    with pytest.raises(LedgerError, match="document 1"):
+        led.check()
+    assert led.check(pending=[P(1, 5)])["pending_tokens"] == 5
+    led.train([P(1, 5)])
+    led.train([P(0, 4, off=2)])
+    with pytest.raises(LedgerError, match="twice"):
+        led.check()
+
+
+def test_batcher_exact_budget_split_mode():
+    b = GlobalBatcher([6, 6, 6], 8, split_at_budget=True)
+    got = [[(p.doc_id, p.offset, p.length) for p in b.next_batch()] for _ in range(3)]
+    assert got == [[(0, 0, 6), (1, 0, 2)], [(1, 2, 4), (2, 0, 4)], [(2, 4, 2)]]
+    assert b.exhausted
+
+
+def test_batcher_whole_documents_and_long_doc_split():
+    b = GlobalBatcher([3, 4, 12, 2], 8, split_at_budget=False, max_piece=5)
+    got = [[(p.doc_id, p.offset, p.length) for p in b.next_batch()] for _ in range(3)]
+    assert got == [[(0, 0, 3), (1, 0, 4)], [(2, 0, 5)], [(2, 5, 5), (2, 10, 2)]]
+
+
+def test_batcher_shuffle_seeded_and_resumable():
+    a = GlobalBatcher(list(range(1, 50)), 30, split_at_budget=False, shuffle=True, seed=7)
+    b = GlobalBatcher(list(range(1, 50)), 30, split_at_budget=False, shuffle=True, seed=7)
+    assert a.next_batch() == b.next_batch()
+    c = GlobalBatcher(list(range(1, 50)), 30, split_at_budget=False, shuffle=True, seed=8)
+    c.load_state_dict(a.state_dict())  # state holds position, seed comes from config
+    assert c.pos == a.pos
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [([], "no documents"), ([3, -1], "document 1 has length -1"),
+     ([3, 2.5], "non-integer length 2.5"), ([True], "non-integer"), ([0], "length 0")],
+)
+def test_validate_lengths(bad, match):
+    with pytest.raises(DataError, match=match):
+        validate_lengths(bad)

@@ -1,0 +1,65 @@
+import itertools
+import random
+
+import pytest
+
+from wlb.cost_model import CostModel
+from wlb.packing.autotune import auto_tune_outliers
+from wlb.packing.placement import Bins, greedy_place, refine
+from wlb.packing.types import Piece
+
+highspy = pytest.importorskip("highspy")
+from wlb.packing.reference import optimality_gaps, solve_min_max  # noqa: E402
+
+CM = CostModel(1 / 50.0, 1.0)
+
+
+def brute_force(lens, ws, n, cap):
+    best = None
+    for assign in itertools.product(range(n), repeat=len(lens)):
+        tok, load = [0] * n, [0.0] * n
+        for d, w, j in zip(lens, ws, assign):
+            tok[j] += d
+            load[j] += w
+        if max(tok) <= cap and (best is None or max(load) < best):
+            best = max(load)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_milp_matches_brute_force_and_bounds_heuristics(seed):
+    rng = random.Random(seed)
+    lens = [rng.randint(1, 60) for _ in range(7)]
+    n = 3
+    cap = max(max(lens), int(1.25 * sum(lens) / n))
+    ws = [CM.doc_workload(d) for d in lens]
+    opt = solve_min_max(lens, ws, n, cap)
+    bf = brute_force(lens, ws, n, cap)
+    assert opt is not None and opt[0] == pytest.approx(bf, rel=1e-6)
+    order = sorted(range(len(lens)), key=lambda i: -lens[i])
+    bins = Bins(n, cap)
+    left = greedy_place([Piece(i, 0, lens[i], 0) for i in order], [ws[i] for i in order], bins)
+    if not left:
+        greedy_max = max(bins.load)
+        refine(bins)
+        assert max(bins.load) <= greedy_max + 1e-9  # refinement never worsens
+        assert max(bins.load) >= opt[0] - 1e-6  # nothing beats the optimum
+        assert max(bins.tokens) <= cap
+
+
+def test_optimality_gaps_report():
+    out = optimality_gaps([5, 20, 40, 80, 200, 7, 9], CM, n=3, docs=8, instances=4)
+    assert out["solved"] >= 1
+    assert out["refine_gap_mean"] is None or out["refine_gap_mean"] >= -1e-9
+
+
+def test_auto_tune_respects_delay_budget():
+    rng = random.Random(0)
+    sample = [rng.randint(1, 150) if rng.random() < 0.92 else rng.randint(150, 1200)
+              for _ in range(4000)]
+    t = auto_tune_outliers(sample, num_microbatches=4, seq_length=1000,
+                           cost_model=CostModel(1 / 500, 1.0), release="count",
+                           delay_budget=0.5, num_batches=60)
+    assert t.thresholds == sorted(t.thresholds) and t.thresholds[0] > 0
+    assert t.delay_iters_mean <= 0.5
+    assert t.candidates > 1
