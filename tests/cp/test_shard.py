@@ -1,0 +1,80 @@
+import random
+
+import pytest
+
+from wlb.cp import (
+    inverse_permutation,
+    per_seq_padding,
+    rank_attention_pairs,
+    rank_token_counts,
+    shard_indices,
+    shard_positions,
+)
+
+
+def test_per_doc_worked_example_from_docstring():
+    assert shard_positions([8, 6], 2, 0, "per_doc") == [0, 1, 8, 9, 6, 7, 13]
+    assert shard_positions([8, 6], 2, 1, "per_doc") == [2, 3, 10, 11, 4, 5, 12]
+
+
+def test_per_doc_matches_transformer_engine_thd_example():
+    # TE's CPU test: cu_seqlens [0, 8, 16], CP=2 -> rank0 {0,1,6,7,8,9,14,15}, rank1 {2..5,10..13}
+    assert sorted(shard_positions([8, 8], 2, 0, "per_doc")) == [0, 1, 6, 7, 8, 9, 14, 15]
+    assert sorted(shard_positions([8, 8], 2, 1, "per_doc")) == [2, 3, 4, 5, 10, 11, 12, 13]
+
+
+def test_per_seq_hand_written():
+    # 16 tokens, CP=2: chunks of 4; rank 0 holds chunks 0 and 3, rank 1 chunks 1 and 2
+    assert shard_positions([5, 11], 2, 0, "per_seq") == [0, 1, 2, 3, 12, 13, 14, 15]
+    assert shard_positions([5, 11], 2, 1, "per_seq") == [4, 5, 6, 7, 8, 9, 10, 11]
+    # 10 tokens, CP=2: chunk ceil(10/4)=3 -> [0,3) [3,6) [6,9) [9,10); padding 2 reported
+    assert shard_positions([10], 2, 0, "per_seq") == [0, 1, 2, 9]
+    assert shard_positions([10], 2, 1, "per_seq") == [3, 4, 5, 6, 7, 8]
+    assert per_seq_padding([10], 2) == 2
+    assert per_seq_padding([5, 11], 2) == 0
+
+
+def test_per_doc_short_documents():
+    # documents shorter than 2*CP: remainders dealt round-robin across documents
+    lens = [1, 1, 3, 1, 2]  # 8 tokens, CP=2 -> 4 positions
+    counts = rank_token_counts(lens, 2, "per_doc")
+    assert counts == [4, 4]
+    assert sorted(shard_positions(lens, 2, 0, "per_doc") +
+                  shard_positions(lens, 2, 1, "per_doc")) == list(range(8))
+    assert shard_indices(lens, 2, 0, "per_doc").dtype.is_floating_point is False
+
+
+@pytest.mark.parametrize("strategy", ["per_seq", "per_doc"])
+@pytest.mark.parametrize("cp", [1, 2, 3, 4, 8])
+def test_property_every_token_once_and_inverse(strategy, cp):
+    rng = random.Random(cp)
+    for _ in range(25):
+        lens = [rng.choice([1, 2, 3, rng.randint(1, 40), rng.randint(1, 400)])
+                for _ in range(rng.randint(1, 12))]
+        held = [shard_positions(lens, cp, r, strategy) for r in range(cp)]
+        flat = [p for h in held for p in h]
+        assert sorted(flat) == list(range(sum(lens)))
+        inv = inverse_permutation(lens, cp, strategy)
+        assert [flat[i] for i in inv] == list(range(sum(lens)))
+        if strategy == "per_doc" and sum(lens) % (2 * cp) == 0:
+            assert len(set(map(len, held))) == 1  # identical counts, no padding
+
+
+def test_per_doc_balances_work_per_seq_does_not():
+    rng = random.Random(0)
+    lens = [rng.randint(50, 200) for _ in range(30)] + [4000]
+    lens[-1] += -sum(lens) % 8
+    ps = rank_attention_pairs(lens, 4, "per_seq")
+    pd = rank_attention_pairs(lens, 4, "per_doc")
+    assert max(pd) * 4 / sum(pd) < 1.001
+    assert max(ps) * 4 / sum(ps) > 1.2
+    assert sum(ps) == sum(pd) == sum(d * (d + 1) // 2 for d in lens)
+
+
+@pytest.mark.parametrize("bad", [dict(cp_size=0), dict(cp_rank=2), dict(strategy="zigzag")])
+def test_bad_arguments(bad):
+    kw = dict(doc_lens=[4, 4], cp_size=2, cp_rank=0, strategy="per_doc") | bad
+    with pytest.raises(ValueError, match=str(list(bad.values())[0])):
+        shard_positions(**kw)
+    with pytest.raises(ValueError, match="doc_lens\\[1\\]=0"):
+        shard_positions([3, 0], 2, 0, "per_doc")

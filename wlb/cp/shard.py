@@ -1,0 +1,176 @@
+"""Context-parallel shard index math: pure functions, ints in, index lists out.
+
+A packed micro-batch of documents with lengths ``doc_lens`` (total T tokens) is split over
+``cp_size`` ranks. Two strategies:
+
+* ``per_seq`` (Llama 3 / Megatron): the whole packed sequence is cut into 2·CP chunks of
+  ``c = ceil(T / 2CP)`` tokens (the last ones shorter when T is not a multiple: that is the
+  padding Megatron would add, reported by :func:`per_seq_padding`); rank r holds chunks r and
+  2CP-1-r. Balanced for one causal document, unbalanced for many.
+* ``per_doc`` (WLB-LLM §5.1): *every document* is cut into 2·CP chunks and rank r holds chunks
+  r and 2CP-1-r of each. A document's ``d mod 2CP`` remainder tokens are dealt one per chunk
+  position with a round-robin pointer that persists across documents, so when T is a multiple of
+  2·CP every rank holds exactly T/CP tokens with no padding; documents shorter than 2·CP just get
+  empty chunks.
+
+Storage order on a rank: all of its "front" chunks (position r) in document order, then all of its
+"back" chunks (position 2CP-1-r) -- i.e. two varlen kernel calls, one per half.
+
+Worked example (per_doc, CP=2, doc_lens=[8, 6]): 2CP = 4 chunk positions.
+doc 0 (8 tokens): c=2, no remainder -> chunks [0,2) [2,4) [4,6) [6,8).
+doc 1 (6 tokens): c=1, remainder 2 -> positions 0,1 get +1 -> sizes 2,2,1,1 -> [8,10) [10,12)
+[12,13) [13,14).
+rank 0 holds positions 0 and 3: [0,1, 8,9] + [6,7, 13];
+rank 1 holds positions 1 and 2: [2,3, 10,11] + [4,5, 12].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+STRATEGIES = ("per_seq", "per_doc")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A contiguous run of one document's queries held by a rank.
+
+    Attributes:
+        doc: document index within the micro-batch.
+        doc_start: global position of the document's first token.
+        start: first query position *inside the document*.
+        length: number of queries. Causal: they attend to doc keys [0, start + length).
+    """
+
+    doc: int
+    doc_start: int
+    start: int
+    length: int
+
+    @property
+    def pairs(self) -> int:
+        """Query-key pairs under the causal document mask: s*p + s(s+1)/2."""
+        return self.length * self.start + self.length * (self.length + 1) // 2
+
+
+def _check(doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str) -> None:
+    if cp_size < 1:
+        raise ValueError(f"cp_size must be >= 1, got {cp_size}")
+    if not 0 <= cp_rank < cp_size:
+        raise ValueError(f"cp_rank={cp_rank} out of range for cp_size={cp_size}")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; choose from {STRATEGIES}")
+    for i, d in enumerate(doc_lens):
+        if not isinstance(d, int) or d < 1:
+            raise ValueError(f"doc_lens[{i}]={d!r} must be a positive int")
+
+
+def _split_runs(doc_lens: Sequence[int], lo: int, hi: int) -> list[Segment]:
+    """Segments of global token range [lo, hi) cut at document boundaries."""
+    out, start = [], 0
+    for i, d in enumerate(doc_lens):
+        end = start + d
+        a, b = max(lo, start), min(hi, end)
+        if a < b:
+            out.append(Segment(i, start, a - start, b - a))
+        start = end
+        if start >= hi:
+            break
+    return out
+
+
+def _per_seq(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
+    total = sum(doc_lens)
+    c = -(-total // (2 * cp))  # chunk size, ceil
+
+    def chunk(i):
+        return _split_runs(doc_lens, min(i * c, total), min((i + 1) * c, total))
+
+    return chunk(r), chunk(2 * cp - 1 - r)
+
+
+def _per_doc(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
+    n_pos = 2 * cp
+    front, back, ptr, doc_start = [], [], 0, 0
+    for i, d in enumerate(doc_lens):
+        base, rem = divmod(d, n_pos)
+        # positions ptr, ptr+1, ..., ptr+rem-1 (mod 2CP) get one extra token
+        sizes = [base + ((k - ptr) % n_pos < rem) for k in range(n_pos)]
+        ptr = (ptr + rem) % n_pos
+        offs = [0] * n_pos
+        for k in range(1, n_pos):
+            offs[k] = offs[k - 1] + sizes[k - 1]
+        for pos, dest in ((r, front), (n_pos - 1 - r, back)):
+            if sizes[pos]:
+                dest.append(Segment(i, doc_start, offs[pos], sizes[pos]))
+        doc_start += d
+    return front, back
+
+
+@lru_cache(maxsize=256)
+def _segments_cached(doc_lens: tuple[int, ...], cp: int, r: int, strategy: str):
+    fn = _per_seq if strategy == "per_seq" else _per_doc
+    front, back = fn(doc_lens, cp, r)
+    return tuple(front), tuple(back)
+
+
+def rank_segments(
+    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str
+) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
+    """The (front, back) query segments a rank holds, in storage order.
+
+    Args:
+        doc_lens: document lengths of the packed micro-batch.
+        cp_size, cp_rank: the CP group size and this rank.
+        strategy: "per_seq" or "per_doc".
+
+    Returns:
+        Two tuples of :class:`Segment`: the front-chunk segments then the back-chunk segments.
+    """
+    doc_lens = tuple(int(d) for d in doc_lens)
+    _check(doc_lens, cp_size, cp_rank, strategy)
+    return _segments_cached(doc_lens, cp_size, cp_rank, strategy)
+
+
+def shard_positions(
+    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str
+) -> list[int]:
+    """Global token positions held by a rank, in the order the rank stores them."""
+    front, back = rank_segments(doc_lens, cp_size, cp_rank, strategy)
+    out: list[int] = []
+    for s in front + back:
+        a = s.doc_start + s.start
+        out.extend(range(a, a + s.length))
+    return out
+
+
+def rank_token_counts(doc_lens: Sequence[int], cp_size: int, strategy: str) -> list[int]:
+    """Tokens held by each rank."""
+    return [
+        sum(s.length for half in rank_segments(doc_lens, cp_size, r, strategy) for s in half)
+        for r in range(cp_size)
+    ]
+
+
+def rank_attention_pairs(doc_lens: Sequence[int], cp_size: int, strategy: str) -> list[int]:
+    """Causal document-masked query-key pairs computed by each rank (its attention work)."""
+    return [
+        sum(s.pairs for half in rank_segments(doc_lens, cp_size, r, strategy) for s in half)
+        for r in range(cp_size)
+    ]
+
+
+def per_seq_padding(doc_lens: Sequence[int], cp_size: int) -> int:
+    """Tokens stock Megatron would pad to make the sequence a multiple of 2·CP."""
+    return -sum(doc_lens) % (2 * cp_size)
+
+
+def inverse_permutation(doc_lens: Sequence[int], cp_size: int, strategy: str) -> list[int]:
+    """``inv`` such that ``concat(rank 0 tokens, rank 1 tokens, ...)[inv]`` is global order."""
+    order = [p for r in range(cp_size) for p in shard_positions(doc_lens, cp_size, r, strategy)]
+    inv = [0] * len(order)
+    for i, p in enumerate(order):
+        inv[p] = i
+    return inv
