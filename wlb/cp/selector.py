@@ -1,0 +1,118 @@
+"""Adaptive per-micro-batch choice between per_seq and per_doc sharding (paper §5.3).
+
+Each strategy gives every CP rank a list of kernel shapes (query segments with their key
+lengths). A segment's latency is predicted from an offline table of achieved throughput versus
+(query length, key length) -- measured by ``tools/profile_attention.py`` on the target backend --
+after padding the query length up to the kernel's tile (128 for FlashAttention, 1 for CPU SDPA).
+A strategy's latency is its slowest rank's; the faster strategy wins.
+
+Table JSON format (extra keys are allowed and ignored)::
+
+    {"backend": "torch-sdpa-cpu", "tile_q": 1, "heads": 4, "head_dim": 64,
+     "q_lens": [1, 8, ...], "kv_lens": [1, 8, ...],
+     "pairs_per_us": [[...], ...]}     # [len(q_lens)][len(kv_lens)], fwd+bwd; NaN where kv < q
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from wlb.cp.shard import STRATEGIES, Segment, rank_segments
+
+DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "tables", "cpu_torch_sdpa.json")
+
+
+def _causal_pairs(q: int, kv: int) -> int:
+    """Pairs of a bottom-right-aligned causal block: q queries, the last sees kv keys."""
+    p = kv - q
+    return q * p + q * (q + 1) // 2
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """Achieved attention throughput (causal pairs per microsecond, fwd+bwd) on a grid."""
+
+    backend: str
+    tile_q: int
+    q_lens: tuple[int, ...]
+    kv_lens: tuple[int, ...]
+    pairs_per_us: tuple[tuple[float, ...], ...]
+
+    @classmethod
+    def from_json(cls, path: str = DEFAULT_TABLE) -> KernelTable:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+        for key in ("backend", "q_lens", "kv_lens", "pairs_per_us"):
+            if key not in d:
+                raise ValueError(f"kernel table {path!r} lacks key {key!r}")
+        grid = d["pairs_per_us"]
+        if len(grid) != len(d["q_lens"]) or any(len(r) != len(d["kv_lens"]) for r in grid):
+            raise ValueError(f"kernel table {path!r}: pairs_per_us shape does not match the grid")
+        return cls(
+            d["backend"],
+            int(d.get("tile_q", 1)),
+            tuple(d["q_lens"]),
+            tuple(d["kv_lens"]),
+            tuple(tuple(float(x) for x in r) for r in grid),
+        )
+
+    def _tput(self, q: float, kv: float) -> float:
+        """Bilinear interpolation in log2 space, clamped to the grid, skipping NaN cells."""
+
+        def bracket(xs, x):
+            x = min(max(x, xs[0]), xs[-1])
+            i = min(max(bisect.bisect_right(xs, x) - 1, 0), len(xs) - 2) if len(xs) > 1 else 0
+            if len(xs) == 1:
+                return 0, 0, 0.0
+            lo, hi = math.log2(xs[i]), math.log2(xs[i + 1])
+            return i, i + 1, 0.0 if hi == lo else (math.log2(x) - lo) / (hi - lo)
+
+        i0, i1, fq = bracket(self.q_lens, q)
+        j0, j1, fk = bracket(self.kv_lens, kv)
+        acc = wsum = 0.0
+        for i, wi in ((i0, 1 - fq), (i1, fq)):
+            for j, wj in ((j0, 1 - fk), (j1, fk)):
+                v = self.pairs_per_us[i][j]
+                if wi * wj > 0 and v == v and v > 0:  # skip NaN / empty cells
+                    acc += wi * wj * math.log2(v)
+                    wsum += wi * wj
+        if wsum == 0:
+            row = [v for v in self.pairs_per_us[i0] if v == v and v > 0]
+            return max(row) if row else 1.0
+        return 2 ** (acc / wsum)
+
+    def segment_us(self, q: int, kv: int) -> float:
+        """Predicted fwd+bwd microseconds of one segment (tile-padded queries)."""
+        qp = -(-q // self.tile_q) * self.tile_q
+        kvp = kv + (qp - q)
+        return _causal_pairs(qp, kvp) / self._tput(qp, kvp)
+
+
+def predict_rank_us(segments: Sequence[Segment], table: KernelTable) -> float:
+    return sum(table.segment_us(s.length, s.start + s.length) for s in segments)
+
+
+def predict(doc_lens: Sequence[int], cp_size: int, strategy: str, table: KernelTable) -> list[float]:
+    """Predicted attention microseconds of every CP rank under ``strategy``."""
+    out = []
+    for r in range(cp_size):
+        front, back = rank_segments(doc_lens, cp_size, r, strategy)
+        out.append(predict_rank_us(front + back, table))
+    return out
+
+
+def choose_strategy(
+    doc_lens: Sequence[int], cp_size: int, table: KernelTable
+) -> tuple[str, dict[str, float]]:
+    """Pick the strategy with the lower predicted slowest-rank latency.
+
+    Returns:
+        (strategy, {strategy: predicted max-rank microseconds}).
+    """
+    pred = {s: max(predict(doc_lens, cp_size, s, table)) for s in STRATEGIES}
+    return min(STRATEGIES, key=lambda s: (pred[s], s)), pred
