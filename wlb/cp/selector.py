@@ -97,7 +97,9 @@ def predict_rank_us(segments: Sequence[Segment], table: KernelTable) -> float:
     return sum(table.segment_us(s.length, s.start + s.length) for s in segments)
 
 
-def predict(doc_lens: Sequence[int], cp_size: int, strategy: str, table: KernelTable) -> list[float]:
+def predict(
+    doc_lens: Sequence[int], cp_size: int, strategy: str, table: KernelTable
+) -> list[float]:
     """Predicted attention microseconds of every CP rank under ``strategy``."""
     out = []
     for r in range(cp_size):
