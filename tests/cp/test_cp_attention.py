@@ -68,6 +68,7 @@ def test_single_process_matches_reference_and_mask():
         torch.testing.assert_close(ref[start], v[start])
 
 
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 def test_reference_matches_flex_attention_document_mask():
     flex = pytest.importorskip("torch.nn.attention.flex_attention")
     lens = [5, 9, 2]

@@ -23,6 +23,11 @@ import torch.nn.functional as F
 
 from wlb.cp.shard import Segment, rank_segments
 
+# torch >= 2.13 renamed the flat-buffer collectives; older torch (common on GPU images) lacks the
+# new names.
+_all_gather_flat = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_flat = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
 
 @dataclass(frozen=True)
 class CPLayout:
@@ -120,7 +125,7 @@ def _gather_kv(kv_local: torch.Tensor, layout: CPLayout, group) -> torch.Tensor:
     pad = kv_local.new_zeros((layout.t_max, *kv_local.shape[1:]))
     pad[: kv_local.shape[0]] = kv_local
     buf = kv_local.new_empty((layout.cp_size * layout.t_max, *kv_local.shape[1:]))
-    dist.all_gather_into_tensor(buf, pad, group=group)
+    _all_gather_flat(buf, pad, group=group)
     out = kv_local.new_empty((layout.total, *kv_local.shape[1:]))
     out[layout.dst_pos] = buf[layout.src_rows]
     return out
@@ -134,7 +139,7 @@ def _scatter_grad(g_global: torch.Tensor, layout: CPLayout, group) -> torch.Tens
     send = g_global.new_zeros((layout.cp_size * layout.t_max, *g_global.shape[1:]))
     send[layout.src_rows] = g_global[layout.dst_pos]  # re-order into every rank's shard layout
     out = g_global.new_empty((layout.t_max, *g_global.shape[1:]))
-    dist.reduce_scatter_tensor(out, send, group=group)
+    _reduce_scatter_flat(out, send, group=group)
     return out[:n_local]
 
 
