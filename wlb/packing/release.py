@@ -42,9 +42,10 @@ def match_release(
         Up to N groups of pool indices (each group seeds one micro-batch); [] to release nothing.
 
     Example:
-        Two 90-token docs fill one cap-200 slot as well as one 128-token doc does
-        (workload d^2/100 + d): T = 291.8, pair = 2 * 171 = 342 > T*(1+tol) so not here, but with
-        tol large enough the pair is accepted.
+        W(d) = d^2/100 + d, cap 200, rho 1, tol 0.01, N = 2. Head: a 128-token doc,
+        T = 291.84. A lone 90-token doc (W 171) reaches only 171 + 110 = 281 < T/1.01, and two
+        90s (W 342) overshoot T*1.01, but a 90 with a 70 (W 171 + 119 = 290, 160 tokens, room
+        for 40 more) fits in [T/1.01, T*1.01]: groups [[head], [the 90, the 70]].
     """
     m = len(weights)
     if m == 0:

@@ -52,7 +52,7 @@ class WLBPacker(Packer):
         outlier_thresholds: Sequence[int] = (),
         placement: str = "refine",
         strict: bool = False,
-        release: str = "match",
+        release: str = "count",
         balance_tol: float = 0.01,
         max_wait: int | None = 32,
     ) -> None:
