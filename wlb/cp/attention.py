@@ -81,6 +81,23 @@ def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy
     )
 
 
+def _segment_attention(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
+    """One segment: qs [s, h, d] at doc positions start.., ks/vs [start+s, hkv, d] -> [s, h, d]."""
+    n, kv = qs.shape[0], ks.shape[0]
+    # bottom-right causal: query i sits at doc position start+i and sees keys 0..start+i
+    qi = torch.arange(n, device=qs.device)[:, None] + start
+    kj = torch.arange(kv, device=qs.device)[None, :]
+    o = F.scaled_dot_product_attention(
+        qs.transpose(0, 1),  # [h, s, d]
+        ks.transpose(0, 1),  # [hkv, start+s, d]
+        vs.transpose(0, 1),
+        attn_mask=kj <= qi,
+        scale=scale,
+        enable_gqa=qs.shape[1] != ks.shape[1],
+    )
+    return o.transpose(0, 1)  # [s, h, d]
+
+
 def attend_segments(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Sequence[Segment], scale: float
 ) -> torch.Tensor:
@@ -95,25 +112,47 @@ def attend_segments(
     Returns:
         [t_local, heads, dim].
     """
-    outs = []
+    out = q.new_empty(q.shape)
     off = 0
-    gqa = q.shape[1] != k.shape[1]
     for s in segments:
-        k_end = s.doc_start + s.start + s.length
-        qs = q[off : off + s.length].transpose(0, 1)  # [h, s, d]
-        ks = k[s.doc_start : k_end].transpose(0, 1)  # [hkv, p+s, d]
-        vs = v[s.doc_start : k_end].transpose(0, 1)
-        # bottom-right causal: query i sits at doc position start+i and sees keys 0..start+i
-        qi = torch.arange(s.length, device=q.device)[:, None] + s.start
-        kj = torch.arange(k_end - s.doc_start, device=q.device)[None, :]
-        o = F.scaled_dot_product_attention(
-            qs, ks, vs, attn_mask=kj <= qi, scale=scale, enable_gqa=gqa
+        a, b = s.doc_start, s.doc_start + s.start + s.length
+        out[off : off + s.length] = _segment_attention(
+            q[off : off + s.length], k[a:b], v[a:b], s.start, scale
         )
-        outs.append(o.transpose(0, 1))  # [s, h, d]
         off += s.length
-    if not outs:
-        return q.new_empty(q.shape)
-    return torch.cat(outs, 0)
+    return out
+
+
+def attend_segments_backward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    segments: Sequence[Segment],
+    scale: float,
+    grad_out: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dQ [t_local, ...] and global-order partial dK, dV [T, ...] of :func:`attend_segments`.
+
+    Recomputes each segment with its own leaf tensors, so a segment costs O(its keys) rather
+    than the O(T) zero-filled gradient that autograd's slice backward would allocate per slice.
+    """
+    dq = torch.empty_like(q)
+    dk = torch.zeros_like(k)
+    dv = torch.zeros_like(v)
+    off = 0
+    for s in segments:
+        a, b = s.doc_start, s.doc_start + s.start + s.length
+        qs = q[off : off + s.length].detach().requires_grad_()
+        ks = k[a:b].detach().requires_grad_()
+        vs = v[a:b].detach().requires_grad_()
+        with torch.enable_grad():
+            o = _segment_attention(qs, ks, vs, s.start, scale)
+        gq, gk, gv = torch.autograd.grad(o, (qs, ks, vs), grad_out[off : off + s.length])
+        dq[off : off + s.length] = gq
+        dk[a:b] += gk
+        dv[a:b] += gv
+        off += s.length
+    return dq, dk, dv
 
 
 def _gather_kv(kv_local: torch.Tensor, layout: CPLayout, group) -> torch.Tensor:
@@ -157,14 +196,9 @@ class _CPAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         q, k_g, v_g = ctx.saved_tensors
-        with torch.enable_grad():
-            qd = q.detach().requires_grad_()
-            kd = k_g.detach().requires_grad_()
-            vd = v_g.detach().requires_grad_()
-            out = attend_segments(qd, kd, vd, ctx.layout.segments, ctx.scale)
-            dq, dk, dv = torch.autograd.grad(out, (qd, kd, vd), grad_out, allow_unused=True)
-        dk = torch.zeros_like(k_g) if dk is None else dk
-        dv = torch.zeros_like(v_g) if dv is None else dv
+        dq, dk, dv = attend_segments_backward(
+            q, k_g, v_g, ctx.layout.segments, ctx.scale, grad_out.contiguous()
+        )
         dkv = _scatter_grad(torch.cat([dk, dv], -1).contiguous(), ctx.layout, ctx.group)
         kv_dim = k_g.shape[-1]
         return dq, dkv[..., :kv_dim], dkv[..., kv_dim:], None, None, None
