@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from wlb.cp.shard import Segment, rank_segments
+from wlb.cp.shard import Segment, rank_segments, shard_positions
 
 # torch >= 2.13 renamed the flat-buffer collectives; older torch (common on GPU images) lacks the
 # new names.
@@ -58,15 +58,12 @@ class CPLayout:
 @lru_cache(maxsize=128)
 def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy: str) -> CPLayout:
     """Layout of ``doc_lens`` for ``cp_rank`` (cached: the same micro-batch serves every layer)."""
-    src, dst, counts, mine = [], [], [], ()
-    per_rank = [rank_segments(doc_lens, cp_size, r, strategy) for r in range(cp_size)]
-    for r, (front, back) in enumerate(per_rank):
-        segs = front + back
-        pos = [s.doc_start + s.start + i for s in segs for i in range(s.length)]
+    src, dst, counts = [], [], []
+    for r in range(cp_size):
+        pos = shard_positions(doc_lens, cp_size, r, strategy)
         counts.append(len(pos))
         dst.extend(pos)
-        if r == cp_rank:
-            mine = segs
+    front, back = rank_segments(doc_lens, cp_size, cp_rank, strategy)
     t_max = max(counts)
     for r, n in enumerate(counts):
         src.extend(range(r * t_max, r * t_max + n))
@@ -75,7 +72,7 @@ def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy
         cp_size=cp_size,
         cp_rank=cp_rank,
         t_max=t_max,
-        segments=mine,
+        segments=front + back,
         src_rows=torch.tensor(src, dtype=torch.long),
         dst_pos=torch.tensor(dst, dtype=torch.long),
     )
