@@ -1,21 +1,36 @@
 #!/usr/bin/env python3
-"""GPT pre-training with WLB-LLM on megatron-core -- not implemented yet.
+"""Pretrain GPT with megatron-core and WLB-LLM workload balancing (thin entry point).
 
-The training loop, arguments and checkpoint glue are the Megatron-integration issue (#4). This
-entry point refuses to run rather than pretend to train. Today the packers can be exercised with
-``tools/simulate_packing.py`` (see README).
+    torchrun --nproc_per_node 2 pretrain_gpt_wlb.py --context-parallel-size 2 --mock-data ...
+
+``--wlb-packing megatron --wlb-cp-sharding per-seq`` is the stock-Megatron baseline. See README.
 """
 
+from __future__ import annotations
+
+import os
 import sys
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
+warnings.filterwarnings("ignore", message=".*CPU RNG state changed within GPU RNG context.*")
 
 
-def main() -> int:
-    print(
-        "pretrain_gpt_wlb.py: training is not implemented yet (see the Megatron-core "
-        "integration issue #4); use tools/simulate_packing.py for the packers",
-        file=sys.stderr,
-    )
-    return 2
+def main(argv=None) -> int:
+    from wlb.config import ConfigError
+    from wlb.parallel import LayoutError
+    from wlb.training.arguments import ArgumentError, build_parser, validate
+
+    args = build_parser().parse_args(argv)
+    try:
+        validate(args)
+        from wlb.training.run import run_training
+
+        return run_training(args)
+    except (ArgumentError, ConfigError, LayoutError) as e:
+        print(f"pretrain_gpt_wlb.py: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ class GlobalBatcher:
           longer than ``max_piece`` is first cut into ``max_piece``-token pieces (the stated
           policy for over-long documents: split, never dropped).
 
-    The order is file order, or a seeded permutation per epoch when ``shuffle``. State
+    The order is file order, or a seeded permutation per epoch when ``shuffle``. With
+    ``wrap_epochs`` (training) a batch that reaches the end of an epoch is topped up from the next
+    epoch's order, so every batch is full and the stream never ends. State
     (epoch, position inside the order, offset inside the current document, batch index) is
     saved by :meth:`state_dict` so a resumed run continues exactly.
     """
@@ -50,6 +52,7 @@ class GlobalBatcher:
         max_piece: int | None = None,
         shuffle: bool = False,
         seed: int = 0,
+        wrap_epochs: bool = False,
     ) -> None:
         if budget <= 0:
             raise ValueError(f"token budget per global batch must be > 0, got {budget}")
@@ -61,6 +64,7 @@ class GlobalBatcher:
         self.max_piece = int(max_piece) if max_piece else None
         self.shuffle = shuffle
         self.seed = seed
+        self.wrap_epochs = wrap_epochs
         self.epoch = 0
         self.pos = 0  # index into the epoch order
         self.offset = 0  # tokens of order[pos] already emitted
@@ -87,8 +91,13 @@ class GlobalBatcher:
         """Pieces of the next global batch (fewer tokens at the end of an epoch; [] if done)."""
         out: list[Piece] = []
         room = self.budget
-        order, lengths, cap = self._order, self.lengths, self.max_piece
-        while room > 0 and self.pos < len(order):
+        lengths, cap = self.lengths, self.max_piece
+        while room > 0:
+            if self.pos >= len(self._order):
+                if not self.wrap_epochs:
+                    break
+                self.next_epoch()
+            order = self._order
             doc = int(order[self.pos])
             left = int(lengths[doc]) - self.offset
             take = left if cap is None else min(left, cap)

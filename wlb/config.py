@@ -1,0 +1,127 @@
+"""WLBConfig: every WLB knob of a training run, validated, and its ``--wlb-*`` argparse group.
+
+``--wlb-packing megatron --wlb-cp-sharding per-seq`` is stock Megatron (the baseline); the
+defaults are WLB's. Each field's ``metadata["help"]`` is both its documentation and its flag help.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, dataclass, field, fields
+
+from wlb.packing import available_packers
+
+CP_SHARDINGS = ("per-seq", "per-doc", "adaptive")
+
+
+class ConfigError(ValueError):
+    """A WLB option with a bad value (the message names the flag and the value)."""
+
+
+def _parse_thresholds(text: str) -> str | tuple[int, ...]:
+    text = text.strip().lower()
+    if text in ("auto", "none", ""):
+        return text or "none"
+    try:
+        values = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--wlb-outlier-thresholds={text!r}: expected 'auto', 'none' or L1,L2,... (ints)"
+        ) from None
+    if any(v <= 0 for v in values) or list(values) != sorted(set(values)):
+        raise ConfigError(f"--wlb-outlier-thresholds={text!r}: need increasing positive ints")
+    return values
+
+
+@dataclass
+class WLBConfig:
+    """Workload-balancing options (one ``--wlb-<name>`` flag per field)."""
+
+    packing: str = field(
+        default="wlb",
+        metadata={"help": "Packer for the micro-batches of each global batch: 'megatron' (stock, "
+                  "fixed seq-length samples), 'fixed-greedy', 'wlb-paper' or 'wlb' (default)."},
+    )
+    cp_sharding: str = field(
+        default="adaptive",
+        metadata={"help": "How each packed micro-batch is split over CP ranks: 'per-seq' "
+                  "(stock Megatron), 'per-doc' (WLB) or 'adaptive' (per micro-batch, by the "
+                  "kernel table)."},
+    )
+    max_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Largest WLB micro-batch in tokens (S_max); default 1.25 x "
+                  "--seq-length."},
+    )
+    outlier_thresholds: str = field(
+        default="auto",
+        metadata={"help": "Outlier queue thresholds: 'auto' (tuned by simulation on the "
+                  "dataset's lengths), 'none' (no delay) or L1,L2,... in tokens."},
+    )
+    max_wait: int = field(
+        default=32,
+        metadata={"help": "Iterations an outlier may wait in a queue before it is forced "
+                  "into a batch (bounds delay)."},
+    )
+    delay_budget: float = field(
+        default=0.5,
+        metadata={"help": "'auto' thresholds keep the mean token delay (iterations) below this."},
+    )
+    cost_model: str | None = field(
+        default=None,
+        metadata={"help": "Cost-model JSON (tools/calibrate output); default: analytic FLOPs "
+                  "of the model being trained."},
+    )
+    kernel_table: str | None = field(
+        default=None,
+        metadata={"help": "Attention throughput table JSON for the adaptive CP selector; "
+                  "default: the shipped CPU torch-SDPA table."},
+    )
+    shuffle: bool = field(
+        default=True,
+        metadata={"help": "Seeded document order per epoch (--seed); off: file order."},
+    )
+
+    def __post_init__(self) -> None:
+        if self.packing not in available_packers():
+            raise ConfigError(
+                f"--wlb-packing={self.packing!r}; choose from {available_packers()}"
+            )
+        if self.cp_sharding not in CP_SHARDINGS:
+            raise ConfigError(f"--wlb-cp-sharding={self.cp_sharding!r}; choose from {CP_SHARDINGS}")
+        if self.max_tokens is not None and self.max_tokens <= 0:
+            raise ConfigError(f"--wlb-max-tokens={self.max_tokens} must be > 0")
+        if self.max_wait < 1:
+            raise ConfigError(f"--wlb-max-wait={self.max_wait} must be >= 1")
+        if self.delay_budget < 0:
+            raise ConfigError(f"--wlb-delay-budget={self.delay_budget} must be >= 0")
+        self.thresholds = _parse_thresholds(str(self.outlier_thresholds))
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.packing == "megatron" and self.cp_sharding == "per-seq"
+
+    # ---- argparse ---------------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        group = parser.add_argument_group("WLB", "workload-balanced packing and CP sharding")
+        for f in fields(cls):
+            flag = "--wlb-" + f.name.replace("_", "-")
+            help_ = f.metadata["help"] + (f" (default: {f.default})" if f.default else "")
+            if f.type in ("bool", bool):
+                group.add_argument(flag, action=argparse.BooleanOptionalAction,
+                                   default=f.default, help=help_)
+                continue
+            kind = {"int | None": int, "int": int, "float": float}.get(str(f.type), str)
+            choices = None
+            if f.name == "packing":
+                choices = available_packers()
+            elif f.name == "cp_sharding":
+                choices = list(CP_SHARDINGS)
+            default = None if f.default is MISSING else f.default
+            group.add_argument(flag, type=kind, default=default, choices=choices, help=help_,
+                               dest="wlb_" + f.name)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> WLBConfig:
+        return cls(**{f.name: getattr(args, "wlb_" + f.name) for f in fields(cls)})

@@ -1,0 +1,114 @@
+"""Packed (THD) micro-batches: pieces -> tokens, labels, loss mask, positions; CP slicing.
+
+Labels come from the document, not from the packed sequence: a piece ``(doc, offset, L)`` reads
+tokens [offset, offset+L] and predicts token i+1 from token i. The document's last token has no
+next token, so its loss mask is 0. The trained (input, label) pairs therefore depend only on the
+pieces, never on how they were packed -- which is what makes the loss packing-independent.
+
+Worked example (pad_multiple=4): pieces of docs A (3 tokens, whole) and B (offset 2, 2 tokens of
+a 6-token doc) -> 5 tokens, padded with a 3-token pad document to 8:
+    doc_lens  = (3, 2, 3)
+    positions = [0, 1, 2, 0, 1, 0, 1, 2]   (per piece, as Megatron's --reset-position-ids)
+    loss_mask = [1, 1, 0, 1, 1, 0, 0, 0]   (A ends; B continues; padding)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from wlb.cp.shard import rank_segments
+from wlb.data.sources import DocumentSource
+from wlb.packing.types import Piece
+
+
+@dataclass
+class PackedMicroBatch:
+    """One packed micro-batch in global token order.
+
+    Attributes:
+        tokens, labels: int64 [T].
+        loss_mask: float32 [T] (0 at document ends and padding).
+        positions: int64 [T], position of each token inside its piece (the attention unit).
+        doc_lens: lengths of the packed pieces, then the pad document if any (sum = T).
+        num_pad: padding tokens at the end.
+    """
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    loss_mask: torch.Tensor
+    positions: torch.Tensor
+    doc_lens: tuple[int, ...]
+    num_pad: int
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.tokens.numel())
+
+
+def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) -> PackedMicroBatch:
+    """Concatenate ``pieces`` into one THD micro-batch padded to a multiple of ``pad_multiple``."""
+    if not pieces:
+        raise ValueError("cannot collate an empty micro-batch")
+    toks, labs, mask, pos, lens = [], [], [], [], []
+    for p in pieces:
+        doc_len = int(source.lengths[p.doc_id])
+        if p.offset + p.length > doc_len:
+            raise ValueError(f"piece {p} runs past document {p.doc_id} of length {doc_len}")
+        stop = min(p.offset + p.length + 1, doc_len)
+        t = np.asarray(source.tokens(p.doc_id, p.offset, stop), dtype=np.int64)
+        toks.append(t[: p.length])
+        lab = np.full(p.length, source.eod, dtype=np.int64)
+        lab[: len(t) - 1] = t[1:]
+        m = np.ones(p.length, dtype=np.float32)
+        if stop - p.offset == p.length:  # the piece ends the document: last token has no label
+            m[-1] = 0.0
+        labs.append(lab)
+        mask.append(m)
+        pos.append(np.arange(p.length, dtype=np.int64))
+        lens.append(p.length)
+    total = sum(lens)
+    pad = -total % pad_multiple
+    if pad:
+        toks.append(np.full(pad, source.eod, dtype=np.int64))
+        labs.append(np.full(pad, source.eod, dtype=np.int64))
+        mask.append(np.zeros(pad, dtype=np.float32))
+        pos.append(np.arange(pad, dtype=np.int64))
+        lens.append(pad)
+    return PackedMicroBatch(
+        tokens=torch.from_numpy(np.concatenate(toks)),
+        labels=torch.from_numpy(np.concatenate(labs)),
+        loss_mask=torch.from_numpy(np.concatenate(mask)),
+        positions=torch.from_numpy(np.concatenate(pos)),
+        doc_lens=tuple(lens),
+        num_pad=pad,
+    )
+
+
+def local_index(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy: str):
+    """(global positions, doc-relative positions) of a CP rank's tokens, in storage order."""
+    front, back = rank_segments(doc_lens, cp_size, cp_rank, strategy)
+    glob, rel = [], []
+    for s in front + back:
+        a = s.doc_start + s.start
+        glob.append(np.arange(a, a + s.length, dtype=np.int64))
+        rel.append(np.arange(s.start, s.start + s.length, dtype=np.int64))
+    return torch.from_numpy(np.concatenate(glob)), torch.from_numpy(np.concatenate(rel))
+
+
+def shard_for_cp(mb: PackedMicroBatch, cp_size: int, cp_rank: int, strategy: str) -> dict:
+    """This CP rank's rows of ``mb`` under ``strategy`` ("per_seq" | "per_doc").
+
+    Returns:
+        dict with ``tokens``, ``labels``, ``loss_mask``, ``positions`` ([t_local] each, in the
+        rank's storage order).
+    """
+    idx, _ = local_index(mb.doc_lens, cp_size, cp_rank, strategy)
+    return {
+        "tokens": mb.tokens[idx],
+        "labels": mb.labels[idx],
+        "loss_mask": mb.loss_mask[idx],
+        "positions": mb.positions[idx],
+    }

@@ -1,0 +1,62 @@
+"""Text inputs for tools/preprocess_data.py, including the embedded default corpus.
+
+The default corpus is the Python standard library's own source files (``*.py`` under
+``sysconfig.get_paths()["stdlib"]``, test packages and site-packages excluded), read in sorted path
+order: real text that every machine running this project already has, with a long-tailed
+document-length distribution (on Python 3.11.7: 868 files, 13.2 MB, median 6.8 KB, p99 106 KB,
+max 757 KB). Its licence is the PSF licence; we only read it locally and never ship it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sysconfig
+from collections.abc import Iterator
+
+
+def default_corpus_files() -> list[str]:
+    root = sysconfig.get_paths()["stdlib"]
+    out = []
+    for d, dirs, files in os.walk(root):
+        dirs[:] = sorted(x for x in dirs if x not in ("test", "tests", "site-packages",
+                                                      "__pycache__", "idle_test"))
+        out.extend(os.path.join(d, f) for f in sorted(files) if f.endswith(".py"))
+    if not out:
+        raise FileNotFoundError(f"no *.py files under the stdlib directory {root}")
+    return out
+
+
+def iter_texts(source: str, *, json_key: str = "text", pattern: str = "*") -> Iterator[str]:
+    """Documents of ``source``: a JSONL file (one object per line, text under ``json_key``), a
+    directory (every file matching ``pattern``, recursively, sorted), or "default" (stdlib)."""
+    if source == "default":
+        files = default_corpus_files()
+    elif os.path.isdir(source):
+        files = sorted(f for f in glob.glob(os.path.join(source, "**", pattern), recursive=True)
+                       if os.path.isfile(f))
+        if not files:
+            raise FileNotFoundError(f"--input {source}: no files match {pattern!r}")
+    elif os.path.isfile(source):
+        with open(source, encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                    text = obj[json_key]
+                except (ValueError, KeyError, TypeError) as e:
+                    raise ValueError(f"--input {source}: line {i}: no {json_key!r} ({e})") from None
+                if not isinstance(text, str):
+                    raise ValueError(f"--input {source}: line {i}: {json_key!r} is not a string")
+                if text:
+                    yield text
+        return
+    else:
+        raise FileNotFoundError(f"--input {source}: no such file or directory")
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        if text:
+            yield text

@@ -1,0 +1,115 @@
+"""Our CP attention in megatron-core's ``core_attention`` ModuleSpec slot.
+
+megatron-core's local ``DotProductAttention`` supports neither context parallelism nor packed
+(THD) sequences (``dot_product_attention.py:57/153``); :class:`WLBCoreAttention` has the same
+constructor and ``forward`` signature and does both, through :func:`wlb.cp.cp_attention`.
+
+The per-micro-batch facts it needs (document lengths of the unsharded micro-batch, the CP sharding
+strategy chosen for it, the document-relative positions of this rank's tokens) travel in
+:class:`WLBPackedSeqParams`, which the model hands unchanged to every layer. RoPE is applied here,
+per document, so it is correct under any sharding (the model is built with
+``position_embedding_type="none"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.transformer.module import MegatronModule
+
+from wlb.cp.attention import cp_attention
+
+
+@dataclass
+class WLBPackedSeqParams(PackedSeqParams):
+    """``PackedSeqParams`` (``qkv_format="thd"``) plus what CP attention needs.
+
+    Attributes:
+        doc_lens: document lengths of the whole micro-batch, before CP sharding.
+        cp_strategy: "per_seq" or "per_doc" for this micro-batch.
+        positions: [t_local] position of each local token inside its document (RoPE).
+    """
+
+    doc_lens: tuple[int, ...] = ()
+    cp_strategy: str = "per_doc"
+    positions: torch.Tensor | None = None
+
+
+def rope_tables(positions: torch.Tensor, dim: int, base: float, dtype) -> tuple:
+    """cos/sin tables [t, 1, dim] for non-interleaved RoPE (megatron's ``rotate_half`` form)."""
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [t, dim/2]
+    emb = torch.cat([ang, ang], dim=-1)[:, None, :]  # [t, 1, dim]
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [t, h, d] rotated by position: x*cos + rotate_half(x)*sin."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class WLBCoreAttention(MegatronModule):
+    """Drop-in ``core_attention``: causal, document-masked, context-parallel attention.
+
+    Args mirror megatron's ``DotProductAttention``; ``pg_collection.cp`` is the CP group.
+    ``rotary_base`` (set through the ModuleSpec ``params``) turns on per-document RoPE.
+    """
+
+    def __init__(
+        self,
+        config,
+        layer_number: int,
+        attn_mask_type,
+        attention_type: str,
+        attention_dropout: float | None = None,
+        softmax_scale: float | None = None,
+        cp_comm_type: str | None = None,
+        pg_collection=None,
+        rotary_base: float | None = None,
+    ) -> None:
+        super().__init__(config=config)
+        dropout = config.attention_dropout if attention_dropout is None else attention_dropout
+        if dropout:
+            raise ValueError(
+                f"attention_dropout={dropout}: WLB CP attention has no dropout; set "
+                "--attention-dropout 0"
+            )
+        if attention_type != "self":
+            raise ValueError(f"attention_type={attention_type!r}: only self-attention")
+        self.layer_number = layer_number
+        self.softmax_scale = softmax_scale
+        self.cp_group = getattr(pg_collection, "cp", None) if pg_collection is not None else None
+        self.rope_base = rotary_base
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask=None,
+        attn_mask_type=None,
+        attention_bias=None,
+        packed_seq_params: WLBPackedSeqParams | None = None,
+    ) -> torch.Tensor:
+        """query [t, heads_local, dim], key/value [t, kv_heads_local, dim] -> [t, heads*dim]."""
+        p = packed_seq_params
+        if not isinstance(p, WLBPackedSeqParams):
+            raise TypeError(
+                "WLBCoreAttention needs WLBPackedSeqParams (packed THD micro-batches from "
+                f"wlb.data); got {type(p).__name__}"
+            )
+        if attention_bias is not None:
+            raise ValueError("attention_bias is not supported by WLB CP attention")
+        if self.rope_base:
+            cos, sin = rope_tables(p.positions, query.shape[-1], self.rope_base, query.dtype)
+            query, key = apply_rope(query, cos, sin), apply_rope(key, cos, sin)
+        cp_group = self.cp_group
+        if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
+            cp_group = None
+        out = cp_attention(
+            query, key, value, p.doc_lens, cp_group, p.cp_strategy, self.softmax_scale
+        )
+        return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]

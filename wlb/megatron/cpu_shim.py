@@ -1,0 +1,198 @@
+"""Run megatron-core 0.16 on CPU + gloo: the one place that patches its CUDA-only call sites.
+
+megatron-core hard-codes CUDA in a handful of places that a CPU run still reaches (see
+``../shared/notes/megatron_core_cpu.md``). :func:`apply` fixes them **only when CUDA is not
+available** (on a GPU machine it does nothing), and only for megatron-core 0.16.x, whose line-level
+behaviour it was written against. Each patch names the call sites it covers:
+
+* ``torch_proxy`` -- inside the listed megatron modules the name ``torch`` is re-bound to a proxy
+  that maps ``device="cuda"`` to CPU in tensor factories and gives ``torch.cuda`` CPU meanings
+  (``current_device`` -> "cpu", ``synchronize`` -> no-op, RNG state -> the CPU generator).
+  Covers schedules.py:596/983/2138 (``zeros(device="cuda")``), p2p_communication.py:190-321 and
+  :242/398 (``current_device``/``synchronize``), param_and_grad_buffer.py:783-806, utils.py:631
+  (GlobalMemoryBuffer) and :1207 (no-apex l2 norm), optimizer.py:473-485/907/1141,
+  clip_grads.py:90-207, distrib_optimizer.py:791, random.py:235-238 (RNG tracker) and
+  parallel_state.py:198.
+* ``rng_state`` -- random.py:41/72 ``_get/_set_cuda_rng_state`` read/write the CPU generator, so
+  ``model_parallel_cuda_manual_seed`` and ``get_cuda_rng_tracker().fork()`` work.
+* ``tensor_types`` -- distrib_optimizer.py:361/420/431 and clip_grads.py:167 check
+  ``param.type() == 'torch.cuda.FloatTensor'``; while those two functions run, ``Tensor.type()``
+  reports the CUDA name of a CPU tensor.
+* ``tied_embedding`` -- language_module.py:244 calls ``weight.data.cuda()`` for tied embeddings
+  with PP > 1; while ``setup_embeddings_and_output_layer`` runs, ``Tensor.cuda`` is the identity.
+
+Not covered because our spec never reaches them: transformer/utils.py:35/40 (masks of the local
+``DotProductAttention``, replaced by our attention) and rope_utils.py:62 (megatron's RoPE under
+CP; our attention applies RoPE itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import types
+
+import torch
+
+SUPPORTED = "0.16."
+_APPLIED = False
+
+_MODULES = (
+    "megatron.core.pipeline_parallel.schedules",
+    "megatron.core.pipeline_parallel.p2p_communication",
+    "megatron.core.distributed.param_and_grad_buffer",
+    "megatron.core.distributed.distributed_data_parallel",
+    "megatron.core.distributed.finalize_model_grads",
+    "megatron.core.utils",
+    "megatron.core.parallel_state",
+    "megatron.core.tensor_parallel.random",
+    "megatron.core.tensor_parallel.layers",
+    "megatron.core.optimizer.optimizer",
+    "megatron.core.optimizer.clip_grads",
+    "megatron.core.optimizer.distrib_optimizer",
+    "megatron.core.optimizer.grad_scaler",
+)
+_FACTORIES = ("zeros", "ones", "empty", "tensor", "full", "arange", "zeros_like", "empty_like")
+
+
+def _cpu_device(device):
+    if device is None:
+        return None
+    if isinstance(device, int) or "cuda" in str(device):
+        return "cpu"
+    return device
+
+
+class _CudaOnCPU(types.SimpleNamespace):
+    """``torch.cuda`` as seen from a patched megatron module on a machine without CUDA."""
+
+    def __getattr__(self, name):
+        return getattr(torch.cuda, name)
+
+
+def _make_cuda_namespace() -> _CudaOnCPU:
+    return _CudaOnCPU(
+        is_available=lambda: False,
+        current_device=lambda: "cpu",
+        synchronize=lambda *a, **k: None,
+        empty_cache=lambda: None,
+        get_rng_state=lambda *a, **k: torch.get_rng_state(),
+        set_rng_state=lambda state, *a, **k: torch.set_rng_state(state),
+        manual_seed=lambda seed: torch.manual_seed(seed),
+        device_count=lambda: 0,
+    )
+
+
+class _TorchOnCPU(types.ModuleType):
+    """``torch`` with CUDA device arguments mapped to CPU (everything else delegated)."""
+
+    def __init__(self) -> None:
+        super().__init__("torch")
+        self.cuda = _make_cuda_namespace()
+        for name in _FACTORIES:
+            setattr(self, name, self._wrap(getattr(torch, name)))
+
+    @staticmethod
+    def _wrap(fn):
+        @functools.wraps(fn)
+        def inner(*args, **kwargs):
+            if "device" in kwargs:
+                kwargs["device"] = _cpu_device(kwargs["device"])
+            kwargs.pop("pin_memory", None)
+            return fn(*args, **kwargs)
+
+        return inner
+
+    def __getattr__(self, name):
+        return getattr(torch, name)
+
+
+_CUDA_TYPE = {
+    torch.float32: "torch.cuda.FloatTensor",
+    torch.float16: "torch.cuda.HalfTensor",
+    torch.bfloat16: "torch.cuda.BFloat16Tensor",
+}
+
+
+@contextlib.contextmanager
+def _cuda_type_names():
+    orig = torch.Tensor.type
+
+    def type_(self, *args, **kwargs):
+        if args or kwargs:
+            return orig(self, *args, **kwargs)
+        return _CUDA_TYPE.get(self.dtype, orig(self))
+
+    torch.Tensor.type = type_
+    try:
+        yield
+    finally:
+        torch.Tensor.type = orig
+
+
+@contextlib.contextmanager
+def _identity_cuda():
+    orig = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = orig
+
+
+def _scoped(fn, ctx):
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        with ctx():
+            return fn(*args, **kwargs)
+
+    inner.__wlb_shim__ = True
+    return inner
+
+
+def check_version() -> str:
+    import megatron.core
+
+    version = megatron.core.__version__
+    if not version.startswith(SUPPORTED):
+        raise RuntimeError(
+            f"wlb.megatron.cpu_shim supports megatron-core {SUPPORTED}x, found {version}; "
+            "re-check the call sites listed in its docstring before raising the pin"
+        )
+    return version
+
+
+def apply(force: bool = False) -> bool:
+    """Patch megatron-core for CPU if CUDA is unavailable (idempotent). Returns whether it did."""
+    global _APPLIED
+    if _APPLIED:
+        return True
+    if torch.cuda.is_available() and not force:
+        return False
+    check_version()
+    proxy = _TorchOnCPU()
+    for name in _MODULES:
+        importlib.import_module(name).torch = proxy
+
+    random = importlib.import_module("megatron.core.tensor_parallel.random")
+    random._get_cuda_rng_state = lambda *a, **k: torch.get_rng_state()
+    random._set_cuda_rng_state = lambda state, *a, **k: torch.set_rng_state(state)
+
+    distopt = importlib.import_module("megatron.core.optimizer.distrib_optimizer")
+    cls = distopt.DistributedOptimizer
+    cls._build_model_and_main_param_groups = staticmethod(
+        _scoped(cls._build_model_and_main_param_groups, _cuda_type_names)
+    )
+    clip = importlib.import_module("megatron.core.optimizer.clip_grads")
+    optim = importlib.import_module("megatron.core.optimizer.optimizer")
+    scoped_clip = _scoped(clip.clip_grad_by_total_norm_fp32, _cuda_type_names)
+    clip.clip_grad_by_total_norm_fp32 = scoped_clip
+    optim.clip_grad_by_total_norm_fp32 = scoped_clip
+
+    lm = importlib.import_module("megatron.core.models.common.language_module.language_module")
+    lm.LanguageModule.setup_embeddings_and_output_layer = _scoped(
+        lm.LanguageModule.setup_embeddings_and_output_layer, _identity_cuda
+    )
+    _APPLIED = True
+    return True

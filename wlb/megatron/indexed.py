@@ -1,0 +1,83 @@
+"""Megatron ``.bin/.idx`` documents: written with megatron's builder, read with its reader.
+
+Each document is stored as one sequence ending with the EOD token. A small sidecar
+``<prefix>.meta.json`` records the tokenizer, ``vocab_size`` and ``eod``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+
+
+class IndexedDataError(ValueError):
+    """A missing or inconsistent dataset file (the message names it)."""
+
+
+def meta_path(prefix: str) -> str:
+    return prefix + ".meta.json"
+
+
+def write_documents(prefix: str, docs: Iterable[np.ndarray], *, vocab_size: int, eod: int,
+                    tokenizer: str) -> dict:
+    """Write token documents (EOD appended) to ``prefix.bin/.idx`` atomically.
+
+    The files are built under temporary names and renamed at the end, so an interrupted run never
+    leaves a half-written dataset under the final name.
+
+    Returns:
+        the metadata dict (also written to ``prefix.meta.json``).
+    """
+    dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max else np.int32
+    tmp = f"{prefix}.tmp{os.getpid()}"
+    builder = IndexedDatasetBuilder(tmp + ".bin", dtype=dtype)
+    n_docs = n_tokens = 0
+    for doc in docs:
+        arr = np.append(np.asarray(doc, dtype=np.int64), eod)
+        builder.add_document(torch.from_numpy(arr), [len(arr)])
+        n_docs += 1
+        n_tokens += len(arr)
+    if n_docs == 0:
+        builder.data_file.close()
+        os.remove(tmp + ".bin")
+        raise IndexedDataError(f"{prefix}: no documents to write")
+    builder.finalize(tmp + ".idx")
+    meta = {"tokenizer": tokenizer, "vocab_size": int(vocab_size), "eod": int(eod),
+            "documents": n_docs, "tokens": n_tokens}
+    with open(tmp + ".meta.json", "w") as f:
+        json.dump(meta, f, indent=1)
+    for ext in (".bin", ".idx", ".meta.json"):
+        os.replace(tmp + ext, prefix + ext)
+    return meta
+
+
+class IndexedDocuments:
+    """A :class:`wlb.data.DocumentSource` over a megatron indexed dataset."""
+
+    def __init__(self, prefix: str) -> None:
+        for ext in (".bin", ".idx", ".meta.json"):
+            if not os.path.exists(prefix + ext):
+                raise IndexedDataError(
+                    f"--data-path {prefix}: {prefix + ext} not found (build it with "
+                    "tools/preprocess_data.py)"
+                )
+        try:
+            with open(meta_path(prefix)) as f:
+                meta = json.load(f)
+            self.vocab_size, self.eod = int(meta["vocab_size"]), int(meta["eod"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise IndexedDataError(f"{meta_path(prefix)}: bad metadata ({e})") from None
+        self.dataset = IndexedDataset(prefix, mmap=True)
+        self.lengths = np.asarray(self.dataset.sequence_lengths, dtype=np.int64)
+        if len(self.lengths) == 0:
+            raise IndexedDataError(f"--data-path {prefix}: the dataset has no documents")
+        self.prefix = prefix
+
+    def tokens(self, doc_id: int, start: int, stop: int) -> np.ndarray:
+        return np.asarray(self.dataset.get(int(doc_id), int(start), int(stop - start)),
+                          dtype=np.int64)

@@ -1,0 +1,1 @@
+"""Training glue on megatron-core: arguments, the loop, checkpoints and metrics logging."""

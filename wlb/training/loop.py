@@ -1,0 +1,108 @@
+"""The training loop: plan -> micro-batches -> megatron schedule -> optimizer -> metrics."""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+
+import torch
+import torch.distributed as dist
+
+from wlb.metrics import imbalance
+from wlb.megatron.attention import WLBPackedSeqParams
+from wlb.training.batches import MicroBatchInput, build_inputs, plan_predictions
+
+
+def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
+    """Per-token loss summed over this rank's tokens; megatron divides by the global count."""
+    losses = output.float().reshape(-1)
+    loss_sum = (losses * loss_mask).sum()
+    n = loss_mask.sum().to(torch.int)
+    return loss_sum, n, {"lm loss": torch.stack([loss_sum.detach(), n.float()])}
+
+
+class _Timed:
+    """Forward step that records each micro-batch's forward compute time on this rank."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[int, int, float]] = []  # (mb index, vp chunk, ms)
+
+    def __call__(self, data_iterator, model):
+        mb: MicroBatchInput = next(data_iterator)
+        t0 = time.perf_counter()
+        params = WLBPackedSeqParams(qkv_format="thd", doc_lens=mb.doc_lens,
+                                    cp_strategy=mb.strategy, positions=mb.positions)
+        output = model(
+            input_ids=mb.tokens[None],
+            position_ids=mb.positions[None],
+            attention_mask=None,
+            labels=mb.labels[None],
+            packed_seq_params=params,
+        )
+        vp = getattr(model, "vp_stage", None)
+        if vp is None:
+            vp = getattr(getattr(model, "module", None), "vp_stage", None) or 0
+        self.records.append((mb.index, int(vp), (time.perf_counter() - t0) * 1e3))
+        return output, partial(_loss_func, mb.loss_mask)
+
+
+def measured_imbalance(records_by_rank: list, pp_ranks: list[int], n: int) -> float:
+    """Per-micro-batch forward time (sum over pipeline stages/chunks of the slowest TP/CP/DP
+    replica... of each stage) -> max x N / sum over the N micro-batches."""
+    stage_ms: dict[tuple[int, int, int], float] = {}
+    for recs, pp in zip(records_by_rank, pp_ranks):
+        for j, vp, ms in recs:
+            key = (j, pp, vp)
+            stage_ms[key] = max(stage_ms.get(key, 0.0), ms)
+    per_mb = [0.0] * n
+    for (j, _, _), ms in stage_ms.items():
+        per_mb[j] += ms
+    return imbalance(per_mb)
+
+
+def train_step(run, plan) -> dict:
+    """One iteration on this rank; returns the metrics (identical on every rank)."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    g, layout = run.groups, run.groups.layout
+    inputs = build_inputs(plan, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
+                          cp_size=layout.cp, cp_rank=g.cp_rank, chooser=run.chooser)
+    data = [iter(inputs) for _ in run.model] if len(run.model) > 1 else iter(inputs)
+    timed = _Timed()
+    for m in run.model:
+        m.zero_grad_buffer()
+    run.optimizer.zero_grad()
+    fb = get_forward_backward_func()
+    reports = fb(
+        forward_step_func=timed,
+        data_iterator=data,
+        model=run.model if len(run.model) > 1 else run.model[0],
+        num_microbatches=len(inputs),
+        seq_length=run.args.seq_length,
+        micro_batch_size=1,
+        forward_only=False,
+    )
+    lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step applies
+    ok, grad_norm, _ = run.optimizer.step()
+    run.scheduler.step(increment=1)
+    # loss over the global batch: last stage, one TP rank per replica contributes
+    stats = torch.zeros(2, dtype=torch.float64)
+    if g.is_last_stage() and g.tp_rank == 0:
+        for r in reports:
+            stats += r["lm loss"].double()
+    dist.all_reduce(stats)
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, (g.pp_rank, timed.records))
+    out = {
+        "lm_loss": float(stats[0] / max(stats[1], 1.0)),
+        "loss_tokens": int(stats[1]),
+        "grad_norm": float(grad_norm) if grad_norm is not None else None,
+        "skipped": not ok,
+        "lr": lr,
+        "tokens": plan.num_tokens,
+        "pp_imbalance_measured": measured_imbalance([x[1] for x in gathered],
+                                                    [x[0] for x in gathered],
+                                                    len(plan.microbatches)),
+    }
+    out.update(plan_predictions(plan, run.cost, layout.cp, run.chooser))
+    return out
