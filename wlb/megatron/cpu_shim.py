@@ -18,6 +18,12 @@ behaviour it was written against. Each patch names the call sites it covers:
 * ``tensor_types`` -- distrib_optimizer.py:361/420/431 and clip_grads.py:167 check
   ``param.type() == 'torch.cuda.FloatTensor'``; while those two functions run, ``Tensor.type()``
   reports the CUDA name of a CPU tensor.
+* ``p2p_shapes`` -- p2p_communication.py:165-240 exchanges micro-batch shapes (variable
+  sequence lengths) with one ``batch_isend_irecv`` whatever ``batch_p2p_comm`` says. With PP=2 the
+  previous and next stage are the same rank, and gloo matches same-peer messages in posting order,
+  so under the interleaved schedule (sends and receives in both directions at once) the forward
+  and backward shapes are swapped and the job dies with a size mismatch. Our version tags each
+  message with its direction, so gloo matches them by tag.
 * ``tied_embedding`` -- language_module.py:244 calls ``weight.data.cuda()`` for tied embeddings
   with PP > 1; while ``setup_embeddings_and_output_layer`` runs, ``Tensor.cuda`` is the identity.
 
@@ -48,6 +54,7 @@ _MODULES = (
     "megatron.core.parallel_state",
     "megatron.core.tensor_parallel.random",
     "megatron.core.tensor_parallel.layers",
+    "megatron.core.tensor_parallel.mappings",
     "megatron.core.optimizer.optimizer",
     "megatron.core.optimizer.clip_grads",
     "megatron.core.optimizer.distrib_optimizer",
@@ -151,6 +158,36 @@ def _scoped(fn, ctx):
     return inner
 
 
+_TAG_FORWARD, _TAG_BACKWARD = 0x5751, 0x5752
+
+
+def _communicate_shapes(self, tensor_send_next, tensor_send_prev, recv_prev, recv_next):
+    """Shape exchange with direction tags (replaces P2PCommunicator._communicate_shapes)."""
+    dist = torch.distributed
+    ops, recv_prev_t, recv_next_t = [], None, None
+    if tensor_send_next is not None:
+        shape = torch.tensor(tensor_send_next.size(), dtype=torch.int64)
+        ops.append(dist.P2POp(dist.isend, shape, self.next_rank, self.pp_group, _TAG_FORWARD))
+    if recv_prev:
+        recv_prev_t = torch.empty(3, dtype=torch.int64)
+        ops.append(dist.P2POp(dist.irecv, recv_prev_t, self.prev_rank, self.pp_group,
+                              _TAG_FORWARD))
+    if tensor_send_prev is not None:
+        shape = torch.tensor(tensor_send_prev.size(), dtype=torch.int64)
+        ops.append(dist.P2POp(dist.isend, shape, self.prev_rank, self.pp_group, _TAG_BACKWARD))
+    if recv_next:
+        recv_next_t = torch.empty(3, dtype=torch.int64)
+        ops.append(dist.P2POp(dist.irecv, recv_next_t, self.next_rank, self.pp_group,
+                              _TAG_BACKWARD))
+    if ops:
+        for req in dist.batch_isend_irecv(ops):
+            req.wait()
+    return (
+        recv_prev_t.tolist() if recv_prev_t is not None else [0, 0, 0],
+        recv_next_t.tolist() if recv_next_t is not None else [0, 0, 0],
+    )
+
+
 def check_version() -> str:
     import megatron.core
 
@@ -189,6 +226,9 @@ def apply(force: bool = False) -> bool:
     scoped_clip = _scoped(clip.clip_grad_by_total_norm_fp32, _cuda_type_names)
     clip.clip_grad_by_total_norm_fp32 = scoped_clip
     optim.clip_grad_by_total_norm_fp32 = scoped_clip
+
+    p2p = importlib.import_module("megatron.core.pipeline_parallel.p2p_communication")
+    p2p.P2PCommunicator._communicate_shapes = _communicate_shapes
 
     lm = importlib.import_module("megatron.core.models.common.language_module.language_module")
     lm.LanguageModule.setup_embeddings_and_output_layer = _scoped(

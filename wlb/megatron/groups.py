@@ -19,7 +19,7 @@ class Groups:
         rank: global rank.
         tp_rank, pp_rank, cp_rank, dp_rank: this process's coordinates.
         tp, pp, cp, dp, dp_cp, mp: process groups (dp_cp: DP x CP, where gradients are summed;
-            mp: model-parallel group TP x PP x CP of this DP replica).
+            mp: megatron's model-parallel group, TP x PP).
     """
 
     layout: ParallelLayout
@@ -47,8 +47,9 @@ class Groups:
         return ps.get_pipeline_model_parallel_last_rank()
 
 
-def initialize(layout: ParallelLayout) -> Groups:
-    """Create megatron's groups for ``layout`` (torch.distributed must be initialised)."""
+def initialize(layout: ParallelLayout, seed: int) -> Groups:
+    """Create megatron's groups for ``layout`` and seed its RNG tracker (torch.distributed
+    must be initialised)."""
     if dist.get_world_size() != layout.world_size:
         raise RuntimeError(
             f"layout expects world_size={layout.world_size}, torch.distributed has "
@@ -61,6 +62,9 @@ def initialize(layout: ParallelLayout) -> Groups:
         virtual_pipeline_model_parallel_size=layout.vpp if layout.vpp > 1 else None,
         context_parallel_size=layout.cp,
     )
+    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+    model_parallel_cuda_manual_seed(seed)  # dropout / SP regions fork this tracker
     return Groups(
         layout=layout,
         rank=dist.get_rank(),

@@ -99,6 +99,16 @@ def _canonical_name(chunk: GPTModel, name: str, tied: bool) -> str:
     return name
 
 
+def _tp_slice(full: torch.Tensor, dim: int, stride: int, rank: int, size: int) -> torch.Tensor:
+    """TP rank's part of a full tensor. With ``stride`` s the dimension holds s stacked blocks
+    (SwiGLU fc1: [gate; up], stride 2) and the rank takes its chunk of each block.
+
+    Example: rows [g0 g1 g2 g3 | u0 u1 u2 u3], stride 2, size 2 -> rank 1 gets [g2 g3 u2 u3].
+    """
+    blocks = full.chunk(stride, dim=dim)
+    return torch.cat([b.chunk(size, dim=dim)[rank] for b in blocks], dim=dim)
+
+
 @torch.no_grad()
 def init_layout_independent(chunks: list[GPTModel], *, seed: int, std: float, num_layers: int,
                             tp_rank: int, tp_size: int, tied: bool) -> None:
@@ -128,7 +138,7 @@ def init_layout_independent(chunks: list[GPTModel], *, seed: int, std: float, nu
             gen = torch.Generator().manual_seed(zlib.crc32(f"{seed}:{canon}".encode()))
             full = torch.randn(shape, generator=gen, dtype=torch.float32) * s
             if part >= 0:
-                full = full.chunk(tp_size, dim=part)[tp_rank]
+                full = _tp_slice(full, part, getattr(p, "partition_stride", 1), tp_rank, tp_size)
             p.copy_(full.to(p.dtype))
 
 

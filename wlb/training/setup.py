@@ -108,7 +108,8 @@ def transformer_config(args, layout: ParallelLayout):
         hidden_dropout=args.hidden_dropout,
         attention_dropout=0.0,
         init_method_std=args.init_method_std,
-        perform_initialization=False,  # init_layout_independent does it
+        perform_initialization=True,  # sets the TP partition attributes; values then replaced
+        # by init_layout_independent
         use_cpu_initialization=True,
         params_dtype=dtype,
         pipeline_dtype=dtype,
@@ -147,7 +148,7 @@ def build(args) -> Run:
         num_query_groups=args.num_query_groups, global_batch_size=args.global_batch_size,
         seq_length=args.seq_length, sequence_parallel=args.sequence_parallel,
     )
-    groups = mgroups.initialize(layout)
+    groups = mgroups.initialize(layout, args.seed)
     source = build_source(args)
     mult = args.make_vocab_size_divisible_by
     vocab = -(-source.vocab_size // mult) * mult
