@@ -1,0 +1,147 @@
+"""Checkpoints: model, optimizer, LR schedule, RNG and data/packer state, written atomically.
+
+Layout of ``--save DIR``::
+
+    DIR/latest_checkpointed_iteration.txt    the iteration to resume from (replaced atomically)
+    DIR/iter_0000100/meta.json               layout, args, data/packer state (JSON)
+    DIR/iter_0000100/rank_00000.pt ...       per-rank model/optimizer/scheduler/RNG tensors
+
+Every rank writes into ``iter_XXXXXXX.tmp``; after a barrier rank 0 writes ``meta.json``, renames
+the directory into place and only then updates the tracker file. A crash at any point leaves the
+previous checkpoint and tracker untouched. Files are plain ``torch.save`` of tensors and builtin
+containers, loaded with ``weights_only=True``. Resuming needs the same parallel layout (checked).
+megatron's ``dist_checkpointing`` (resharding across layouts) is not used yet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import torch
+import torch.distributed as dist
+
+TRACKER = "latest_checkpointed_iteration.txt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded into this run (the message says why)."""
+
+
+def _leaf_optimizers(optimizer) -> list:
+    return list(getattr(optimizer, "chained_optimizers", None) or [optimizer])
+
+
+def _main_params(opt) -> list[list[torch.Tensor]]:
+    """fp32 master copies that are not views of model params (bf16 / fp16 training)."""
+    for attr in ("shard_fp32_from_float16_groups", "fp32_from_float16_groups"):
+        groups = getattr(opt, attr, None)
+        if groups is not None:
+            return groups
+    return []
+
+
+def _layout_meta(run) -> dict:
+    lay = run.groups.layout
+    return {"world_size": lay.world_size, "tp": lay.tp, "pp": lay.pp, "cp": lay.cp,
+            "vpp": lay.vpp, "dp": lay.dp, "sequence_parallel": lay.sequence_parallel,
+            "distributed_optimizer": bool(run.args.use_distributed_optimizer)}
+
+
+def _rank_state(run) -> dict:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    return {
+        "model": [m.module.state_dict() for m in run.model],
+        "optimizer": [
+            {"inner": opt.optimizer.state_dict(),
+             "main_params": [[p.detach().clone() for p in g] for g in _main_params(opt)]}
+            for opt in _leaf_optimizers(run.optimizer)
+        ],
+        "scheduler": run.scheduler.state_dict(),
+        "rng": {"torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states(),
+                "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
+    }
+
+
+def save_checkpoint(save_dir: str, iteration: int, run) -> str:
+    """Write the checkpoint of ``iteration`` (collective: every rank calls it)."""
+    rank = dist.get_rank()
+    final = os.path.join(save_dir, f"iter_{iteration:07d}")
+    tmp = final + ".tmp"
+    if rank == 0:
+        os.makedirs(save_dir, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # leftovers of a crashed save
+        os.makedirs(tmp)
+    dist.barrier()
+    torch.save(_rank_state(run), os.path.join(tmp, f"rank_{rank:05d}.pt"))
+    dist.barrier()
+    if rank == 0:
+        meta = {"iteration": iteration, "layout": _layout_meta(run),
+                "wlb": vars(run.wlb) | {"thresholds": str(run.wlb.thresholds)},
+                "data": run.schedule.state_dict(), "packer_info": run.packer_info,
+                "format": 1}
+        with open(os.path.join(tmp, "meta.json"), "w") as f:
+            json.dump(meta, f, default=str)
+        if os.path.exists(final):  # re-saving an iteration: swap, then drop the old copy
+            old = final + ".old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+        tracker_tmp = os.path.join(save_dir, TRACKER + ".tmp")
+        with open(tracker_tmp, "w") as f:
+            f.write(str(iteration))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tracker_tmp, os.path.join(save_dir, TRACKER))
+    dist.barrier()
+    return final
+
+
+def load_checkpoint(load_dir: str, run) -> int:
+    """Restore the latest checkpoint under ``load_dir``; returns its iteration."""
+    tracker = os.path.join(load_dir, TRACKER)
+    try:
+        with open(tracker) as f:
+            iteration = int(f.read().strip())
+    except FileNotFoundError:
+        raise CheckpointError(f"--load {load_dir}: no {TRACKER} (nothing saved there)") from None
+    except ValueError:
+        raise CheckpointError(f"--load {load_dir}: {TRACKER} is not an iteration number") from None
+    path = os.path.join(load_dir, f"iter_{iteration:07d}")
+    try:
+        with open(os.path.join(path, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"--load {load_dir}: cannot read {path}/meta.json ({e})") from None
+    want = _layout_meta(run)
+    if meta["layout"] != want:
+        raise CheckpointError(
+            f"--load {path}: saved with layout {meta['layout']}, this run is {want}; resume with "
+            "the same parallel layout"
+        )
+    if meta["wlb"].get("packing") != run.wlb.packing:
+        raise CheckpointError(f"--load {path}: saved with --wlb-packing "
+                              f"{meta['wlb'].get('packing')}, this run uses {run.wlb.packing}")
+    state = torch.load(os.path.join(path, f"rank_{dist.get_rank():05d}.pt"), weights_only=True)
+    for m, sd in zip(run.model, state["model"]):
+        m.module.load_state_dict(sd)
+    for opt, sd in zip(_leaf_optimizers(run.optimizer), state["optimizer"]):
+        opt.optimizer.load_state_dict(sd["inner"])
+        for group, saved in zip(_main_params(opt), sd["main_params"]):
+            for p, s in zip(group, saved):
+                p.data.copy_(s)
+    run.scheduler.load_state_dict(state["scheduler"])
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    torch.set_rng_state(state["rng"]["torch"])
+    get_cuda_rng_tracker().set_states(state["rng"]["tracker"])
+    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["rng"]["cuda"])
+    run.schedule.load_state_dict(meta["data"])
+    dist.barrier()
+    return iteration
