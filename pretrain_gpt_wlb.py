@@ -25,9 +25,16 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         validate(args)
+        from wlb.cost_model import CostModelError
+        from wlb.megatron.indexed import IndexedDataError
+        from wlb.packing import DataError
+        from wlb.training.checkpoint import CheckpointError
         from wlb.training.run import run_training
 
-        return run_training(args)
+        try:
+            return run_training(args)
+        except (IndexedDataError, CheckpointError, CostModelError, DataError) as e:
+            raise ArgumentError(str(e)) from e
     except (ArgumentError, ConfigError, LayoutError) as e:
         print(f"pretrain_gpt_wlb.py: error: {e}", file=sys.stderr)
         return 2

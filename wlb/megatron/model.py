@@ -47,7 +47,9 @@ def _swap(spec, mapping: dict):
     if isinstance(spec, ModuleSpec):
         if spec.module in mapping:
             new = mapping[spec.module]
-            return new if isinstance(new, ModuleSpec) else ModuleSpec(module=new, params=spec.params)
+            if isinstance(new, ModuleSpec):
+                return new
+            return ModuleSpec(module=new, params=spec.params)
         return ModuleSpec(module=spec.module, params=dict(spec.params),
                           submodules=_swap(spec.submodules, mapping), metainfo=spec.metainfo)
     if isinstance(spec, type) and spec in mapping:

@@ -20,7 +20,7 @@ class MetricsLogger:
             return
         if json_path:
             os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-            self.json_file = open(json_path, "a", buffering=1)
+            self.json_file = open(json_path, "a", buffering=1)  # noqa: SIM115 (closed in close())
         if tensorboard_dir:
             try:
                 from torch.utils.tensorboard import SummaryWriter

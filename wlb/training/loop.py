@@ -8,8 +8,8 @@ from functools import partial
 import torch
 import torch.distributed as dist
 
-from wlb.metrics import imbalance
 from wlb.megatron.attention import WLBPackedSeqParams
+from wlb.metrics import imbalance
 from wlb.training.batches import MicroBatchInput, build_inputs, plan_predictions
 
 

@@ -6,10 +6,11 @@ import json
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
-from wlb.config import WLBConfig
+from wlb.config import ConfigError, WLBConfig
 from wlb.cost_model import CostModel
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable
 from wlb.data.schedule import PlanSchedule, build_run_packer
@@ -68,7 +69,7 @@ def build_source(args):
     return IndexedDocuments(args.data_path)
 
 
-def train_documents(source, split_weights) -> "np.ndarray":  # noqa: F821
+def train_documents(source, split_weights) -> np.ndarray:
     """Document lengths of the train split (the first ``w0/sum`` of the documents, file order)."""
     n = len(source.lengths)
     n_train = max(1, int(round(n * split_weights[0] / sum(split_weights))))
@@ -185,8 +186,11 @@ def build(args) -> Run:
     )
     cost = make_cost_model(args, wlb, layout, vocab)
     lengths = train_documents(source, args.split_weights)
-    packer, info = build_run_packer(wlb, lengths, layout.global_batch_size, args.seq_length,
-                                    cost, args.seed)
+    try:
+        packer, info = build_run_packer(wlb, lengths, layout.global_batch_size,
+                                        args.seq_length, cost, args.seed)
+    except ValueError as e:  # packer options that do not fit this run
+        raise ConfigError(f"WLB packer: {e}") from None
     schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=args.seed,
                             balance_dp=wlb.packing != "megatron")
     table = None
