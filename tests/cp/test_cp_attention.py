@@ -94,3 +94,28 @@ def test_bad_shapes_named():
     with pytest.raises(ValueError, match="kv_heads=2"):
         cp_attention(torch.zeros(5, 3, 4), torch.zeros(5, 2, 4), torch.zeros(5, 2, 4), [5], None,
                      "per_doc")
+
+
+@pytest.mark.parametrize("start, length", [(0, 50), (7, 40), (33, 17)])
+def test_query_blocks_match_dense_reference(monkeypatch, start, length):
+    """Segments longer than QUERY_BLOCK are computed block by block (forward and backward)."""
+    import wlb.cp.attention as attn
+    from wlb.cp.shard import Segment
+
+    monkeypatch.setattr(attn, "QUERY_BLOCK", 8)
+    torch.manual_seed(start)
+    doc = start + length + 5
+    q = torch.randn(doc, 4, 8, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(doc, 2, 8, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(doc, 2, 8, dtype=torch.float64, requires_grad=True)
+    ref = attn.reference_attention(q, k, v, [doc])[start : start + length]
+    seg = [Segment(0, 0, start, length)]
+    out = attn.attend_segments(q[start : start + length], k, v, seg, 8**-0.5)
+    torch.testing.assert_close(out, ref)
+    g = torch.randn_like(ref)
+    dq, dk, dv = attn.attend_segments_backward(q[start : start + length].detach(), k.detach(),
+                                               v.detach(), seg, 8**-0.5, g)
+    rq, rk, rv = torch.autograd.grad(ref, (q, k, v), g)
+    torch.testing.assert_close(dq, rq[start : start + length])
+    torch.testing.assert_close(dk, rk)
+    torch.testing.assert_close(dv, rv)

@@ -78,21 +78,48 @@ def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy
     )
 
 
-def _segment_attention(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
-    """One segment: qs [s, h, d] at doc positions start.., ks/vs [start+s, hkv, d] -> [s, h, d]."""
+#: queries per block in :func:`_segment_attention`; bounds the score matrix at BLOCK x keys and
+#: skips the fully-masked upper triangle of long segments.
+QUERY_BLOCK = 1024
+
+
+def _sdpa_block(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
+    """qs [s, h, d] at doc positions start..start+s-1 against ks/vs [start+s, hkv, d]."""
     n, kv = qs.shape[0], ks.shape[0]
-    # bottom-right causal: query i sits at doc position start+i and sees keys 0..start+i
-    qi = torch.arange(n, device=qs.device)[:, None] + start
-    kj = torch.arange(kv, device=qs.device)[None, :]
+    if start == 0:  # plain causal square: let SDPA pick its causal kernel (no mask tensor)
+        mask, causal = None, True
+    else:  # bottom-right causal: query i sits at doc position start+i and sees keys 0..start+i
+        qi = torch.arange(n, device=qs.device)[:, None] + start
+        mask, causal = torch.arange(kv, device=qs.device)[None, :] <= qi, False
     o = F.scaled_dot_product_attention(
         qs.transpose(0, 1),  # [h, s, d]
         ks.transpose(0, 1),  # [hkv, start+s, d]
         vs.transpose(0, 1),
-        attn_mask=kj <= qi,
+        attn_mask=mask,
+        is_causal=causal,
         scale=scale,
         enable_gqa=qs.shape[1] != ks.shape[1],
     )
     return o.transpose(0, 1)  # [s, h, d]
+
+
+def _segment_attention(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
+    """One segment: qs [s, h, d] at doc positions start.., ks/vs [start+s, hkv, d] -> [s, h, d].
+
+    Long segments are cut into query blocks of QUERY_BLOCK; block [b0, b1) only needs keys
+    [0, start+b1), so a causal square costs about half the dense work and memory stays at
+    QUERY_BLOCK x keys. Example: s=3000, start=0 -> blocks [0,1024) vs 1024 keys (causal),
+    [1024,2048) vs 2048 keys, [2048,3000) vs 3000 keys (bottom-right masks).
+    """
+    n = qs.shape[0]
+    if n <= QUERY_BLOCK:
+        return _sdpa_block(qs, ks, vs, start, scale)
+    outs = []
+    for b0 in range(0, n, QUERY_BLOCK):
+        b1 = min(b0 + QUERY_BLOCK, n)
+        kv = start + b1
+        outs.append(_sdpa_block(qs[b0:b1], ks[:kv], vs[:kv], start + b0, scale))
+    return torch.cat(outs, dim=0)
 
 
 def attend_segments(

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Fit the WLB cost model W(d) = A*d^2 + B*d + C to measured fwd+bwd times of the real model.
+
+Builds the model exactly as pretrain_gpt_wlb.py would (same flags; one process, CP=1), times the
+forward+backward of packed micro-batches made of documents of known lengths, and fits
+``t = A*sum(d^2) + B*sum(d) + C*num_docs + t0`` by non-negative least squares. Writes a JSON that
+``--wlb-cost-model`` reads. Example:
+
+    python tools/calibrate_cost_model.py --out cost.json --seq-length 8192 --num-layers 2 \\
+        --hidden-size 64 --num-attention-heads 4 --mock-data
+
+Any pretrain flag is accepted; parallel sizes are forced to 1. The fit and its error are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+warnings.filterwarnings("ignore")
+
+
+def _nnls(X, y):
+    """Non-negative least squares by active-set elimination (tiny problems only)."""
+    import numpy as np
+
+    active = list(range(X.shape[1]))
+    while True:
+        coef, *_ = np.linalg.lstsq(X[:, active], y, rcond=None)
+        if (coef >= 0).all() or len(active) == 1:
+            out = np.zeros(X.shape[1])
+            out[active] = np.maximum(coef, 0)
+            return out
+        active.pop(int(np.argmin(coef)))
+
+
+def design(max_len: int) -> list[tuple[int, ...]]:
+    """Micro-batches to time: one document of each length, and many short documents."""
+    out, d = [], 128
+    while d <= max_len:
+        out.append((d,))
+        d *= 2
+    for n in (8, 32):
+        for d in (64, 256):
+            if n * d <= max_len:
+                out.append((d,) * n)
+    return out
+
+
+def main(argv=None) -> int:
+    from wlb.training.arguments import build_parser, validate
+
+    parser = build_parser()
+    parser.add_argument("--out", required=True, help="cost-model JSON to write")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    args.tensor_model_parallel_size = args.pipeline_model_parallel_size = 1
+    args.context_parallel_size, args.num_layers_per_virtual_pipeline_stage = 1, None
+    args.global_batch_size = 1
+    args.wlb_outlier_thresholds = "none"
+    if not args.mock_data and not args.data_path:
+        args.mock_data = True
+    validate(args)
+    import numpy as np
+    import torch
+
+    from wlb.cost_model import CostModel
+    from wlb.megatron.attention import WLBPackedSeqParams
+    from wlb.training.setup import build
+
+    run = build(args)
+    model = run.model[0]
+    vocab = run.source.vocab_size
+    rows, times = [], []
+    for lens in design(int(round(1.25 * args.seq_length))):
+        t_tok = sum(lens)
+        tokens = torch.randint(0, vocab, (1, t_tok))
+        pos = torch.cat([torch.arange(d) for d in lens])[None]
+        params = WLBPackedSeqParams(qkv_format="thd", doc_lens=lens, cp_strategy="per_seq",
+                                    positions=pos[0])
+        samples = []
+        for rep in range(args.repeats + 1):
+            t0 = time.perf_counter()
+            loss = model(input_ids=tokens, position_ids=pos, attention_mask=None,
+                         labels=tokens, packed_seq_params=params)
+            loss.float().sum().backward()
+            if rep:  # the first call warms up
+                samples.append(time.perf_counter() - t0)
+        model.zero_grad_buffer()
+        ms = float(np.median(samples)) * 1e3
+        rows.append([sum(d * d for d in lens), t_tok, len(lens), 1.0])
+        times.append(ms)
+        print(f"[calibrate] {len(lens):3d} doc(s) of {lens[0]:6d} tokens: {ms:9.2f} ms", flush=True)
+    X, y = np.asarray(rows, dtype=np.float64), np.asarray(times)
+    scale = X.max(axis=0)
+    coef = _nnls(X / scale, y) / scale
+    pred = X @ coef
+    rel = np.abs(pred - y) / y
+    a, b, c = (float(x) for x in coef[:3])
+    if a == 0 and b == 0:
+        print("calibrate_cost_model: fit gave A=B=0; timings too noisy", file=sys.stderr)
+        return 2
+    # normalise so the linear coefficient is 1 (units: "tokens of linear work")
+    norm = b if b > 0 else a
+    cost = CostModel(a / norm, b / norm, c / norm, source="calibrated")
+    cost.to_json(args.out, fit_ms={"attn_ms_per_d2": a, "linear_ms_per_token": b,
+                                   "doc_ms": c, "microbatch_ms": float(coef[3])},
+                 fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
+                 model={k: getattr(args, k) for k in ("num_layers", "hidden_size",
+                                                      "num_attention_heads", "seq_length")})
+    print(f"[calibrate] W(d) = {cost.attn_coef:.3e} d^2 + {cost.linear_coef:.3f} d + "
+          f"{cost.doc_coef:.1f} (crossover d = {cost.crossover_length():.0f}); fit error mean "
+          f"{rel.mean():.1%}, max {rel.max():.1%} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Compare two --log-json runs (baseline vs WLB): iteration-time ratio and losses side by side.
+
+    python tools/compare_runs.py BASELINE.jsonl WLB.jsonl [--skip 1] [--json]
+
+Time per iteration is compared as the *sum* over the compared iterations (a median would hide the
+iteration where delayed outliers land); tokens/s over the same window; the first ``--skip``
+iterations (start-up) are excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def load(path: str) -> list[dict]:
+    try:
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"compare_runs: {path}: {e}")
+    if not rows:
+        raise SystemExit(f"compare_runs: {path}: no iterations logged")
+    return rows
+
+
+def summarize(rows: list[dict], skip: int) -> dict:
+    win = rows[skip:] or rows
+    ms = sum(r["iter_ms"] for r in win)
+    toks = sum(r["tokens"] for r in win)
+    return {
+        "iterations": len(win),
+        "iter_ms_mean": ms / len(win),
+        "tokens_per_s": toks / ms * 1e3,
+        "pp_imbalance_pred": sum(r["pp_imbalance_pred"] for r in win) / len(win),
+        "pp_imbalance_measured": sum(r["pp_imbalance_measured"] for r in win) / len(win),
+        "cp_imbalance_pred": sum(r["cp_imbalance_pred"] for r in win) / len(win),
+        "final_loss": rows[-1]["lm_loss"],
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("baseline")
+    p.add_argument("wlb")
+    p.add_argument("--skip", type=int, default=1, help="start-up iterations left out")
+    p.add_argument("--json", action="store_true")
+    a = p.parse_args(argv)
+    base, wlb = load(a.baseline), load(a.wlb)
+    sb, sw = summarize(base, a.skip), summarize(wlb, a.skip)
+    out = {"baseline": sb, "wlb": sw,
+           "speedup_iter_time": sb["iter_ms_mean"] / sw["iter_ms_mean"],
+           "speedup_tokens_per_s": sw["tokens_per_s"] / sb["tokens_per_s"]}
+    if a.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    print(f"{'iter':>5} | {'baseline loss':>13} {'ms':>8} | {'wlb loss':>13} {'ms':>8}")
+    for i in range(max(len(base), len(wlb))):
+        b = base[i] if i < len(base) else None
+        w = wlb[i] if i < len(wlb) else None
+        fmt = lambda r: f"{r['lm_loss']:13.5f} {r['iter_ms']:8.0f}" if r else " " * 22  # noqa: E731
+        print(f"{i + 1:5d} | {fmt(b)} | {fmt(w)}")
+    print()
+    for k in ("iter_ms_mean", "tokens_per_s", "pp_imbalance_pred", "pp_imbalance_measured",
+              "cp_imbalance_pred", "final_loss"):
+        print(f"{k:>22}: baseline {sb[k]:12.4f}   wlb {sw[k]:12.4f}")
+    print(f"\nWLB speed-up, time per iteration: {out['speedup_iter_time']:.3f}x; "
+          f"tokens/s: {out['speedup_tokens_per_s']:.3f}x  (iterations {a.skip + 1}.., "
+          f"{sb['iterations']} vs {sw['iterations']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
