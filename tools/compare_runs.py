@@ -34,10 +34,13 @@ def summarize(rows: list[dict], skip: int) -> dict:
         "iterations": len(win),
         "iter_ms_mean": ms / len(win),
         "tokens_per_s": toks / ms * 1e3,
+        # cost-model work per second: credits whole documents (more quadratic work per token)
+        "work_per_s": sum(r["work_pred"] for r in win) / ms * 1e3,
         "pp_imbalance_pred": sum(r["pp_imbalance_pred"] for r in win) / len(win),
         "pp_imbalance_measured": sum(r["pp_imbalance_measured"] for r in win) / len(win),
         "cp_imbalance_pred": sum(r["cp_imbalance_pred"] for r in win) / len(win),
         "final_loss": rows[-1]["lm_loss"],
+        "pending_tokens_at_end": rows[-1].get("pending_tokens", 0),
     }
 
 
@@ -52,7 +55,8 @@ def main(argv=None) -> int:
     sb, sw = summarize(base, a.skip), summarize(wlb, a.skip)
     out = {"baseline": sb, "wlb": sw,
            "speedup_iter_time": sb["iter_ms_mean"] / sw["iter_ms_mean"],
-           "speedup_tokens_per_s": sw["tokens_per_s"] / sb["tokens_per_s"]}
+           "speedup_tokens_per_s": sw["tokens_per_s"] / sb["tokens_per_s"],
+           "speedup_work_per_s": sw["work_per_s"] / sb["work_per_s"]}
     if a.json:
         print(json.dumps(out, indent=1))
         return 0
@@ -63,11 +67,12 @@ def main(argv=None) -> int:
         fmt = lambda r: f"{r['lm_loss']:13.5f} {r['iter_ms']:8.0f}" if r else " " * 22  # noqa: E731
         print(f"{i + 1:5d} | {fmt(b)} | {fmt(w)}")
     print()
-    for k in ("iter_ms_mean", "tokens_per_s", "pp_imbalance_pred", "pp_imbalance_measured",
-              "cp_imbalance_pred", "final_loss"):
+    for k in ("iter_ms_mean", "tokens_per_s", "work_per_s", "pp_imbalance_pred", "pp_imbalance_measured",
+              "cp_imbalance_pred", "final_loss", "pending_tokens_at_end"):
         print(f"{k:>22}: baseline {sb[k]:12.4f}   wlb {sw[k]:12.4f}")
     print(f"\nWLB speed-up, time per iteration: {out['speedup_iter_time']:.3f}x; "
-          f"tokens/s: {out['speedup_tokens_per_s']:.3f}x  (iterations {a.skip + 1}.., "
+          f"tokens/s: {out['speedup_tokens_per_s']:.3f}x; cost-model work/s: "
+          f"{out['speedup_work_per_s']:.3f}x  (iterations {a.skip + 1}.., "
           f"{sb['iterations']} vs {sw['iterations']})")
     return 0
 

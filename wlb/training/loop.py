@@ -100,6 +100,7 @@ def train_step(run, plan) -> dict:
         "skipped": not ok,
         "lr": lr,
         "tokens": plan.num_tokens,
+        "pending_tokens": sum(p.length for p in run.schedule.packer.pending()),
         "pp_imbalance_measured": measured_imbalance([x[1] for x in gathered],
                                                     [x[0] for x in gathered],
                                                     len(plan.microbatches)),

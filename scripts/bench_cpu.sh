@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Baseline (stock Megatron packing + per-seq CP) vs WLB, same model and data, on this CPU.
+# For each layout in CONFIGS it trains twice (2 processes each) and prints the iteration-time
+# ratio, tokens/s, cost-model work/s, imbalance and the two loss curves side by side.
+#   CONFIGS="cp2 dp2 pp2" ITERS=10 SEQ=8192 bash scripts/bench_cpu.sh
+# WLB runs with outlier delay off (same documents in the same iterations) unless DELAY=auto.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
+cd "${ROOT}"
+OUT="${OUT_DIR:-${ROOT}/reports/bench_cpu}"
+mkdir -p "${OUT}"
+CONFIGS="${CONFIGS:-cp2 dp2 pp2}"
+DELAY="${DELAY:-none}"
+MODEL=(
+  --num-layers "${LAYERS:-2}" --hidden-size "${HIDDEN:-64}" --num-attention-heads "${HEADS:-4}"
+  --seq-length "${SEQ:-8192}" --global-batch-size "${GBS:-8}"
+)
+DATA=(
+  --mock-data --mock-num-docs "${DOCS:-6000}" --mock-length-scale "${SCALE:-0.03125}"
+  --mock-length-sample "${LENGTHS:-${ROOT}/data/doc_lengths/doc_lengths_wlbllm.json}"
+)
+TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}")
+COST="${OUT}/cost_model.json"
+if [[ ! -f "${COST}" || -n "${RECALIBRATE:-}" ]]; then
+  echo "[bench_cpu] calibrating the cost model on this machine -> ${COST}"
+  "${VPY}" tools/calibrate_cost_model.py --out "${COST}" "${MODEL[@]}" "${DATA[@]}" \
+    | grep '^\[calibrate\] W'
+fi
+declare -A LAYOUT=(
+  [cp2]="--context-parallel-size 2"
+  [dp2]=""
+  [pp2]="--pipeline-model-parallel-size 2"
+)
+run() {  # tag, flags...
+  local tag=$1; shift
+  "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 pretrain_gpt_wlb.py \
+    "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" --wlb-cost-model "${COST}" \
+    --log-json "${OUT}/${tag}.jsonl" "$@" > "${OUT}/${tag}.log" 2>&1 \
+    || { tail -20 "${OUT}/${tag}.log"; exit 1; }
+}
+for cfg in ${CONFIGS}; do
+  # shellcheck disable=SC2086
+  flags=(${LAYOUT[$cfg]})
+  rm -f "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl"
+  run "${cfg}_baseline" "${flags[@]}" --wlb-packing megatron --wlb-cp-sharding per-seq
+  run "${cfg}_wlb" "${flags[@]}" --wlb-packing wlb --wlb-cp-sharding adaptive \
+    --wlb-outlier-thresholds "${DELAY}"
+  echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
+  "${VPY}" tools/compare_runs.py "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
+    | tee "${OUT}/${cfg}_compare.txt"
+done
