@@ -14,7 +14,6 @@ Any pretrain flag is accepted; parallel sizes are forced to 1. The fit and its e
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time

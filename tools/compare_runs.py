@@ -20,7 +20,7 @@ def load(path: str) -> list[dict]:
         with open(path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError) as e:
-        raise SystemExit(f"compare_runs: {path}: {e}")
+        raise SystemExit(f"compare_runs: {path}: {e}") from None
     if not rows:
         raise SystemExit(f"compare_runs: {path}: no iterations logged")
     return rows
@@ -44,6 +44,10 @@ def summarize(rows: list[dict], skip: int) -> dict:
     }
 
 
+def _row(r: dict | None) -> str:
+    return f"{r['lm_loss']:13.5f} {r['iter_ms']:8.0f}" if r else " " * 22
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("baseline")
@@ -64,11 +68,10 @@ def main(argv=None) -> int:
     for i in range(max(len(base), len(wlb))):
         b = base[i] if i < len(base) else None
         w = wlb[i] if i < len(wlb) else None
-        fmt = lambda r: f"{r['lm_loss']:13.5f} {r['iter_ms']:8.0f}" if r else " " * 22  # noqa: E731
-        print(f"{i + 1:5d} | {fmt(b)} | {fmt(w)}")
+        print(f"{i + 1:5d} | {_row(b)} | {_row(w)}")
     print()
-    for k in ("iter_ms_mean", "tokens_per_s", "work_per_s", "pp_imbalance_pred", "pp_imbalance_measured",
-              "cp_imbalance_pred", "final_loss", "pending_tokens_at_end"):
+    for k in ("iter_ms_mean", "tokens_per_s", "work_per_s", "pp_imbalance_pred",
+              "pp_imbalance_measured", "cp_imbalance_pred", "final_loss", "pending_tokens_at_end"):
         print(f"{k:>22}: baseline {sb[k]:12.4f}   wlb {sw[k]:12.4f}")
     print(f"\nWLB speed-up, time per iteration: {out['speedup_iter_time']:.3f}x; "
           f"tokens/s: {out['speedup_tokens_per_s']:.3f}x; cost-model work/s: "

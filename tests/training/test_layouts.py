@@ -48,3 +48,13 @@ def test_layout_matches_single_process(layout, setting, tmp_path, tmp_path_facto
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), (layout, a["iteration"])
     # training moves: the loss is not frozen at its initial value
     assert len({round(r["lm_loss"], 6) for r in got}) > 1
+
+
+def test_bf16_with_distributed_optimizer_tracks_fp32(tmp_path, tmp_path_factory):
+    """bf16 params + megatron's bf16 (distributed) optimizer on CPU: close to the fp32 curve."""
+    ref = _reference("wlb", tmp_path_factory)
+    got = run_pretrain(2, TINY + WLB + ["--bf16", "--pipeline-model-parallel-size", "2",
+                                        "--use-distributed-optimizer"],
+                       str(tmp_path / "log.jsonl"))
+    for a, b in zip(got, ref):
+        assert a["lm_loss"] == pytest.approx(b["lm_loss"], abs=5e-3), a["iteration"]

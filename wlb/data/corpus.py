@@ -3,8 +3,9 @@
 The default corpus is the Python standard library's own source files (``*.py`` under
 ``sysconfig.get_paths()["stdlib"]``, test packages and site-packages excluded), read in sorted path
 order: real text that every machine running this project already has, with a long-tailed
-document-length distribution (on Python 3.11.7: 868 files, 13.2 MB, median 6.8 KB, p99 106 KB,
-max 757 KB). Its licence is the PSF licence; we only read it locally and never ship it.
+document-length distribution (on Python 3.11.7: 731 files, 12.1 M byte tokens, median 7.9 K,
+p90 37 K, p99 107 K, max 757 K tokens). Its licence is the PSF licence; we only read it
+locally and never ship it.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ behaviour it was written against. Each patch names the call sites it covers:
   parallel_state.py:198.
 * ``rng_state`` -- random.py:41/72 ``_get/_set_cuda_rng_state`` read/write the CPU generator, so
   ``model_parallel_cuda_manual_seed`` and ``get_cuda_rng_tracker().fork()`` work.
-* ``tensor_types`` -- distrib_optimizer.py:361/420/431 and clip_grads.py:167 check
-  ``param.type() == 'torch.cuda.FloatTensor'``; while those two functions run, ``Tensor.type()``
-  reports the CUDA name of a CPU tensor.
+* ``tensor_types`` -- distrib_optimizer.py:361/420/431, optimizer.py:671/690 (bf16 optimizer
+  ``__init__``) and clip_grads.py:167 check ``param.type() == 'torch.cuda.FloatTensor'``; while
+  those functions run, ``Tensor.type()`` reports the CUDA name of a CPU tensor.
 * ``p2p_shapes`` -- p2p_communication.py:165-240 exchanges micro-batch shapes (variable
   sequence lengths) with one ``batch_isend_irecv`` whatever ``batch_p2p_comm`` says. With PP=2 the
   previous and next stage are the same rank, and gloo matches same-peer messages in posting order,
@@ -223,6 +223,8 @@ def apply(force: bool = False) -> bool:
     )
     clip = importlib.import_module("megatron.core.optimizer.clip_grads")
     optim = importlib.import_module("megatron.core.optimizer.optimizer")
+    f16 = optim.Float16OptimizerWithFloat16Params
+    f16.__init__ = _scoped(f16.__init__, _cuda_type_names)
     scoped_clip = _scoped(clip.clip_grad_by_total_norm_fp32, _cuda_type_names)
     clip.clip_grad_by_total_norm_fp32 = scoped_clip
     optim.clip_grad_by_total_norm_fp32 = scoped_clip
