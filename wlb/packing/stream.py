@@ -70,6 +70,8 @@ class GlobalBatcher:
         self.offset = 0  # tokens of order[pos] already emitted
         self.step = 0
         self._order = self._make_order()
+        #: epoch of each piece of the last batch (a batch can straddle an epoch boundary)
+        self.piece_epochs: list[int] = []
 
     def _make_order(self) -> np.ndarray:
         n = len(self.lengths)
@@ -90,6 +92,7 @@ class GlobalBatcher:
     def next_batch(self) -> list[Piece]:
         """Pieces of the next global batch (fewer tokens at the end of an epoch; [] if done)."""
         out: list[Piece] = []
+        self.piece_epochs = []
         room = self.budget
         lengths, cap = self.lengths, self.max_piece
         while room > 0:
@@ -109,6 +112,7 @@ class GlobalBatcher:
                 else:
                     take = room
             out.append(Piece(doc, self.offset, take, self.step))
+            self.piece_epochs.append(self.epoch)
             room -= take
             self.offset += take
             if self.offset >= lengths[doc]:
