@@ -29,12 +29,15 @@ def main(argv=None) -> int:
         from wlb.megatron.indexed import IndexedDataError
         from wlb.packing import DataError
         from wlb.training.checkpoint import CheckpointError
-        from wlb.training.run import run_training
+        from wlb.training.run import TrainingError, run_training
 
         try:
             return run_training(args)
         except (IndexedDataError, CheckpointError, CostModelError, DataError) as e:
             raise ArgumentError(str(e)) from e
+        except TrainingError as e:
+            print(f"pretrain_gpt_wlb.py: training stopped: {e}", file=sys.stderr)
+            return 3
     except (ArgumentError, ConfigError, LayoutError) as e:
         print(f"pretrain_gpt_wlb.py: error: {e}", file=sys.stderr)
         return 2

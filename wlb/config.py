@@ -97,6 +97,25 @@ class WLBConfig:
             raise ConfigError(f"--wlb-delay-budget={self.delay_budget} must be >= 0")
         self.thresholds = _parse_thresholds(str(self.outlier_thresholds))
 
+    def no_effect_warnings(self, cp_size: int) -> list[str]:
+        """Options set away from their default that do nothing in this mode (warned once)."""
+        out = []
+        defaults = {f.name: f.default for f in fields(self)}
+        changed = {k for k, v in defaults.items() if getattr(self, k) != v}
+        if not self.packing.startswith("wlb"):
+            for k in ("outlier_thresholds", "max_wait", "delay_budget", "max_tokens"):
+                if k in changed:
+                    out.append(f"--wlb-{k.replace('_', '-')} has no effect with --wlb-packing "
+                               f"{self.packing}")
+        elif self.thresholds != "auto" and "delay_budget" in changed:
+            out.append("--wlb-delay-budget only applies to --wlb-outlier-thresholds auto")
+        if cp_size == 1 and "cp_sharding" in changed:
+            out.append(f"--wlb-cp-sharding {self.cp_sharding} has no effect with "
+                       "--context-parallel-size 1")
+        if "kernel_table" in changed and (cp_size == 1 or self.cp_sharding != "adaptive"):
+            out.append("--wlb-kernel-table only applies to --wlb-cp-sharding adaptive with CP > 1")
+        return out
+
     @property
     def is_baseline(self) -> bool:
         return self.packing == "megatron" and self.cp_sharding == "per-seq"

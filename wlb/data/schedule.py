@@ -49,8 +49,6 @@ def build_run_packer(
             if cfg.packing == "wlb":
                 kw["max_wait"] = cfg.max_wait
             info.update(thresholds=ths, thresholds_from=str(cfg.outlier_thresholds))
-    elif cfg.max_tokens is not None and cfg.packing != "megatron":
-        raise ValueError(f"--wlb-max-tokens applies to wlb packers, not {cfg.packing!r}")
     return build_packer(cfg.packing, **kw), info
 
 
@@ -75,10 +73,25 @@ class PlanSchedule:
             lengths, packer.n * packer.seq_length, split_at_budget=packer.split_at_budget,
             max_piece=packer.max_piece, shuffle=shuffle, seed=seed, wrap_epochs=True,
         )
+        # epoch of every consumed piece not yet fully trained: (doc, arrival) -> [[offset, length,
+        # epoch, tokens left]]; a list because a batch straddling an epoch boundary can hold the
+        # same document twice, and a packer may cut a piece further (megatron's sample cuts)
+        self._epochs: dict[tuple[int, int], list[list[int]]] = {}
+        #: [epoch, doc, offset, length] of what the last plan consumed and trained (plan log)
+        self.last_consumed: list[list[int]] = []
+        self.last_trained: list[list[list[int]]] = []
 
     def next_plan(self) -> BatchPlan:
         step = self.batcher.step
-        mbs = self.packer.pack(self.batcher.next_batch())
+        pieces = self.batcher.next_batch()
+        self.last_consumed = []
+        for p, ep in zip(pieces, self.batcher.piece_epochs):
+            self._epochs.setdefault((p.doc_id, p.arrival), []).append(
+                [p.offset, p.length, ep, p.length])
+            self.last_consumed.append([ep, p.doc_id, p.offset, p.length])
+        mbs = self.packer.pack(pieces)
+        self.last_trained = [[[self._pop_epoch(p), p.doc_id, p.offset, p.length] for p in mb]
+                             for mb in mbs]
         if self.balance_dp:
             w = self.packer.cost.doc_workload
             ranks = assign_dp_ranks([sum(w(p.length) for p in mb) for mb in mbs], self.dp_size)
@@ -87,9 +100,33 @@ class PlanSchedule:
             ranks = [j // per for j in range(len(mbs))]
         return BatchPlan(step, mbs, ranks)
 
+    def _find(self, p) -> list[int]:
+        for entry in self._epochs[(p.doc_id, p.arrival)]:
+            if entry[0] <= p.offset < entry[0] + entry[1] and entry[3] > 0:
+                return entry
+        raise KeyError(f"piece {p} was never consumed")
+
+    def _pop_epoch(self, p) -> int:
+        entry = self._find(p)
+        entry[3] -= p.length
+        if entry[3] <= 0:
+            entries = self._epochs[(p.doc_id, p.arrival)]
+            entries.remove(entry)
+            if not entries:
+                del self._epochs[(p.doc_id, p.arrival)]
+        return entry[2]
+
+    def pending_with_epochs(self) -> list[list[int]]:
+        """[epoch, doc, offset, length] of every piece the packer still holds."""
+        return [[self._find(p)[2], p.doc_id, p.offset, p.length] for p in self.packer.pending()]
+
     def state_dict(self) -> dict:
-        return {"batcher": self.batcher.state_dict(), "packer": self.packer.state_dict()}
+        return {"batcher": self.batcher.state_dict(), "packer": self.packer.state_dict(),
+                "epochs": [[*k, *e] for k, v in self._epochs.items() for e in v]}
 
     def load_state_dict(self, state: dict) -> None:
         self.batcher.load_state_dict(state["batcher"])
         self.packer.load_state_dict(state["packer"])
+        self._epochs = {}
+        for row in state.get("epochs", []):
+            self._epochs.setdefault((row[0], row[1]), []).append(list(row[2:]))

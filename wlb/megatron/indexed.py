@@ -12,7 +12,11 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-from megatron.core.datasets.indexed_dataset import IndexedDataset, IndexedDatasetBuilder
+from megatron.core.datasets.indexed_dataset import (
+    _INDEX_HEADER,
+    IndexedDataset,
+    IndexedDatasetBuilder,
+)
 
 
 class IndexedDataError(ValueError):
@@ -72,10 +76,39 @@ class IndexedDocuments:
             self.vocab_size, self.eod = int(meta["vocab_size"]), int(meta["eod"])
         except (ValueError, KeyError, TypeError) as e:
             raise IndexedDataError(f"{meta_path(prefix)}: bad metadata ({e})") from None
-        self.dataset = IndexedDataset(prefix, mmap=True)
+        if os.path.getsize(prefix + ".bin") == 0:
+            raise IndexedDataError(f"--data-path {prefix}: the dataset has no documents "
+                                   f"({prefix}.bin is empty)")
+        with open(prefix + ".idx", "rb") as f:
+            header = f.read(len(_INDEX_HEADER))
+        if header != _INDEX_HEADER:  # checked first: megatron's reader asserts, then its
+            # __del__ prints a second traceback for the half-built object
+            raise IndexedDataError(
+                f"--data-path {prefix}: cannot read {prefix}.idx (not a megatron index: header "
+                f"{header!r}); rebuild it with tools/preprocess_data.py"
+            )
+        try:
+            self.dataset = IndexedDataset(prefix, mmap=True)
+        except Exception as e:  # megatron's reader asserts / struct errors on a corrupt index
+            raise IndexedDataError(
+                f"--data-path {prefix}: cannot read {prefix}.idx ({type(e).__name__}: {e}); "
+                "rebuild it with tools/preprocess_data.py"
+            ) from None
         self.lengths = np.asarray(self.dataset.sequence_lengths, dtype=np.int64)
         if len(self.lengths) == 0:
             raise IndexedDataError(f"--data-path {prefix}: the dataset has no documents")
+        index = self.dataset.index
+        want = int(index.sequence_pointers[-1]) + int(self.lengths[-1]) * index.dtype_size
+        have = os.path.getsize(prefix + ".bin")
+        if have != want:
+            raise IndexedDataError(
+                f"--data-path {prefix}: {prefix}.bin has {have} bytes, its index describes "
+                f"{want} (truncated or from another dataset)"
+            )
+        if (self.lengths <= 0).any():
+            bad = int(np.flatnonzero(self.lengths <= 0)[0])
+            raise IndexedDataError(f"--data-path {prefix}: document {bad} has length "
+                                   f"{int(self.lengths[bad])}")
         self.prefix = prefix
 
     def tokens(self, doc_id: int, start: int, stop: int) -> np.ndarray:

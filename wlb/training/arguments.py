@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-interval", type=int, default=None)
     g.add_argument("--log-interval", type=int, default=1)
     g.add_argument("--log-json", default=None, help="append one JSON object per iteration")
+    g.add_argument("--log-plans", default=None,
+                   help="append each iteration's consumed/trained/pending pieces (JSON lines)")
     g.add_argument("--tensorboard-dir", default=None)
     g.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     WLBConfig.add_arguments(p)

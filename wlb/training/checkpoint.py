@@ -65,8 +65,11 @@ def _rank_state(run) -> dict:
     }
 
 
-def save_checkpoint(save_dir: str, iteration: int, run) -> str:
-    """Write the checkpoint of ``iteration`` (collective: every rank calls it)."""
+def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None) -> str:
+    """Write the checkpoint of ``iteration`` (collective: every rank calls it).
+
+    ``crash_hook`` (tests) runs after this rank's file is written, before the rename.
+    """
     rank = dist.get_rank()
     final = os.path.join(save_dir, f"iter_{iteration:07d}")
     tmp = final + ".tmp"
@@ -76,6 +79,8 @@ def save_checkpoint(save_dir: str, iteration: int, run) -> str:
         os.makedirs(tmp)
     dist.barrier()
     torch.save(_rank_state(run), os.path.join(tmp, f"rank_{rank:05d}.pt"))
+    if crash_hook is not None:
+        crash_hook()
     dist.barrier()
     if rank == 0:
         meta = {"iteration": iteration, "layout": _layout_meta(run),

@@ -1,7 +1,11 @@
-"""run_training: build, (resume,) train for --train-iters, log and checkpoint."""
+"""run_training: build, (resume,) train for --train-iters, log, check and checkpoint."""
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import signal
 import time
 
 import torch
@@ -10,6 +14,43 @@ import torch.distributed as dist
 from wlb.training.log import MetricsLogger
 from wlb.training.loop import train_step
 from wlb.training.setup import build
+
+#: fault injection for the crash tests: "save:<iteration>" kills this process with SIGKILL in the
+#: middle of that iteration's checkpoint save (after the rank files, before the rename).
+CRASH_ENV = "WLB_TEST_CRASH"
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on (non-finite loss, ranks disagreeing on the plan, ...)."""
+
+
+def check_plan_agreement(digest: str, iteration: int) -> None:
+    """Every rank computed the same plan, or fail loudly (collective)."""
+    value = int(digest[:15], 16)  # 60 bits: fits int64
+    t = torch.tensor([value, -value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    if int(t[0]) != value or -int(t[1]) != value:
+        raise TrainingError(
+            f"iteration {iteration}: ranks computed different packing plans (rank "
+            f"{dist.get_rank()} has {digest}); same data, seed and flags on every rank?"
+        )
+
+
+def check_finite(m: dict, iteration: int, args) -> None:
+    bad = [k for k in ("lm_loss", "grad_norm") if m.get(k) is not None and not
+           math.isfinite(m[k])]
+    if bad:
+        where = f"; last good checkpoint: {args.save}" if args.save else ""
+        raise TrainingError(
+            f"iteration {iteration}: non-finite {' and '.join(bad)} "
+            f"({', '.join(f'{k}={m[k]}' for k in bad)}); stopping before any checkpoint is "
+            f"written{where}"
+        )
+
+
+def _maybe_crash(point: str) -> None:
+    if os.environ.get(CRASH_ENV) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def run_training(args) -> int:
@@ -20,34 +61,45 @@ def run_training(args) -> int:
     log.info(f"layout: {g.layout.describe()}; packing={run.wlb.packing} "
              f"cp_sharding={run.wlb.cp_sharding} {run.packer_info}")
     log.info(f"cost model: {run.cost.to_dict()}")
+    for w in run.warnings:
+        log.info(f"warning: {w}")
     start = 0
     if args.load:
         from wlb.training.checkpoint import load_checkpoint
 
         start = load_checkpoint(args.load, run)
         log.info(f"resumed from {args.load} at iteration {start}")
-    consumed = 0
-    for it in range(start + 1, args.train_iters + 1):
-        plan = run.schedule.next_plan()
-        t0 = time.perf_counter()
-        m = train_step(run, plan)
-        ms = torch.tensor([(time.perf_counter() - t0) * 1e3], dtype=torch.float64)
-        dist.all_reduce(ms, op=dist.ReduceOp.MAX)
-        consumed += plan.num_tokens
-        m.update(iteration=it, iter_ms=float(ms), tokens_per_s=plan.num_tokens / float(ms) * 1e3,
-                 plan_digest=plan.digest())
-        log.iteration(m)
-        if args.save and args.save_interval and it % args.save_interval == 0:
-            from wlb.training.checkpoint import save_checkpoint
+    plans = open(args.log_plans, "a") if args.log_plans and g.rank == 0 else None  # noqa: SIM115
+    try:
+        for it in range(start + 1, args.train_iters + 1):
+            plan = run.schedule.next_plan()
+            digest = plan.digest()
+            check_plan_agreement(digest, it)
+            t0 = time.perf_counter()
+            m = train_step(run, plan)
+            ms = torch.tensor([(time.perf_counter() - t0) * 1e3], dtype=torch.float64)
+            dist.all_reduce(ms, op=dist.ReduceOp.MAX)
+            m.update(iteration=it, iter_ms=float(ms),
+                     tokens_per_s=plan.num_tokens / float(ms) * 1e3, plan_digest=digest)
+            check_finite(m, it, args)
+            log.iteration(m)
+            if plans:
+                plans.write(json.dumps({
+                    "iteration": it, "consumed": run.schedule.last_consumed,
+                    "trained": run.schedule.last_trained,
+                    "pending": run.schedule.pending_with_epochs()}) + "\n")
+                plans.flush()
+            last = it == args.train_iters
+            if args.save and ((args.save_interval and it % args.save_interval == 0) or last):
+                from wlb.training.checkpoint import save_checkpoint
 
-            save_checkpoint(args.save, it, run)
-            log.info(f"saved checkpoint at iteration {it} to {args.save}")
-    if args.save and (not args.save_interval or args.train_iters % args.save_interval):
-        from wlb.training.checkpoint import save_checkpoint
-
-        save_checkpoint(args.save, args.train_iters, run)
-        log.info(f"saved checkpoint at iteration {args.train_iters} to {args.save}")
-    log.close()
+                save_checkpoint(args.save, it, run,
+                                crash_hook=lambda it=it: _maybe_crash(f"save:{it}"))
+                log.info(f"saved checkpoint at iteration {it} to {args.save}")
+    finally:
+        if plans:
+            plans.close()
+        log.close()
     from wlb.megatron.groups import destroy
 
     destroy()

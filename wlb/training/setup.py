@@ -39,6 +39,7 @@ class Run:
     cost: CostModel
     chooser: StrategyChooser
     packer_info: dict
+    warnings: list
 
 
 def init_distributed(backend: str | None) -> None:
@@ -198,4 +199,4 @@ def build(args) -> Run:
         table = KernelTable.from_json(wlb.kernel_table or DEFAULT_TABLE)
     chooser = StrategyChooser(wlb.cp_sharding, layout.cp, table)
     return Run(args, wlb, groups, source, config, model, optimizer, scheduler, schedule, cost,
-               chooser, info)
+               chooser, info, wlb.no_effect_warnings(layout.cp))
