@@ -39,6 +39,10 @@ run() {  # tag, flags...
     || { tail -20 "${OUT}/${tag}.log"; exit 1; }
 }
 for cfg in ${CONFIGS}; do
+  if [[ -z "${LAYOUT[$cfg]+set}" ]]; then
+    echo "bench_cpu.sh: CONFIGS entry '${cfg}' unknown; choose from: ${!LAYOUT[*]}" >&2
+    exit 2
+  fi
   # shellcheck disable=SC2086
   flags=(${LAYOUT[$cfg]})
   rm -f "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl"

@@ -76,3 +76,18 @@ def test_batcher_shuffle_seeded_and_resumable():
 def test_validate_lengths(bad, match):
     with pytest.raises(DataError, match=match):
         validate_lengths(bad)
+
+
+def test_batcher_wraps_epochs_and_records_piece_epochs():
+    b = GlobalBatcher([3, 4, 5], 8, split_at_budget=True, wrap_epochs=True)
+    got = []
+    for _ in range(3):
+        got.append([(p.doc_id, p.offset, p.length) for p in b.next_batch()])
+        got[-1] = (got[-1], list(b.piece_epochs))
+    # 12 tokens per epoch; batches of 8 straddle the epoch boundary and are always full
+    assert got == [([(0, 0, 3), (1, 0, 4), (2, 0, 1)], [0, 0, 0]),
+                   ([(2, 1, 4), (0, 0, 3), (1, 0, 1)], [0, 1, 1]),
+                   ([(1, 1, 3), (2, 0, 5)], [1, 1])]
+    assert b.exhausted and b.epoch == 1  # the wrap happens lazily, at the next batch
+    assert [(p.doc_id, p.length) for p in b.next_batch()] == [(0, 3), (1, 4), (2, 1)]
+    assert b.piece_epochs == [2, 2, 2]
