@@ -99,6 +99,7 @@ def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
             cp_imb.append(imbalance(work))
     return {
         "work_pred": float(sum(loads)),
+        "microbatch_work": [float(x) for x in loads],
         "pp_imbalance_pred": imbalance(loads),
         "cp_imbalance_pred": sum(cp_imb) / len(cp_imb) if cp_imb else 1.0,
         "cp_strategy": dict(sorted(strategies.items())),

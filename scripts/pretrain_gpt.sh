@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Launch pretrain_gpt_wlb.py on one node with torchrun (or one node of a multi-node job: the
+# Slurm script sets NNODES / NODE_RANK / MASTER_ADDR). Every setting is a ${VAR:-default};
+# extra arguments are passed through to pretrain_gpt_wlb.py ("$@").
+#   MODEL=tiny TP=1 PP=2 CP=2 bash scripts/pretrain_gpt.sh --train-iters 20
+#   MODEL=7b TP=8 PP=4 CP=2 SEQ=131072 DATA_PATH=/data/mycorpus WLB=1 bash scripts/pretrain_gpt.sh
+#   DRY_RUN=1 ...   prints the command instead of running it
+# WLB=0 gives stock Megatron behaviour (--wlb-packing megatron --wlb-cp-sharding per-seq).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-${ROOT}/.venv/bin/python}"
+[[ -x "${PYTHON}" ]] || PYTHON="python3"
+
+MODEL="${MODEL:-tiny}"
+TP="${TP:-1}"; PP="${PP:-1}"; CP="${CP:-1}"; DP="${DP:-1}"
+NNODES="${NNODES:-1}"; NODE_RANK="${NODE_RANK:-0}"
+MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"; MASTER_PORT="${MASTER_PORT:-29500}"
+WORLD=$((TP * PP * CP * DP))
+if (( WORLD % NNODES )); then
+  echo "pretrain_gpt.sh: TP*PP*CP*DP=${WORLD} (TP=${TP} PP=${PP} CP=${CP} DP=${DP}) is not" \
+       "divisible by NNODES=${NNODES}" >&2
+  exit 2
+fi
+NPROC_PER_NODE="${NPROC_PER_NODE:-$((WORLD / NNODES))}"
+
+# Model sizes. 7B/70B are the LLaMA-2 shapes; the 550M and 30B shapes are not given in the paper
+# (LLaMA-like, scaled), so these are our assumption.
+case "${MODEL}" in
+  tiny) MODEL_ARGS=(--num-layers 4 --hidden-size 64 --num-attention-heads 4 --num-query-groups 2) ;;
+  550m) MODEL_ARGS=(--num-layers 24 --hidden-size 1536 --num-attention-heads 16 --ffn-hidden-size 4096) ;;
+  7b) MODEL_ARGS=(--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --ffn-hidden-size 11008) ;;
+  30b) MODEL_ARGS=(--num-layers 60 --hidden-size 6656 --num-attention-heads 52 --ffn-hidden-size 17920) ;;
+  70b) MODEL_ARGS=(--num-layers 80 --hidden-size 8192 --num-attention-heads 64 --num-query-groups 8
+                   --ffn-hidden-size 28672) ;;
+  *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;
+esac
+
+PARALLEL_ARGS=(
+  --tensor-model-parallel-size "${TP}" --pipeline-model-parallel-size "${PP}"
+  --context-parallel-size "${CP}"
+)
+[[ -n "${VPP_LAYERS:-}" ]] && PARALLEL_ARGS+=(--num-layers-per-virtual-pipeline-stage "${VPP_LAYERS}")
+(( TP > 1 )) && PARALLEL_ARGS+=(--sequence-parallel)
+[[ "${DISTOPT:-0}" == 1 ]] && PARALLEL_ARGS+=(--use-distributed-optimizer)
+
+TRAIN_ARGS=(
+  --seq-length "${SEQ:-2048}" --global-batch-size "${GBS:-$((PP * DP * 2))}"
+  --train-iters "${ITERS:-20}" --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}"
+  --lr-warmup-iters "${WARMUP:-2}" --seed "${SEED:-1234}"
+)
+[[ "${BF16:-0}" == 1 ]] && TRAIN_ARGS+=(--bf16)
+
+if [[ -n "${DATA_PATH:-}" ]]; then
+  DATA_ARGS=(--data-path "${DATA_PATH}")
+else
+  DATA_ARGS=(--mock-data)
+fi
+
+if [[ "${WLB:-1}" == 1 ]]; then
+  WLB_ARGS=(--wlb-packing "${WLB_PACKING:-wlb}" --wlb-cp-sharding "${WLB_CP:-adaptive}"
+            --wlb-outlier-thresholds "${WLB_THRESHOLDS:-auto}")
+else
+  WLB_ARGS=(--wlb-packing megatron --wlb-cp-sharding per-seq)
+fi
+[[ -n "${COST_MODEL:-}" ]] && WLB_ARGS+=(--wlb-cost-model "${COST_MODEL}")
+
+LOG_ARGS=(--log-interval "${LOG_INTERVAL:-1}")
+[[ -n "${LOG_JSON:-}" ]] && LOG_ARGS+=(--log-json "${LOG_JSON}")
+[[ -n "${SAVE:-}" ]] && LOG_ARGS+=(--save "${SAVE}" --save-interval "${SAVE_INTERVAL:-100}")
+[[ -n "${LOAD:-}" ]] && LOG_ARGS+=(--load "${LOAD}")
+
+if (( NNODES > 1 )); then
+  LAUNCH=(--nnodes "${NNODES}" --node-rank "${NODE_RANK}" --master-addr "${MASTER_ADDR}"
+          --master-port "${MASTER_PORT}")
+else
+  LAUNCH=(--standalone)
+fi
+CMD=("${PYTHON}" -m torch.distributed.run "${LAUNCH[@]}" --nproc-per-node "${NPROC_PER_NODE}"
+     "${ROOT}/pretrain_gpt_wlb.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${TRAIN_ARGS[@]}"
+     "${DATA_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}" "$@")
+if [[ "${DRY_RUN:-0}" == 1 ]]; then
+  printf '%q ' "${CMD[@]}"; echo
+  exit 0
+fi
+export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+exec "${CMD[@]}"

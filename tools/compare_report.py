@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Write a baseline-vs-WLB report folder from two --log-json runs: summary.md + PNG plots.
+
+    python tools/compare_report.py BASELINE.jsonl WLB.jsonl --out reports/compare [--skip 1]
+
+Plots: iteration time per step, imbalance (predicted and measured) per step, loss curves, and the
+per-micro-batch predicted workload of every iteration (sorted, baseline vs WLB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from compare_runs import load, summarize  # noqa: E402
+
+
+def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+
+    def series(ax, key, label_suffix="", style="-"):
+        for rows, name, color in ((base, "baseline", "tab:blue"), (wlb, "WLB", "tab:orange")):
+            ax.plot([r["iteration"] for r in rows], [r[key] for r in rows], style, color=color,
+                    label=f"{name}{label_suffix}")
+
+    specs = [
+        ("iter_time.png", "iteration time (ms)", lambda ax: series(ax, "iter_ms")),
+        ("loss.png", "lm loss", lambda ax: series(ax, "lm_loss")),
+        ("imbalance.png", "micro-batch imbalance (max x N / sum)", lambda ax: (
+            series(ax, "pp_imbalance_pred", " predicted", "--"),
+            series(ax, "pp_imbalance_measured", " measured"))),
+    ]
+    for fname, ylabel, draw in specs:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        draw(ax)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, fname), dpi=110)
+        plt.close(fig)
+        made.append(fname)
+    if all("microbatch_work" in r for r in base + wlb):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
+        for ax, rows, name in ((axes[0], base, "baseline"), (axes[1], wlb, "WLB")):
+            for r in rows:
+                w = sorted(r["microbatch_work"], reverse=True)
+                ax.plot(range(len(w)), w, color="tab:blue", alpha=0.3)
+            ax.set_title(f"{name}: per-micro-batch workload")
+            ax.set_xlabel("micro-batch (sorted, one line per iteration)")
+        axes[0].set_ylabel("predicted workload (cost model)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "microbatch_work.png"), dpi=110)
+        plt.close(fig)
+        made.append("microbatch_work.png")
+    return made
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("baseline")
+    p.add_argument("wlb")
+    p.add_argument("--out", required=True)
+    p.add_argument("--skip", type=int, default=1, help="start-up iterations left out")
+    p.add_argument("--title", default="baseline (stock Megatron) vs WLB")
+    a = p.parse_args(argv)
+    base, wlb = load(a.baseline), load(a.wlb)
+    sb, sw = summarize(base, a.skip), summarize(wlb, a.skip)
+    os.makedirs(a.out, exist_ok=True)
+    plots = _plots(base, wlb, a.out)
+    rows = [
+        ("iteration time, mean (ms)", "iter_ms_mean", "{:.1f}"),
+        ("tokens/s", "tokens_per_s", "{:.0f}"),
+        ("cost-model work/s", "work_per_s", "{:.0f}"),
+        ("micro-batch imbalance, predicted", "pp_imbalance_pred", "{:.3f}"),
+        ("micro-batch imbalance, measured", "pp_imbalance_measured", "{:.3f}"),
+        ("CP imbalance, predicted", "cp_imbalance_pred", "{:.3f}"),
+        ("loss at the end", "final_loss", "{:.4f}"),
+        ("tokens held in queues at the end", "pending_tokens_at_end", "{:.0f}"),
+    ]
+    lines = [f"# {a.title}", "",
+             f"Iterations {a.skip + 1}..{len(base)} (baseline) and {a.skip + 1}..{len(wlb)} (WLB); "
+             "times are sums over the window.", "",
+             "| metric | baseline | WLB |", "|---|---|---|"]
+    lines += [f"| {name} | {fmt.format(sb[k])} | {fmt.format(sw[k])} |" for name, k, fmt in rows]
+    speed = sb["iter_ms_mean"] / sw["iter_ms_mean"]
+    lines += ["", f"**WLB speed-up per iteration: {speed:.3f}x**; tokens/s "
+              f"{sw['tokens_per_s'] / sb['tokens_per_s']:.3f}x; cost-model work/s "
+              f"{sw['work_per_s'] / sb['work_per_s']:.3f}x.", "",
+              f"Logs: `{a.baseline}`, `{a.wlb}`.", ""]
+    lines += [f"![{p_}]({p_})" for p_ in plots]
+    with open(os.path.join(a.out, "summary.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines[:len(rows) + 8]))
+    print(f"[report] {os.path.join(a.out, 'summary.md')} and {len(plots)} plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
