@@ -20,7 +20,8 @@ DATA=(
   --mock-length-sample "${LENGTHS:-${ROOT}/data/doc_lengths/doc_lengths_wlbllm.json}"
 )
 TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}")
-COST="${OUT}/cost_model.json"
+# calibrated once per model shape and context length on this machine
+COST="${OUT}/cost_model_l${LAYERS:-2}_h${HIDDEN:-64}_a${HEADS:-4}_s${SEQ:-8192}.json"
 if [[ ! -f "${COST}" || -n "${RECALIBRATE:-}" ]]; then
   echo "[bench_cpu] calibrating the cost model on this machine -> ${COST}"
   "${VPY}" tools/calibrate_cost_model.py --out "${COST}" "${MODEL[@]}" "${DATA[@]}" \

@@ -5,6 +5,7 @@
 #   MODEL=tiny TP=1 PP=2 CP=2 bash scripts/pretrain_gpt.sh --train-iters 20
 #   MODEL=7b TP=8 PP=4 CP=2 SEQ=131072 DATA_PATH=/data/mycorpus WLB=1 bash scripts/pretrain_gpt.sh
 #   DRY_RUN=1 ...   prints the command instead of running it
+#   PRINT_MODEL_ARGS=1 ...   prints the model flags of MODEL, one per line
 # WLB=0 gives stock Megatron behaviour (--wlb-packing megatron --wlb-cp-sharding per-seq).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -34,6 +35,11 @@ case "${MODEL}" in
                    --ffn-hidden-size 28672) ;;
   *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;
 esac
+
+if [[ "${PRINT_MODEL_ARGS:-0}" == 1 ]]; then  # for tools that build the same model
+  printf '%s\n' "${MODEL_ARGS[@]}"
+  exit 0
+fi
 
 PARALLEL_ARGS=(
   --tensor-model-parallel-size "${TP}" --pipeline-model-parallel-size "${PP}"

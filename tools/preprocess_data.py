@@ -28,6 +28,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--tokenizer", default="byte", help="'byte' (default) or a tokenizers JSON")
     p.add_argument("--json-key", default="text", help="JSONL field holding the text")
     p.add_argument("--pattern", default="*", help="file glob inside a directory input")
+    p.add_argument("--split-definitions", action="store_true",
+                   help="one document per Python def/class (always on for --input default)")
     return p.parse_args(argv)
 
 
@@ -41,7 +43,8 @@ def main(argv=None) -> int:
     t0 = time.time()
     try:
         docs = (tok.encode(t) for t in iter_texts(a.input, json_key=a.json_key,
-                                                  pattern=a.pattern))
+                                                  pattern=a.pattern,
+                                                  split_defs=a.split_definitions))
         meta = write_documents(a.output_prefix, docs, vocab_size=tok.vocab_size, eod=tok.eod,
                                tokenizer=a.tokenizer)
     except (OSError, ValueError) as e:

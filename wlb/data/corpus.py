@@ -1,11 +1,14 @@
 """Text inputs for tools/preprocess_data.py, including the embedded default corpus.
 
 The default corpus is the Python standard library's own source files (``*.py`` under
-``sysconfig.get_paths()["stdlib"]``, test packages and site-packages excluded), read in sorted path
-order: real text that every machine running this project already has, with a long-tailed
-document-length distribution (on Python 3.11.7: 731 files, 12.1 M byte tokens, median 7.9 K,
-p90 37 K, p99 107 K, max 757 K tokens). Its licence is the PSF licence; we only read it
-locally and never ship it.
+``sysconfig.get_paths()["stdlib"]``, test packages and site-packages excluded), read in a fixed
+order (directories and files sorted) and cut into one document per definition: a new document starts at every line that opens a
+``def``, ``async def`` or ``class`` (at any indentation), so a module's preamble, each function and
+each method is a document. That is real text every machine running this project already has, with
+a long-tailed length distribution like a pre-training mix (on Python 3.11.7: 20,107 documents,
+12.1 M byte tokens, median 244, p90 1.2 K, p99 4.5 K, max 757 K tokens; 26% of the tokens sit in
+the 2% of documents longer than 4 K). Its licence is the PSF licence; we only read it locally
+and never ship it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 import sysconfig
 from collections.abc import Iterator
 
@@ -29,11 +33,26 @@ def default_corpus_files() -> list[str]:
     return out
 
 
-def iter_texts(source: str, *, json_key: str = "text", pattern: str = "*") -> Iterator[str]:
+_DEFINITION = re.compile(r"^(?=[ \t]*(?:async def |def |class ))", re.M)
+
+
+def split_definitions(text: str) -> list[str]:
+    """Cut Python source before every def / async def / class line (empty parts dropped).
+
+    Example: "import x\ndef f():\n    pass\nclass C:\n    def m(self): ..." ->
+    ["import x\n", "def f():\n    pass\n", "class C:\n", "    def m(self): ..."].
+    """
+    return [p for p in _DEFINITION.split(text) if p.strip()]
+
+
+def iter_texts(source: str, *, json_key: str = "text", pattern: str = "*",
+               split_defs: bool = False) -> Iterator[str]:
     """Documents of ``source``: a JSONL file (one object per line, text under ``json_key``), a
-    directory (every file matching ``pattern``, recursively, sorted), or "default" (stdlib)."""
+    directory (every file matching ``pattern``, recursively, sorted), or "default" (stdlib,
+    always split into definitions). ``split_defs`` cuts every file at definitions."""
     if source == "default":
         files = default_corpus_files()
+        split_defs = True
     elif os.path.isdir(source):
         files = sorted(f for f in glob.glob(os.path.join(source, "**", pattern), recursive=True)
                        if os.path.isfile(f))
@@ -59,5 +78,7 @@ def iter_texts(source: str, *, json_key: str = "text", pattern: str = "*") -> It
     for path in files:
         with open(path, encoding="utf-8", errors="replace") as f:
             text = f.read()
-        if text:
+        if split_defs:
+            yield from split_definitions(text)
+        elif text:
             yield text
