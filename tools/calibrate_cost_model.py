@@ -24,18 +24,23 @@ warnings.filterwarnings("ignore")
 
 
 def _nnls(X, y):
-    """Non-negative least squares by dropping the most negative coefficient until none is left
-    (a simple active-set heuristic; fine for 4 unknowns)."""
+    """Exact non-negative least squares for a handful of unknowns: the best unconstrained fit over
+    every subset of columns whose coefficients all come out >= 0."""
+    import itertools
+
     import numpy as np
 
-    active = list(range(X.shape[1]))
-    while True:
-        coef, *_ = np.linalg.lstsq(X[:, active], y, rcond=None)
-        if (coef >= 0).all() or len(active) == 1:
-            out = np.zeros(X.shape[1])
-            out[active] = np.maximum(coef, 0)
-            return out
-        active.pop(int(np.argmin(coef)))
+    best, best_err = np.zeros(X.shape[1]), np.inf
+    for k in range(1, X.shape[1] + 1):
+        for cols in itertools.combinations(range(X.shape[1]), k):
+            coef, *_ = np.linalg.lstsq(X[:, cols], y, rcond=None)
+            if (coef < 0).any():
+                continue
+            err = float(np.sum((X[:, cols] @ coef - y) ** 2))
+            if err < best_err:
+                best_err, best = err, np.zeros(X.shape[1])
+                best[list(cols)] = coef
+    return best
 
 
 def design(max_len: int) -> list[tuple[int, ...]]:
@@ -44,10 +49,12 @@ def design(max_len: int) -> list[tuple[int, ...]]:
     while d <= max_len:
         out.append((d,))
         d *= 2
-    for n in (8, 32):
-        for d in (64, 256):
-            if n * d <= max_len:
-                out.append((d,) * n)
+    # many-document micro-batches with varied counts, so that per-token and per-document costs
+    # can be told apart (with one count per length they are collinear)
+    for n, d in ((2, 64), (8, 64), (32, 64), (64, 32), (4, 128), (16, 128), (8, 256), (4, 512),
+                 (2, 1024)):
+        if n * d <= max_len:
+            out.append((d,) * n)
     return out
 
 

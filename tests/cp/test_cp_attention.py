@@ -119,3 +119,31 @@ def test_query_blocks_match_dense_reference(monkeypatch, start, length):
     torch.testing.assert_close(dq, rq[start : start + length])
     torch.testing.assert_close(dk, rk)
     torch.testing.assert_close(dv, rv)
+
+
+@pytest.mark.parametrize("strategy", ["per_seq", "per_doc"])
+def test_batched_short_segments_equal_one_call_each(monkeypatch, strategy):
+    """The padded batched path for short segments gives the per-segment results (fwd + bwd)."""
+    import wlb.cp.attention as attn
+    from wlb.cp.shard import rank_segments
+
+    torch.manual_seed(1)
+    lens = [3, 17, 1, 40, 9, 130, 2, 64, 5]
+    segs = [s for half in rank_segments(lens, 2, 1, strategy) for s in half]
+    t_local = sum(s.length for s in segs)
+    q = torch.randn(t_local, 4, 8, dtype=torch.float64)
+    k = torch.randn(sum(lens), 2, 8, dtype=torch.float64)
+    v = torch.randn(sum(lens), 2, 8, dtype=torch.float64)
+    g = torch.randn(t_local, 4, 8, dtype=torch.float64)
+    results = []
+    for small, elems in ((0, 1 << 22), (512, 1 << 22), (512, 600)):  # none / all / many groups
+        monkeypatch.setattr(attn, "SMALL_KV", small)
+        monkeypatch.setattr(attn, "BATCH_ELEMS", elems)
+        attn._plan.cache_clear()
+        out = attn.attend_segments(q, k, v, segs, 8**-0.5)
+        results.append((out, *attn.attend_segments_backward(q, k, v, segs, 8**-0.5, g)))
+    attn._plan.cache_clear()
+    assert len(attn._plan(tuple(segs))[1]) > 0  # default SMALL_KV restored: batches exist
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            torch.testing.assert_close(a, b)

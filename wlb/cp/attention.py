@@ -122,6 +122,94 @@ def _segment_attention(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
     return torch.cat(outs, dim=0)
 
 
+#: segments whose keys fit in this many rows are batched into padded SDPA calls (one per length
+#: bucket) instead of one call each: per-call overhead, not FLOPs, dominates short documents.
+SMALL_KV = 512
+#: cap on padded score elements (segments x queries x keys) of one batched call
+BATCH_ELEMS = 1 << 22
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """Padded gather plan for a group of short segments (see :func:`_plan`).
+
+    q_idx [n, Lq] rows of q (padding -> 0), kv_idx [n, Lk] rows of k/v (padding -> 0),
+    mask [n, 1, Lq, Lk] allowed (query, key) pairs, rows [r] / sel [r] the real query rows: rows
+    into q, sel into the flattened [n * Lq] batch.
+    """
+
+    q_idx: torch.Tensor
+    kv_idx: torch.Tensor
+    mask: torch.Tensor
+    rows: torch.Tensor
+    sel: torch.Tensor
+
+
+def _bucket(kv: int) -> int:
+    return max(16, 1 << (kv - 1).bit_length())
+
+
+def _make_batch(group: list[tuple[Segment, int]]) -> _Batch:
+    lq = max(s.length for s, _ in group)
+    lk = max(s.start + s.length for s, _ in group)
+    n = len(group)
+    q_idx = torch.zeros(n, lq, dtype=torch.long)
+    kv_idx = torch.zeros(n, lk, dtype=torch.long)
+    mask = torch.zeros(n, 1, lq, lk, dtype=torch.bool)
+    rows, sel = [], []
+    i_q = torch.arange(lq)[:, None]
+    j_k = torch.arange(lk)[None, :]
+    for g, (s, off) in enumerate(group):
+        kv = s.start + s.length
+        q_idx[g, : s.length] = torch.arange(off, off + s.length)
+        kv_idx[g, :kv] = torch.arange(s.doc_start, s.doc_start + kv)
+        m = (j_k <= i_q + s.start) & (j_k < kv) & (i_q < s.length)
+        m[s.length :, 0] = True  # padded query rows see one key: no all-masked (NaN) rows
+        mask[g, 0] = m
+        rows.append(torch.arange(off, off + s.length))
+        sel.append(torch.arange(g * lq, g * lq + s.length))
+    return _Batch(q_idx, kv_idx, mask, torch.cat(rows), torch.cat(sel))
+
+
+@lru_cache(maxsize=256)
+def _plan(segments: tuple[Segment, ...]) -> tuple[tuple, tuple[_Batch, ...]]:
+    """Split segments into (long ones, one call each) and batches of short ones.
+
+    Short segments (keys <= SMALL_KV) are grouped by the power-of-two bucket of their key count,
+    so padding at most doubles a call's work; a group is cut when it would exceed BATCH_ELEMS.
+    """
+    singles, buckets, off = [], {}, 0
+    for s in segments:
+        kv = s.start + s.length
+        if kv <= SMALL_KV:
+            buckets.setdefault(_bucket(kv), []).append((s, off))
+        else:
+            singles.append((s, off))
+        off += s.length
+    batches = []
+    for size in sorted(buckets):
+        group = []
+        for item in buckets[size]:
+            if group and (len(group) + 1) * size * size > BATCH_ELEMS:
+                batches.append(_make_batch(group))
+                group = []
+            group.append(item)
+        if group:
+            batches.append(_make_batch(group))
+    return tuple(singles), tuple(batches)
+
+
+def _batch_attention(q, k, v, bt: _Batch, scale: float) -> torch.Tensor:
+    """Real query rows [r, h, d] of one padded batched SDPA call."""
+    qb = q[bt.q_idx].permute(0, 2, 1, 3)  # [n, Lq, h, d] -> [n, h, Lq, d]
+    kb = k[bt.kv_idx].permute(0, 2, 1, 3)  # [n, Lk, hkv, d] -> [n, hkv, Lk, d]
+    vb = v[bt.kv_idx].permute(0, 2, 1, 3)
+    o = F.scaled_dot_product_attention(qb, kb, vb, attn_mask=bt.mask, scale=scale,
+                                       enable_gqa=q.shape[1] != k.shape[1])
+    o = o.permute(0, 2, 1, 3).reshape(-1, q.shape[1], q.shape[2])  # [n * Lq, h, d]
+    return o[bt.sel]
+
+
 def attend_segments(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, segments: Sequence[Segment], scale: float
 ) -> torch.Tensor:
@@ -137,13 +225,14 @@ def attend_segments(
         [t_local, heads, dim].
     """
     out = q.new_empty(q.shape)
-    off = 0
-    for s in segments:
+    singles, batches = _plan(tuple(segments))
+    for s, off in singles:
         a, b = s.doc_start, s.doc_start + s.start + s.length
         out[off : off + s.length] = _segment_attention(
             q[off : off + s.length], k[a:b], v[a:b], s.start, scale
         )
-        off += s.length
+    for bt in batches:
+        out[bt.rows] = _batch_attention(q, k, v, bt, scale)
     return out
 
 
@@ -157,14 +246,15 @@ def attend_segments_backward(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dQ [t_local, ...] and global-order partial dK, dV [T, ...] of :func:`attend_segments`.
 
-    Recomputes each segment with its own leaf tensors, so a segment costs O(its keys) rather
-    than the O(T) zero-filled gradient that autograd's slice backward would allocate per slice.
+    Recomputes each long segment with its own leaf tensors, so it costs O(its keys) rather than
+    the O(T) zero-filled gradient autograd's slice backward would allocate per slice; each batch
+    of short segments is recomputed once through its gathers.
     """
-    dq = torch.empty_like(q)
+    dq = torch.zeros_like(q)
     dk = torch.zeros_like(k)
     dv = torch.zeros_like(v)
-    off = 0
-    for s in segments:
+    singles, batches = _plan(tuple(segments))
+    for s, off in singles:
         a, b = s.doc_start, s.doc_start + s.start + s.length
         qs = q[off : off + s.length].detach().requires_grad_()
         ks = k[a:b].detach().requires_grad_()
@@ -175,7 +265,15 @@ def attend_segments_backward(
         dq[off : off + s.length] = gq
         dk[a:b] += gk
         dv[a:b] += gv
-        off += s.length
+    if batches:
+        ql, kl, vl = (t.detach().requires_grad_() for t in (q, k, v))
+        with torch.enable_grad():  # (backward of an autograd.Function runs with grad off)
+            o = torch.cat([_batch_attention(ql, kl, vl, bt, scale) for bt in batches])
+        rows = torch.cat([bt.rows for bt in batches])
+        gq, gk, gv = torch.autograd.grad(o, (ql, kl, vl), grad_out[rows])
+        dq += gq
+        dk += gk
+        dv += gv
     return dq, dk, dv
 
 

@@ -2,13 +2,13 @@
 
 The default corpus is the Python standard library's own source files (``*.py`` under
 ``sysconfig.get_paths()["stdlib"]``, test packages and site-packages excluded), read in a fixed
-order (directories and files sorted) and cut into one document per definition: a new document starts at every line that opens a
-``def``, ``async def`` or ``class`` (at any indentation), so a module's preamble, each function and
-each method is a document. That is real text every machine running this project already has, with
-a long-tailed length distribution like a pre-training mix (on Python 3.11.7: 20,107 documents,
-12.1 M byte tokens, median 244, p90 1.2 K, p99 4.5 K, max 757 K tokens; 26% of the tokens sit in
-the 2% of documents longer than 4 K). Its licence is the PSF licence; we only read it locally
-and never ship it.
+order (directories and files sorted) and cut into one document per definition: a new document
+starts at every line that opens a ``def``, ``async def`` or ``class`` (at any indentation), so a
+module's preamble, each function and each method is a document. That is real text every machine
+running this project already has, with a long-tailed length distribution like a pre-training
+mix (on Python 3.11.7: 20,107 documents, 12.1 M byte tokens, median 244, p90 1.2 K, p99 4.5 K,
+max 757 K tokens; 26% of the tokens sit in the 2% of documents longer than 4 K). Its licence is
+the PSF licence; we only read it locally and never ship it.
 """
 
 from __future__ import annotations
