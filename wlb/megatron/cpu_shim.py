@@ -164,21 +164,21 @@ _TAG_FORWARD, _TAG_BACKWARD = 0x5751, 0x5752
 def _communicate_shapes(self, tensor_send_next, tensor_send_prev, recv_prev, recv_next):
     """Shape exchange with direction tags (replaces P2PCommunicator._communicate_shapes)."""
     dist = torch.distributed
-    ops, recv_prev_t, recv_next_t = [], None, None
-    if tensor_send_next is not None:
-        shape = torch.tensor(tensor_send_next.size(), dtype=torch.int64)
-        ops.append(dist.P2POp(dist.isend, shape, self.next_rank, self.pp_group, _TAG_FORWARD))
-    if recv_prev:
-        recv_prev_t = torch.empty(3, dtype=torch.int64)
-        ops.append(dist.P2POp(dist.irecv, recv_prev_t, self.prev_rank, self.pp_group,
-                              _TAG_FORWARD))
-    if tensor_send_prev is not None:
-        shape = torch.tensor(tensor_send_prev.size(), dtype=torch.int64)
-        ops.append(dist.P2POp(dist.isend, shape, self.prev_rank, self.pp_group, _TAG_BACKWARD))
-    if recv_next:
-        recv_next_t = torch.empty(3, dtype=torch.int64)
-        ops.append(dist.P2POp(dist.irecv, recv_next_t, self.next_rank, self.pp_group,
-                              _TAG_BACKWARD))
+    recv_prev_t = torch.empty(3, dtype=torch.int64) if recv_prev else None
+    recv_next_t = torch.empty(3, dtype=torch.int64) if recv_next else None
+    plan = (  # (op, tensor, peer, tag): forward-direction messages, then backward-direction ones
+        (dist.isend, tensor_send_next, self.next_rank, _TAG_FORWARD),
+        (dist.irecv, recv_prev_t, self.prev_rank, _TAG_FORWARD),
+        (dist.isend, tensor_send_prev, self.prev_rank, _TAG_BACKWARD),
+        (dist.irecv, recv_next_t, self.next_rank, _TAG_BACKWARD),
+    )
+    ops = []
+    for op, t, peer, tag in plan:
+        if t is None:
+            continue
+        if op is dist.isend:  # send the shape, not the tensor
+            t = torch.tensor(t.size(), dtype=torch.int64)
+        ops.append(dist.P2POp(op, t, peer, self.pp_group, tag))
     if ops:
         for req in dist.batch_isend_irecv(ops):
             req.wait()
