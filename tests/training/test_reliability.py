@@ -211,7 +211,7 @@ def _chain_ledger(plan_logs: list[str], upto: dict) -> None:
     ledger.check(piece(*x) for x in rows[-1]["pending"])
 
 
-@pytest.mark.parametrize("kill", ["during-save", "between-iterations"])
+@pytest.mark.parametrize("kill", ["during-save", "after-3-iterations", "after-5-iterations"])
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill):
     base = _without(FLAGS, "--train-iters") + ["--train-iters", str(ITERS), "--lr-decay-iters",
                                                "20"]
@@ -224,8 +224,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill):
                          env={"WLB_TEST_CRASH": "save:4"})
         assert proc.returncode != 0
         assert os.path.isdir(os.path.join(ck, "iter_0000004.tmp"))  # the half-written save
-    else:
-        _run_killed_after(first, 5, str(tmp_path / "a.jsonl"))
+    else:  # SIGKILL the whole job at whatever point it has reached after N logged iterations
+        _run_killed_after(first, int(kill.split("-")[1]), str(tmp_path / "a.jsonl"))
     with open(os.path.join(ck, "latest_checkpointed_iteration.txt")) as f:
         resumed_at = int(f.read())
     assert resumed_at in ((2,) if kill == "during-save" else (2, 4))
