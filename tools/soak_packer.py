@@ -23,8 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from wlb.cost_model import CostModel  # noqa: E402
+from wlb.data.schedule import PlanSchedule  # noqa: E402
 from wlb.metrics import imbalance  # noqa: E402
-from wlb.packing import GlobalBatcher, build_packer  # noqa: E402
+from wlb.packing import build_packer  # noqa: E402
 
 DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                        "doc_lengths", "doc_lengths_wlbllm.json")
@@ -55,40 +56,32 @@ def main(argv=None) -> int:
     kw = {"outlier_thresholds": ths} if a.packer.startswith("wlb") else {}
     packer = build_packer(a.packer, num_microbatches=a.num_microbatches,
                           seq_length=a.context_length, cost_model=CostModel.default(), **kw)
-    batcher = GlobalBatcher(lengths, a.num_microbatches * a.context_length,
-                            split_at_budget=packer.split_at_budget, max_piece=packer.max_piece,
-                            shuffle=True, seed=0, wrap_epochs=True)
-    w = packer.cost.doc_workload
+    # PlanSchedule tracks each consumed piece's epoch until it is trained (as in training)
+    schedule = PlanSchedule(lengths, packer, 1, shuffle=True, seed=0, balance_dp=False)
+    batcher = schedule.batcher
     per_window = max(1, a.num_batches // a.windows)
     rows, imbs, held_max, t0 = [], [], 0, time.perf_counter()
     # Exactly-once check with bounded memory: tokens trained per (epoch, doc) in flight; a document
     # leaves the table when all its tokens are trained; more than its length raises at once.
     inflight: dict[tuple[int, int], int] = {}
-    # (doc, offset, arrival) -> epochs; a list because one batch can hold the same document twice
-    # when it straddles an epoch boundary (identical pieces, so which epoch is popped is moot)
-    epoch_of: dict[tuple[int, int, int], list[int]] = {}
     retired: dict[int, int] = {}  # epoch -> documents fully trained
     for step in range(a.num_batches):
-        pieces = batcher.next_batch()
-        for pc, ep in zip(pieces, batcher.piece_epochs):
-            epoch_of.setdefault((pc.doc_id, pc.offset, pc.arrival), []).append(ep)
-        mbs = packer.pack(pieces)
-        for mb in mbs:
-            for pc in mb:
-                eps = epoch_of[(pc.doc_id, pc.offset, pc.arrival)]
-                k = (eps.pop(), pc.doc_id)
-                if not eps:
-                    del epoch_of[(pc.doc_id, pc.offset, pc.arrival)]
-                n = inflight.get(k, 0) + pc.length
-                if n > lengths[pc.doc_id]:
+        schedule.next_plan()
+        loads = []
+        for mb in schedule.last_trained:
+            loads.append(sum(packer.cost.doc_workload(n) for _, _, _, n in mb))
+            for ep, doc, _, length in mb:
+                k = (ep, doc)
+                n = inflight.get(k, 0) + length
+                if n > lengths[doc]:
                     raise SystemExit(f"soak_packer: document {k} trained {n} > "
-                                     f"{lengths[pc.doc_id]} tokens")
-                if n == lengths[pc.doc_id]:
+                                     f"{lengths[doc]} tokens")
+                if n == lengths[doc]:
                     inflight.pop(k, None)
-                    retired[k[0]] = retired.get(k[0], 0) + 1
+                    retired[ep] = retired.get(ep, 0) + 1
                 else:
                     inflight[k] = n
-        imbs.append(imbalance([sum(w(pc.length) for pc in mb) for mb in mbs]))
+        imbs.append(imbalance(loads))
         held_max = max(held_max, len(packer.pending()))
         if (step + 1) % per_window == 0:
             rows.append({"batches": step + 1, "imbalance_mean": float(np.mean(imbs)),
@@ -97,8 +90,7 @@ def main(argv=None) -> int:
                          "s": time.perf_counter() - t0})
             imbs, held_max = [], 0
     # every document of a finished epoch is fully trained unless a piece of it is still held
-    held = {(ep, pc.doc_id) for pc in packer.pending()
-            for ep in epoch_of[(pc.doc_id, pc.offset, pc.arrival)]}
+    held = {(ep, doc) for ep, doc, _, _ in schedule.pending_with_epochs()}
     stale = [k for k in inflight if k[0] < batcher.epoch - 1 and k not in held]
     if stale:
         raise SystemExit(f"soak_packer: documents lost (partly trained, nothing held): {stale[:5]}")

@@ -20,15 +20,29 @@ WLB = ["--wlb-packing", "wlb", "--wlb-cp-sharding", "per-doc", "--wlb-outlier-th
 BASELINE = ["--wlb-packing", "megatron", "--wlb-cp-sharding", "per-seq"]
 
 
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
+def launch_pretrain(
+    args: list[str], *, nproc: int = 1, env: dict | None = None, timeout: int = 300,
+    torchrun: bool | None = None,
+) -> subprocess.CompletedProcess:
+    """Run pretrain_gpt_wlb.py, output captured: under torchrun (default when ``nproc`` > 1, on
+    a free port) or as a plain single process."""
+    cmd = [sys.executable, os.path.join(ROOT, "pretrain_gpt_wlb.py"), *args]
+    if nproc > 1 if torchrun is None else torchrun:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={nproc}", *cmd[1:]]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**ENV, **(env or {})}, cwd=ROOT)
+
+
 def run_pretrain(nproc: int, args: list[str], log_json: str, timeout: int = 300) -> list[dict]:
     """Run ``nproc`` processes; returns the per-iteration records (raises with the log tail)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", os.path.join(ROOT, "pretrain_gpt_wlb.py"), *args,
-           "--log-json", log_json]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    proc = launch_pretrain([*args, "--log-json", log_json], nproc=nproc, timeout=timeout,
+                           torchrun=True)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
-        raise AssertionError(f"{' '.join(cmd)} failed with {proc.returncode}:\n{tail}")
+        raise AssertionError(f"{' '.join(proc.args)} failed with {proc.returncode}:\n{tail}")
     with open(log_json) as f:
         return [json.loads(line) for line in f]

@@ -10,14 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.helpers.torchrun import ROOT, TINY
-
-ENV = dict(os.environ, PYTHONWARNINGS="ignore")
-
-
-def _pretrain(args, timeout=120):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "pretrain_gpt_wlb.py"), *args],
-                          capture_output=True, text=True, timeout=timeout, env=ENV, cwd=ROOT)
+from tests.helpers.torchrun import ENV, ROOT, TINY, launch_pretrain
 
 
 @pytest.mark.parametrize(
@@ -33,7 +26,7 @@ def _pretrain(args, timeout=120):
     ],
 )
 def test_bad_flags_exit_2_with_one_line(extra, match):
-    proc = _pretrain(TINY + extra)
+    proc = launch_pretrain(TINY + extra, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert match in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -41,7 +34,7 @@ def test_bad_flags_exit_2_with_one_line(extra, match):
 
 def test_missing_data_path_is_named(tmp_path):
     args = [a for a in TINY if a != "--mock-data"] + ["--data-path", str(tmp_path / "nope")]
-    proc = _pretrain(args)
+    proc = launch_pretrain(args, timeout=120)
     assert proc.returncode == 2 and "nope.bin not found" in proc.stderr
 
 

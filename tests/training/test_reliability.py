@@ -15,21 +15,11 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers.torchrun import ROOT, TINY, run_pretrain
+from tests.helpers.torchrun import ENV, ROOT, TINY, launch_pretrain, run_pretrain
 from wlb.packing.ledger import TokenLedger
 from wlb.packing.types import Piece
 
-ENV = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
-
-
-def _pretrain(args, env=None, nproc=1, timeout=240):
-    cmd = [sys.executable, os.path.join(ROOT, "pretrain_gpt_wlb.py"), *args]
-    if nproc > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", *cmd[1:]]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          env={**ENV, **(env or {})}, cwd=ROOT)
 
 
 # ---- bad input ---------------------------------------------------------------------------------
@@ -83,7 +73,7 @@ def test_damaged_dataset_is_named(corpus, tmp_path, damage, match):
     else:
         with open(p + ".meta.json", "w") as f:
             f.write("{")
-    proc = _pretrain(_data_args(p))
+    proc = launch_pretrain(_data_args(p))
     assert proc.returncode == 2, proc.stderr[-1500:]
     assert match in proc.stderr and "Traceback" not in proc.stderr
 
@@ -97,7 +87,7 @@ def test_empty_dataset_is_refused(tmp_path):
     b.finalize(p + ".idx")
     with open(p + ".meta.json", "w") as f:
         json.dump({"vocab_size": 257, "eod": 256}, f)
-    proc = _pretrain(_data_args(p))
+    proc = launch_pretrain(_data_args(p))
     assert proc.returncode == 2 and "no documents" in proc.stderr, proc.stderr[-1500:]
 
 
@@ -111,7 +101,7 @@ def test_bad_wlb_and_parallel_input(tmp_path, extra, match):
     cost.write_text(json.dumps({"attn_coef": -1.0, "linear_coef": 1.0}))
     extra = [str(cost) if a == "COST" else a for a in extra]
     nproc = 2 if "--context-parallel-size" in extra else 1
-    proc = _pretrain(TINY + extra, nproc=nproc)
+    proc = launch_pretrain(TINY + extra, nproc=nproc)
     assert proc.returncode != 0
     assert match in proc.stderr, proc.stderr[-2000:]
     # one error line from our code, no traceback through it (torchrun adds its own summary)
@@ -120,8 +110,8 @@ def test_bad_wlb_and_parallel_input(tmp_path, extra, match):
 
 
 def test_flags_without_effect_warn_once(tmp_path):
-    proc = _pretrain(TINY + ["--wlb-packing", "megatron", "--wlb-outlier-thresholds", "100,200",
-                             "--train-iters", "1"])
+    proc = launch_pretrain(TINY + ["--wlb-packing", "megatron", "--wlb-outlier-thresholds",
+                                   "100,200", "--train-iters", "1"])
     assert proc.returncode == 0, proc.stderr[-1500:]
     line = "--wlb-outlier-thresholds has no effect with --wlb-packing megatron"
     assert proc.stdout.count(line) == 1
@@ -129,7 +119,7 @@ def test_flags_without_effect_warn_once(tmp_path):
 
 def test_non_finite_loss_stops_without_a_nan_checkpoint(tmp_path):
     ck = tmp_path / "ck"
-    proc = _pretrain(TINY + ["--lr", "1e6", "--clip-grad", "0", "--train-iters", "8",
+    proc = launch_pretrain(TINY + ["--lr", "1e6", "--clip-grad", "0", "--train-iters", "8",
                              "--save", str(ck), "--save-interval", "1"])
     assert proc.returncode == 3 and "non-finite" in proc.stderr, proc.stderr[-1500:]
     last = int((ck / "latest_checkpointed_iteration.txt").read_text())
@@ -220,7 +210,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill):
         str(tmp_path / "p2.jsonl")
     first = base + ["--save", ck, "--save-interval", "2", "--log-plans", plans1]
     if kill == "during-save":
-        proc = _pretrain(first + ["--log-json", str(tmp_path / "a.jsonl")], nproc=2,
+        proc = launch_pretrain(first + ["--log-json", str(tmp_path / "a.jsonl")], nproc=2,
                          env={"WLB_TEST_CRASH": "save:4"})
         assert proc.returncode != 0
         assert os.path.isdir(os.path.join(ck, "iter_0000004.tmp"))  # the half-written save

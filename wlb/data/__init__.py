@@ -1,14 +1,6 @@
-"""Data path: document sources, the per-iteration plan schedule, THD collation and CP slicing."""
+"""Data path: document sources, the per-iteration plan schedule, THD collation and CP slicing.
 
-from wlb.data.collate import PackedMicroBatch, collate, shard_for_cp
-from wlb.data.schedule import PlanSchedule
-from wlb.data.sources import DocumentSource, MockDocuments
-
-__all__ = [
-    "DocumentSource",
-    "MockDocuments",
-    "PackedMicroBatch",
-    "PlanSchedule",
-    "collate",
-    "shard_for_cp",
-]
+Modules: ``sources`` (DocumentSource, MockDocuments), ``schedule`` (PlanSchedule),
+``collate`` (PackedMicroBatch, collate, shard_for_cp; the only one needing torch), ``corpus`` and
+``tokenizer``. Nothing is imported here, so numpy-only users (the packer soak) do not load torch.
+"""

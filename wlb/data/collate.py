@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wlb.cp.shard import rank_segments
+from wlb.cp import shard_indices
 from wlb.data.sources import DocumentSource
 from wlb.packing.types import Piece
 
@@ -87,17 +87,6 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
     )
 
 
-def local_index(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy: str):
-    """(global positions, doc-relative positions) of a CP rank's tokens, in storage order."""
-    front, back = rank_segments(doc_lens, cp_size, cp_rank, strategy)
-    glob, rel = [], []
-    for s in front + back:
-        a = s.doc_start + s.start
-        glob.append(np.arange(a, a + s.length, dtype=np.int64))
-        rel.append(np.arange(s.start, s.start + s.length, dtype=np.int64))
-    return torch.from_numpy(np.concatenate(glob)), torch.from_numpy(np.concatenate(rel))
-
-
 def shard_for_cp(mb: PackedMicroBatch, cp_size: int, cp_rank: int, strategy: str) -> dict:
     """This CP rank's rows of ``mb`` under ``strategy`` ("per_seq" | "per_doc").
 
@@ -105,7 +94,7 @@ def shard_for_cp(mb: PackedMicroBatch, cp_size: int, cp_rank: int, strategy: str
         dict with ``tokens``, ``labels``, ``loss_mask``, ``positions`` ([t_local] each, in the
         rank's storage order).
     """
-    idx, _ = local_index(mb.doc_lens, cp_size, cp_rank, strategy)
+    idx = shard_indices(mb.doc_lens, cp_size, cp_rank, strategy)
     return {
         "tokens": mb.tokens[idx],
         "labels": mb.labels[idx],

@@ -10,10 +10,10 @@ import torch
 from wlb.cost_model import CostModel
 from wlb.cp.selector import KernelTable, choose_strategy
 from wlb.cp.shard import rank_segments
-from wlb.data.collate import collate, shard_for_cp
+from wlb.data.collate import PackedMicroBatch, collate, shard_for_cp
 from wlb.data.sources import DocumentSource
 from wlb.metrics import imbalance
-from wlb.packing.types import BatchPlan, MicroBatch
+from wlb.packing.types import BatchPlan
 
 _STRATEGY = {"per-seq": "per_seq", "per-doc": "per_doc"}
 
@@ -52,10 +52,6 @@ class StrategyChooser:
         return choose_strategy(doc_lens, self.cp, self.table)[0]
 
 
-def pad_multiple_for_empty(pad_multiple: int) -> int:
-    return max(pad_multiple, 2)
-
-
 def build_inputs(plan: BatchPlan, dp_rank: int, source: DocumentSource, *, pad_multiple: int,
                  cp_size: int, cp_rank: int, chooser: StrategyChooser) -> list[MicroBatchInput]:
     """This DP rank's micro-batches of ``plan``, collated and sliced for this CP rank."""
@@ -73,9 +69,7 @@ def build_inputs(plan: BatchPlan, dp_rank: int, source: DocumentSource, *, pad_m
 
 def _empty(source: DocumentSource, pad_multiple: int):
     """A padding-only micro-batch (a packer may leave one empty); it trains nothing."""
-    from wlb.data.collate import PackedMicroBatch
-
-    n = pad_multiple_for_empty(pad_multiple)
+    n = max(pad_multiple, 2)
     z = torch.full((n,), source.eod, dtype=torch.long)
     return PackedMicroBatch(z, z.clone(), torch.zeros(n), torch.arange(n), (n,), n)
 
@@ -104,7 +98,3 @@ def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
         "cp_imbalance_pred": sum(cp_imb) / len(cp_imb) if cp_imb else 1.0,
         "cp_strategy": dict(sorted(strategies.items())),
     }
-
-
-def microbatch_workloads(mbs: list[MicroBatch], cost: CostModel) -> list[float]:
-    return [sum(cost.doc_workload(p.length) for p in mb) for mb in mbs]

@@ -47,8 +47,8 @@ class _Timed:
 
 
 def measured_imbalance(records_by_rank: list, pp_ranks: list[int], n: int) -> float:
-    """Per-micro-batch forward time (sum over pipeline stages/chunks of the slowest TP/CP/DP
-    replica... of each stage) -> max x N / sum over the N micro-batches."""
+    """Imbalance of measured per-micro-batch forward times: for each micro-batch, the slowest
+    rank of every (pipeline stage, virtual chunk) summed over stages; then max x N / sum."""
     stage_ms: dict[tuple[int, int, int], float] = {}
     for recs, pp in zip(records_by_rank, pp_ranks):
         for j, vp, ms in recs:
