@@ -24,13 +24,15 @@ if (( WORLD % NNODES )); then
 fi
 NPROC_PER_NODE="${NPROC_PER_NODE:-$((WORLD / NNODES))}"
 
-# Model sizes. 7B/70B are the LLaMA-2 shapes; the 550M and 30B shapes are not given in the paper
-# (LLaMA-like, scaled), so these are our assumption.
+# Model sizes (the same shapes as wlb/sim/model.py:MODELS; a test keeps them equal). 7B/70B are the
+# LLaMA-2 shapes; the paper does not give its 550M and 30B shapes (LLaMA-like, scaled), so these are
+# our choice: that many parameters, head and K/V-group counts that divide the paper's TP sizes.
 case "${MODEL}" in
   tiny) MODEL_ARGS=(--num-layers 4 --hidden-size 64 --num-attention-heads 4 --num-query-groups 2) ;;
-  550m) MODEL_ARGS=(--num-layers 24 --hidden-size 1536 --num-attention-heads 16 --ffn-hidden-size 4096) ;;
+  550m) MODEL_ARGS=(--num-layers 24 --hidden-size 1280 --num-attention-heads 16 --ffn-hidden-size 3456) ;;
   7b) MODEL_ARGS=(--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --ffn-hidden-size 11008) ;;
-  30b) MODEL_ARGS=(--num-layers 60 --hidden-size 6656 --num-attention-heads 52 --ffn-hidden-size 17920) ;;
+  30b) MODEL_ARGS=(--num-layers 56 --hidden-size 7168 --num-attention-heads 56 --num-query-groups 8
+                   --ffn-hidden-size 19200) ;;
   70b) MODEL_ARGS=(--num-layers 80 --hidden-size 8192 --num-attention-heads 64 --num-query-groups 8
                    --ffn-hidden-size 28672) ;;
   *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;

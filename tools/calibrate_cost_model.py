@@ -15,6 +15,7 @@ Any pretrain flag is accepted; parallel sizes are forced to 1. The fit and its e
 from __future__ import annotations
 
 import os
+import platform
 import sys
 import time
 import warnings
@@ -102,6 +103,14 @@ def main(argv=None) -> int:
         rows.append([sum(d * d for d in lens), t_tok, len(lens), 1.0])
         times.append(ms)
         print(f"[calibrate] {len(lens):3d} doc(s) of {lens[0]:6d} tokens: {ms:9.2f} ms", flush=True)
+    # the optimizer step (on the gradients of the last micro-batch): per-iteration fixed time
+    step = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        run.optimizer.step()
+        step.append(time.perf_counter() - t0)
+    step_ms = float(np.median(step)) * 1e3
+    print(f"[calibrate] optimizer step: {step_ms:.2f} ms", flush=True)
     X, y = np.asarray(rows, dtype=np.float64), np.asarray(times)
     # minimise the *relative* error: short micro-batches matter as much as long ones
     Xw, yw = X / y[:, None], np.ones_like(y)
@@ -119,8 +128,10 @@ def main(argv=None) -> int:
     cost.to_json(args.out, fit_ms={"attn_ms_per_d2": a, "linear_ms_per_token": b,
                                    "doc_ms": c, "microbatch_ms": float(coef[3])},
                  fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
+                 step_ms=step_ms, threads=args.threads, machine=platform.machine(),
                  model={k: getattr(args, k) for k in ("num_layers", "hidden_size",
-                                                      "num_attention_heads", "seq_length")})
+                                                      "ffn_hidden_size", "num_attention_heads",
+                                                      "num_query_groups", "seq_length")})
     print(f"[calibrate] W(d) = {cost.attn_coef:.3e} d^2 + {cost.linear_coef:.3f} d + "
           f"{cost.doc_coef:.1f} (crossover d = {cost.crossover_length():.0f}); fit error mean "
           f"{rel.mean():.1%}, max {rel.max():.1%} -> {args.out}")

@@ -130,6 +130,27 @@ def transformer_config(args, layout: ParallelLayout):
     )
 
 
+def build_schedule(args, wlb: WLBConfig, layout: ParallelLayout, source, cost: CostModel):
+    """The run's plan schedule and CP strategy chooser (no torch.distributed needed: every rank,
+    and ``tools/simulate_cluster.py --validate``, builds the same ones from the same flags).
+
+    Returns:
+        (PlanSchedule, packer info dict, StrategyChooser).
+    """
+    lengths = train_documents(source, args.split_weights)
+    try:
+        packer, info = build_run_packer(wlb, lengths, layout.global_batch_size,
+                                        args.seq_length, cost, args.seed)
+    except ValueError as e:  # packer options that do not fit this run
+        raise ConfigError(f"WLB packer: {e}") from None
+    schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=args.seed,
+                            balance_dp=wlb.packing != "megatron")
+    table = None
+    if wlb.cp_sharding == "adaptive" and layout.cp > 1:
+        table = KernelTable.from_json(wlb.kernel_table or DEFAULT_TABLE)
+    return schedule, info, StrategyChooser(wlb.cp_sharding, layout.cp, table)
+
+
 def build(args) -> Run:
     """Initialise torch.distributed and megatron, and build the run described by ``args``."""
     from megatron.core.distributed import finalize_model_grads
@@ -186,17 +207,6 @@ def build(args) -> Run:
         wd_incr_style="constant",
     )
     cost = make_cost_model(args, wlb, layout, vocab)
-    lengths = train_documents(source, args.split_weights)
-    try:
-        packer, info = build_run_packer(wlb, lengths, layout.global_batch_size,
-                                        args.seq_length, cost, args.seed)
-    except ValueError as e:  # packer options that do not fit this run
-        raise ConfigError(f"WLB packer: {e}") from None
-    schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=args.seed,
-                            balance_dp=wlb.packing != "megatron")
-    table = None
-    if wlb.cp_sharding == "adaptive" and layout.cp > 1:
-        table = KernelTable.from_json(wlb.kernel_table or DEFAULT_TABLE)
-    chooser = StrategyChooser(wlb.cp_sharding, layout.cp, table)
+    schedule, info, chooser = build_schedule(args, wlb, layout, source, cost)
     return Run(args, wlb, groups, source, config, model, optimizer, scheduler, schedule, cost,
                chooser, info, wlb.no_effect_warnings(layout.cp))

@@ -1,0 +1,159 @@
+"""Iteration-time simulation of Plain-4D, Fixed-4D and WLB-LLM on a 4D layout (paper §7).
+
+Each iteration draws one global batch (pp * dp context-length sequences' worth of documents) from
+the same seeded document stream, packs it with the system's packer (the project's own packers,
+the ones training uses), deals micro-batches to DP replicas, picks each micro-batch's CP strategy,
+turns every micro-batch into per-stage latencies (``wlb.sim.latency``) and runs megatron's
+pipeline schedule over them (``wlb.sim.pipeline``). Iteration time = slowest DP replica's
+pipeline + exposed DP sync + optimizer step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from wlb.config import WLBConfig
+from wlb.cost_model import CostModel
+from wlb.data.schedule import PlanSchedule, build_run_packer
+from wlb.metrics import imbalance
+from wlb.sim.hardware import Hardware
+from wlb.sim.latency import choose_strategy, dp_sync_seconds, microbatch_times
+from wlb.sim.model import Layout, ModelSpec
+from wlb.sim.pipeline import simulate_pipeline
+
+
+@dataclass(frozen=True)
+class System:
+    """A training system to simulate.
+
+    Attributes:
+        name: label.
+        packing: packer registry name ("megatron" = stock fixed-length packing in stream order).
+        cp: "per_seq" | "per_doc" | "adaptive" | "best-static" (the better static choice of the
+            two for the whole run, as the paper's Fixed-4D reports).
+        thresholds: outlier-queue thresholds for the WLB packer ("none" or "auto").
+    """
+
+    name: str
+    packing: str
+    cp: str
+    thresholds: str = "none"
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System("plain", "megatron", "per_seq"),
+        System("fixed", "fixed-greedy", "best-static"),
+        System("cp-per-doc", "megatron", "per_doc"),
+        System("cp-adaptive", "megatron", "adaptive"),
+        System("pp-packing", "wlb", "per_seq", "auto"),
+        System("wlb-nodelay", "wlb", "adaptive", "none"),
+        System("wlb", "wlb", "adaptive", "auto"),
+    )
+}
+
+
+@dataclass
+class SimReport:
+    """Figures of one simulated system on one configuration."""
+
+    system: str
+    iter_s: list[float]
+    pp_imbalance: list[float]
+    cp_imbalance: list[float]
+    strategies: dict[str, int]
+    tokens: list[int]
+
+    @property
+    def mean_iter_s(self) -> float:
+        return float(np.mean(self.iter_s))
+
+    def summary(self) -> dict:
+        return {
+            "system": self.system,
+            "iter_s_mean": self.mean_iter_s,
+            "tokens_per_s": float(np.sum(self.tokens) / np.sum(self.iter_s)),
+            "pp_imbalance_mean": float(np.mean(self.pp_imbalance)),
+            "cp_imbalance_mean": float(np.mean(self.cp_imbalance)),
+            "strategies": self.strategies,
+        }
+
+
+def fit_cost_model(model: ModelSpec, layout: Layout, hw: Hardware, max_len: int) -> CostModel:
+    """What ``tools/calibrate_cost_model.py`` would fit on this hardware: single-document
+    micro-batch latency over a length sweep, ``W = A d^2 + B d + C`` by relative least squares."""
+    lens = np.unique(np.geomspace(64, max_len, 24).astype(int))
+    t = np.array([microbatch_times([int(d)], "per_doc", model, layout, hw).total for d in lens])
+    X = np.stack([lens.astype(float) ** 2, lens.astype(float), np.ones(len(lens))], axis=1)
+    coef, *_ = np.linalg.lstsq(X / t[:, None], np.ones(len(lens)), rcond=None)
+    coef = np.maximum(coef, 0.0)
+    return CostModel(float(coef[0] / coef[1]), 1.0, float(coef[2] / coef[1]), source="sim-fit")
+
+
+def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
+                       strategy: str | Callable[[tuple[int, ...]], str], report: SimReport,
+                       pad_multiple: int = 1) -> None:
+    """Append one iteration's simulated time and imbalance to ``report``.
+
+    Args:
+        plan: a ``BatchPlan`` (micro-batches of pieces, and their DP ranks).
+        strategy: "per_seq" | "per_doc" | "adaptive" (selector on ``hw``), or a function of the
+            micro-batch's document lengths (e.g. the training run's own chooser, for replays).
+        pad_multiple: micro-batches padded with a pad document to a multiple of this, as
+            ``wlb.data.collate`` does in training.
+    """
+    replicas: list[list] = [[] for _ in range(layout.dp)]
+    per_mb = []
+    cp_imb = []
+    for mb, rank in zip(plan.microbatches, plan.dp_ranks):
+        lens = [p.length for p in mb] or [max(pad_multiple, 2)]
+        if -sum(lens) % pad_multiple:
+            lens.append(-sum(lens) % pad_multiple)
+        if callable(strategy):
+            s = strategy(tuple(lens))
+        elif strategy == "adaptive":
+            s = choose_strategy(lens, layout.cp, model, layout.tp, hw)
+        else:
+            s = strategy
+        report.strategies[s] = report.strategies.get(s, 0) + 1
+        t = microbatch_times(lens, s, model, layout, hw)
+        replicas[rank].append(t)
+        per_mb.append(t.total)
+        cp_imb.append(imbalance(t.attn_rank_s))
+    makespans = []
+    for mbs in replicas:
+        if not mbs:
+            continue
+        fwd = [t.fwd for t in mbs]
+        bwd = [t.bwd for t in mbs]
+        ms, _ = simulate_pipeline(fwd, bwd, layout.pp, layout.vpp, [t.p2p for t in mbs])
+        makespans.append(ms)
+    report.iter_s.append(max(makespans) + dp_sync_seconds(model, layout, hw) + hw.step_s)
+    report.pp_imbalance.append(imbalance(per_mb))
+    report.cp_imbalance.append(float(np.mean(cp_imb)))
+    report.tokens.append(plan.num_tokens)
+
+
+def simulate_system(system: System, model: ModelSpec, layout: Layout, context: int,
+                    lengths: np.ndarray, hw: Hardware, *, iters: int, seed: int = 1234,
+                    cost: CostModel | None = None) -> SimReport:
+    """Simulate ``iters`` iterations of ``system`` (fresh packer, same seeded document stream)."""
+    if system.cp == "best-static":
+        runs = [simulate_system(System(system.name, system.packing, s, system.thresholds), model,
+                                layout, context, lengths, hw, iters=iters, seed=seed, cost=cost)
+                for s in ("per_seq", "per_doc")]
+        return min(runs, key=lambda r: r.mean_iter_s)
+    n = layout.pp * layout.dp
+    cost = cost or fit_cost_model(model, layout, hw, int(1.25 * context))
+    cfg = WLBConfig(packing=system.packing, outlier_thresholds=system.thresholds)
+    packer, _ = build_run_packer(cfg, lengths, n, context, cost, seed)
+    schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=True, seed=seed,
+                            balance_dp=system.packing != "megatron")
+    report = SimReport(system.name, [], [], [], {}, [])
+    for _ in range(iters):
+        simulate_iteration(schedule.next_plan(), model, layout, hw, system.cp, report)
+    return report

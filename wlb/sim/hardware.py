@@ -1,0 +1,189 @@
+"""Hardware profiles for the cluster simulator: GEMM speed, attention-kernel speed, links.
+
+Two kinds of profile:
+
+* ``h100()``: an H100 SXM cluster (8 GPUs per node, NVLink inside, RoCE across) built from public
+  peak figures and stated efficiency assumptions. Nothing in it was measured by this project (no
+  GPU was available); every number is a named field so a calibrated profile can replace it.
+* ``from_calibration(path, model)``: this machine, from a ``tools/calibrate_cost_model.py`` JSON
+  measured on the real model. Used to check the simulator against measured CPU runs.
+
+Attention kernels answer one question: seconds of forward+backward for one bottom-right-aligned
+causal segment of ``q`` queries whose last query sees ``kv`` keys, given the forward FLOPs of one
+(query, key) pair on this GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+from wlb.cp.selector import KernelTable, _causal_pairs
+
+#: backward of attention costs about 2.5x its forward (FlashAttention-2 paper), GEMMs 2x.
+ATTN_BWD_FACTOR = 2.5
+GEMM_BWD_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class FlashKernelModel:
+    """Analytic FlashAttention-style kernel: tiles of ``tile_q`` query rows, efficiency that rises
+    with the query length (the paper's Fig. 10: flat to 128 rows, a jump from 128 to 256 rows when
+    Hopper TMA multicast lets thread blocks share K/V tiles) and with the key length (fixed cost
+    per tile row).
+
+    Attributes:
+        peak_flops: achieved fwd+bwd FLOP/s on long, square causal blocks.
+        tile_q: query rows per tile; a segment's queries are padded up to a multiple of it.
+        q_eff: (query length, efficiency) knots, interpolated in log2(q); 1.0 at the top.
+        kv_half: key length at which the key-length efficiency is 1/2.
+        segment_s: fixed seconds per segment (per-sequence work in a varlen kernel).
+    """
+
+    peak_flops: float
+    tile_q: int = 128
+    q_eff: tuple[tuple[int, float], ...] = ((128, 0.55), (256, 0.85), (512, 0.95), (1024, 1.0))
+    kv_half: int = 256
+    segment_s: float = 1e-6
+
+    def efficiency(self, q: int, kv: int) -> float:
+        knots = self.q_eff
+        if q <= knots[0][0]:
+            e = knots[0][1]
+        elif q >= knots[-1][0]:
+            e = knots[-1][1]
+        else:
+            for (q0, e0), (q1, e1) in zip(knots, knots[1:]):
+                if q0 <= q <= q1:
+                    f = (math.log2(q) - math.log2(q0)) / (math.log2(q1) - math.log2(q0))
+                    e = e0 + f * (e1 - e0)
+                    break
+        return e * kv / (kv + self.kv_half)
+
+    def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
+        qp = -(-q // self.tile_q) * self.tile_q
+        kvp = kv + (qp - q)
+        flops = _causal_pairs(qp, kvp) * flops_per_pair * (1 + ATTN_BWD_FACTOR)
+        return flops / (self.peak_flops * self.efficiency(qp, kvp)) + self.segment_s
+
+
+@dataclass(frozen=True)
+class TableKernel:
+    """A measured ``KernelTable`` (``tools/profile_attention.py``), rescaled from the table's
+    (heads, head_dim) to the simulated model's FLOPs per pair."""
+
+    table: KernelTable
+    table_flops_per_pair: float
+
+    def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
+        scale = flops_per_pair / self.table_flops_per_pair
+        return self.table.segment_us(q, kv) * 1e-6 * scale
+
+
+@dataclass(frozen=True)
+class CalibratedKernel:
+    """Attention as fitted by ``tools/calibrate_cost_model.py``: seconds per pair-FLOP plus a
+    fixed cost per segment (the fit's per-document term)."""
+
+    seconds_per_flop: float
+    segment_s: float
+
+    def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
+        return _causal_pairs(q, kv) * flops_per_pair * self.seconds_per_flop + self.segment_s
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What one GPU (or CPU process) and its links can do.
+
+    Attributes:
+        name: label printed with results.
+        gemm_flops: achieved FLOP/s of the transformer GEMMs (forward and backward alike).
+        attention: attention kernel model (``segment_seconds(q, kv, flops_per_pair)``).
+        gpus_per_node: ranks per node; inner parallel dims (TP, then CP) fill a node first.
+        intra_bw, inter_bw: bytes/s one rank moves in a ring collective inside / across nodes.
+        link_latency_s: fixed cost of one collective or point-to-point transfer.
+        comm_exposed: fraction of TP/CP collective time not hidden behind compute.
+        dp_exposed: fraction of the data-parallel gradient sync not hidden behind the backward.
+        layer_overhead_s: fixed seconds per layer and micro-batch (kernel launches), fwd+bwd.
+        microbatch_overhead_s: fixed seconds per micro-batch and stage (data, schedule), fwd+bwd.
+        step_s: optimizer step and other per-iteration fixed time.
+        bytes_per_elem: activation / gradient element size (2 for bf16, 4 for fp32).
+        source: where the numbers came from.
+    """
+
+    name: str
+    gemm_flops: float
+    attention: FlashKernelModel | TableKernel | CalibratedKernel
+    gpus_per_node: int = 8
+    intra_bw: float = 360e9
+    inter_bw: float = 40e9
+    link_latency_s: float = 10e-6
+    comm_exposed: float = 0.3
+    dp_exposed: float = 0.2
+    layer_overhead_s: float = 50e-6
+    microbatch_overhead_s: float = 0.0
+    step_s: float = 0.0
+    bytes_per_elem: int = 2
+    source: str = "assumed"
+    notes: dict = field(default_factory=dict, compare=False)
+
+    def link_bw(self, span: int) -> float:
+        """Bandwidth of a group whose ranks are ``span`` consecutive ranks apart in total."""
+        return self.intra_bw if span <= self.gpus_per_node else self.inter_bw
+
+
+def h100() -> Hardware:
+    """H100 SXM 80GB, bf16, 8 per node with NVLink, RoCE 400 Gb/s per GPU (paper §7.1).
+
+    Assumptions (public peak figures, not measured here): dense bf16 peak 989 TFLOP/s; GEMMs reach
+    55% of it; FlashAttention fwd+bwd on long causal blocks reaches 450 TFLOP/s; NVLink ring
+    bandwidth 360 GB/s per GPU, RoCE 40 GB/s per GPU; 30% of TP/CP collectives exposed (the paper's
+    stack overlaps them with compute), 20% of the FSDP sync exposed.
+    """
+    return Hardware(
+        name="h100-assumed",
+        gemm_flops=0.55 * 989e12,
+        attention=FlashKernelModel(peak_flops=450e12),
+        source="public peak figures and stated efficiency assumptions (not measured)",
+    )
+
+
+def from_calibration(path: str, model) -> Hardware:
+    """This machine's profile from a ``tools/calibrate_cost_model.py`` JSON for ``model``.
+
+    The calibration times fwd+bwd of the whole model in one process and fits
+    ``t = A*sum(d^2) + B*sum(d) + C*docs + t0`` (milliseconds). Per layer that is ``A/L`` per
+    d^2 of attention (= 2 pairs), ``B/L`` per token of GEMM work, ``C/L`` per segment and ``t0``
+    per micro-batch. Communication figures come from the file's ``links`` entry when present
+    (gloo on this machine), else defaults for loopback gloo.
+    """
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    fit = data.get("fit_ms")
+    if not fit:
+        raise ValueError(f"calibration file {path!r} has no 'fit_ms' (re-run the calibration)")
+    layers = model.num_layers
+    per_token = model.linear_flops_per_token() + model.logit_flops_per_token() / layers
+    lin_s = fit["linear_ms_per_token"] * 1e-3 / layers
+    gemm_flops = per_token * (1 + GEMM_BWD_FACTOR) / lin_s if lin_s > 0 else 1e30
+    pair_flops = model.attn_flops_per_pair()
+    attn_s_per_pair = 2.0 * fit["attn_ms_per_d2"] * 1e-3 / layers
+    links = data.get("links", {})
+    return Hardware(
+        name=f"cpu-calibrated({data.get('machine', 'this machine')})",
+        gemm_flops=gemm_flops,
+        attention=CalibratedKernel(attn_s_per_pair / pair_flops, fit["doc_ms"] * 1e-3 / layers),
+        gpus_per_node=10**6,
+        intra_bw=float(links.get("bw_bytes_per_s", 1e9)),
+        inter_bw=float(links.get("bw_bytes_per_s", 1e9)),
+        link_latency_s=float(links.get("latency_s", 100e-6)),
+        comm_exposed=1.0,
+        dp_exposed=1.0,
+        layer_overhead_s=0.0,
+        microbatch_overhead_s=fit.get("microbatch_ms", 0.0) * 1e-3,
+        step_s=float(data.get("step_ms", 0.0)) * 1e-3,
+        bytes_per_elem=4,
+        source=f"calibrated: {path}",
+    )

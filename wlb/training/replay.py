@@ -1,0 +1,112 @@
+"""Replay a training run's plans through the cluster simulator: predicted vs measured time.
+
+The run's flags rebuild exactly the plan schedule and CP chooser the run used (checked against
+the ``plan_digest`` of every logged iteration), the simulator turns each plan into an iteration
+time with a hardware profile calibrated on this machine, and the two are printed side by side.
+No model is built and nothing is trained.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from wlb.config import WLBConfig
+from wlb.parallel import ParallelLayout
+from wlb.sim.cluster import SimReport, simulate_iteration
+from wlb.sim.hardware import from_calibration
+from wlb.sim.model import Layout, ModelSpec
+from wlb.training.setup import build_schedule, build_source, make_cost_model
+
+
+def _read_log(path: str) -> list[dict]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"--log {path}: {e}") from None
+    rows = [r for r in rows if "iter_ms" in r and "plan_digest" in r]
+    if not rows or [r["iteration"] for r in rows] != list(range(1, len(rows) + 1)):
+        raise SystemExit(f"--log {path}: need iterations 1, 2, ... with iter_ms and plan_digest "
+                         "(a --log-json file of a run that did not resume)")
+    return rows
+
+
+def replay(args, nproc: int, calibration: str, log_path: str, skip: int = 1) -> dict:
+    """Predicted and measured iteration times of the run logged in ``log_path``.
+
+    Args:
+        args: the run's parsed pretrain flags.
+        nproc: world size of the run.
+        calibration: ``tools/calibrate_cost_model.py`` JSON of the same model on this machine.
+        log_path: the run's ``--log-json`` file.
+        skip: leading iterations left out of the summary (warm-up).
+    """
+    wlb = WLBConfig.from_args(args)
+    layout = ParallelLayout(
+        world_size=nproc, tp=args.tensor_model_parallel_size,
+        pp=args.pipeline_model_parallel_size, cp=args.context_parallel_size, vpp=args.vpp,
+        num_layers=args.num_layers, num_attention_heads=args.num_attention_heads,
+        num_query_groups=args.num_query_groups, global_batch_size=args.global_batch_size,
+        seq_length=args.seq_length, sequence_parallel=args.sequence_parallel,
+    )
+    source = build_source(args)
+    mult = args.make_vocab_size_divisible_by
+    vocab = -(-source.vocab_size // mult) * mult
+    cost = make_cost_model(args, wlb, layout, vocab)
+    schedule, _, chooser = build_schedule(args, wlb, layout, source, cost)
+    model = ModelSpec("run", args.num_layers, args.hidden_size, args.ffn_hidden_size,
+                      args.num_attention_heads,
+                      args.num_query_groups or args.num_attention_heads, vocab)
+    hw = from_calibration(calibration, model)
+    sim_layout = Layout(layout.tp, layout.cp, layout.pp, layout.dp, layout.vpp)
+    rows = _read_log(log_path)
+    report = SimReport("replay", [], [], [], {}, [])
+    for row in rows:
+        plan = schedule.next_plan()
+        if plan.digest() != row["plan_digest"]:
+            raise SystemExit(f"--log {log_path}: iteration {row['iteration']} plan digest "
+                             f"{row['plan_digest']} differs from the replay's {plan.digest()}: "
+                             "pass exactly the flags of that run")
+        simulate_iteration(plan, model, sim_layout, hw, chooser, report,
+                           pad_multiple=layout.pad_multiple)
+    measured = np.array([r["iter_ms"] for r in rows])[skip:]
+    predicted = np.array(report.iter_s)[skip:] * 1e3
+    if measured.size == 0:
+        raise SystemExit(f"--skip {skip} leaves no iteration of {len(rows)}")
+    return {
+        "log": log_path,
+        "layout": layout.describe(),
+        "iterations": int(measured.size),
+        "measured_ms": [float(x) for x in measured],
+        "predicted_ms": [float(x) for x in predicted],
+        "measured_mean_ms": float(measured.mean()),
+        "predicted_mean_ms": float(predicted.mean()),
+        "mean_error": float(predicted.mean() / measured.mean() - 1),
+        "per_iter_abs_error_mean": float(np.mean(np.abs(predicted / measured - 1))),
+        "strategies": report.strategies,
+    }
+
+
+def validate(a, rest: list[str]) -> int:
+    """``tools/simulate_cluster.py validate``: parse the run's flags from ``rest`` and replay."""
+    from wlb.training.arguments import build_parser
+    from wlb.training.arguments import validate as validate_args
+
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    args = build_parser().parse_args(rest)
+    validate_args(args)
+    results = []
+    for path in a.log:
+        r = replay(args, a.nproc, a.calibration, path, a.skip)
+        results.append(r)
+        print(f"{path}: {r['layout']}, {r['iterations']} iterations: measured "
+              f"{r['measured_mean_ms']:.0f} ms/iter, predicted {r['predicted_mean_ms']:.0f} "
+              f"({r['mean_error']:+.1%}); per-iteration |error| mean "
+              f"{r['per_iter_abs_error_mean']:.1%}")
+    if a.json:
+        with open(a.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+    return 0
