@@ -129,6 +129,8 @@ def main(argv=None) -> int:
                                    "doc_ms": c, "microbatch_ms": float(coef[3])},
                  fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
                  step_ms=step_ms, threads=args.threads, machine=platform.machine(),
+                 samples=[{"doc_lens": [int(row[2]), int(lens)], "ms": ms} for row, lens, ms
+                          in zip(rows, (r[1] // r[2] for r in rows), times)],
                  model={k: getattr(args, k) for k in ("num_layers", "hidden_size",
                                                       "ffn_hidden_size", "num_attention_heads",
                                                       "num_query_groups", "seq_length")})

@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -57,6 +58,12 @@ def load_lengths(path: str, context: int, scale: float | None) -> np.ndarray:
 
 def run_config(model: str, layout: Layout, context: int, systems: list[str], a) -> dict:
     hw = h100() if a.hardware == "h100" else from_calibration(a.hardware, MODELS[model])
+    if a.attn_tflops:
+        hw = replace(hw, attention=replace(hw.attention, peak_flops=a.attn_tflops * 1e12))
+    if a.gemm_tflops:
+        hw = replace(hw, gemm_flops=a.gemm_tflops * 1e12)
+    if a.comm_exposed is not None:
+        hw = replace(hw, comm_exposed=a.comm_exposed)
     lengths = load_lengths(a.doc_lengths, context, a.length_scale)
     out: dict = {"model": model, "context": context, "layout": layout.describe(),
                  "gpus": layout.world, "systems": {}}
@@ -142,6 +149,12 @@ def main(argv=None) -> int:
     common.add_argument("--iters", type=int, default=64)
     common.add_argument("--seed", type=int, default=1234)
     common.add_argument("--json", default=None, help="also write the figures to this file")
+    common.add_argument("--attn-tflops", type=float, default=None,
+                        help="sensitivity: attention fwd+bwd TFLOP/s of the h100 profile (450)")
+    common.add_argument("--gemm-tflops", type=float, default=None,
+                        help="sensitivity: GEMM TFLOP/s (h100 profile: 544)")
+    common.add_argument("--comm-exposed", type=float, default=None,
+                        help="sensitivity: exposed fraction of TP/CP collectives (0.3)")
     sub.add_parser("grid", parents=[common], help="paper Table 1 grid")
     sub.add_parser("ablation", parents=[common], help="7B-128K ablation")
     c = sub.add_parser("config", parents=[common], help="one configuration")

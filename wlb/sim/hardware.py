@@ -38,14 +38,15 @@ class FlashKernelModel:
         tile_q: query rows per tile; a segment's queries are padded up to a multiple of it.
         q_eff: (query length, efficiency) knots, interpolated in log2(q); 1.0 at the top.
         kv_half: key length at which the key-length efficiency is 1/2.
-        segment_s: fixed seconds per segment (per-sequence work in a varlen kernel).
+        segment_s: fixed seconds per segment (0: one varlen launch runs all segments in
+            parallel; the waste of short segments is in the tile padding and ``q_eff``).
     """
 
     peak_flops: float
     tile_q: int = 128
     q_eff: tuple[tuple[int, float], ...] = ((128, 0.55), (256, 0.85), (512, 0.95), (1024, 1.0))
     kv_half: int = 256
-    segment_s: float = 1e-6
+    segment_s: float = 0.0
 
     def efficiency(self, q: int, kv: int) -> float:
         knots = self.q_eff
@@ -91,6 +92,39 @@ class CalibratedKernel:
 
     def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
         return _causal_pairs(q, kv) * flops_per_pair * self.seconds_per_flop + self.segment_s
+
+
+@dataclass(frozen=True)
+class CurveKernel:
+    """Attention time as a measured curve of causal pairs (log-log interpolation between the
+    points, proportional beyond them), for kernels whose cost is not exactly quadratic (CPU
+    caches). Points come from single-document micro-batches of a calibration, less the fitted
+    linear part.
+
+    Attributes:
+        pairs: increasing pair counts of the measured points.
+        seconds: fwd+bwd seconds of one layer at those pair counts.
+        flops_per_pair: the FLOPs per pair of the model the points were measured with.
+    """
+
+    pairs: tuple[float, ...]
+    seconds: tuple[float, ...]
+    flops_per_pair: float
+
+    def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
+        x = float(_causal_pairs(q, kv))
+        if x <= 0:
+            return 0.0
+        xs, ys = self.pairs, self.seconds
+        if x <= xs[0]:
+            y = ys[0] * x / xs[0]
+        elif x >= xs[-1]:
+            y = ys[-1] * x / xs[-1]
+        else:
+            i = next(k for k in range(1, len(xs)) if xs[k] >= x)
+            f = (math.log(x) - math.log(xs[i - 1])) / (math.log(xs[i]) - math.log(xs[i - 1]))
+            y = math.exp(math.log(ys[i - 1]) + f * (math.log(ys[i]) - math.log(ys[i - 1])))
+        return y * flops_per_pair / self.flops_per_pair
 
 
 @dataclass(frozen=True)
@@ -156,8 +190,10 @@ def from_calibration(path: str, model) -> Hardware:
     The calibration times fwd+bwd of the whole model in one process and fits
     ``t = A*sum(d^2) + B*sum(d) + C*docs + t0`` (milliseconds). Per layer that is ``A/L`` per
     d^2 of attention (= 2 pairs), ``B/L`` per token of GEMM work, ``C/L`` per segment and ``t0``
-    per micro-batch. Communication figures come from the file's ``links`` entry when present
-    (gloo on this machine), else defaults for loopback gloo.
+    per micro-batch. When the file holds the measured samples, attention follows the measured
+    single-document curve instead of ``A`` (:class:`CurveKernel`): on a CPU its cost per pair
+    grows with the working set, which one quadratic coefficient cannot follow. Communication
+    figures come from the file's ``links`` entry when present, else loopback-gloo defaults.
     """
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
@@ -170,11 +206,16 @@ def from_calibration(path: str, model) -> Hardware:
     gemm_flops = per_token * (1 + GEMM_BWD_FACTOR) / lin_s if lin_s > 0 else 1e30
     pair_flops = model.attn_flops_per_pair()
     attn_s_per_pair = 2.0 * fit["attn_ms_per_d2"] * 1e-3 / layers
+    kernel: CalibratedKernel | CurveKernel = CalibratedKernel(
+        attn_s_per_pair / pair_flops, fit["doc_ms"] * 1e-3 / layers)
+    curve = _attention_curve(data.get("samples", []), fit, layers)
+    if curve is not None:
+        kernel = CurveKernel(curve[0], curve[1], pair_flops)
     links = data.get("links", {})
     return Hardware(
         name=f"cpu-calibrated({data.get('machine', 'this machine')})",
         gemm_flops=gemm_flops,
-        attention=CalibratedKernel(attn_s_per_pair / pair_flops, fit["doc_ms"] * 1e-3 / layers),
+        attention=kernel,
         gpus_per_node=10**6,
         intra_bw=float(links.get("bw_bytes_per_s", 1e9)),
         inter_bw=float(links.get("bw_bytes_per_s", 1e9)),
@@ -187,3 +228,21 @@ def from_calibration(path: str, model) -> Hardware:
         bytes_per_elem=4,
         source=f"calibrated: {path}",
     )
+
+
+def _attention_curve(samples: list, fit: dict, layers: int):
+    """(pairs, seconds per layer) of the calibration's single-document samples with the fitted
+    linear, per-document and per-micro-batch parts removed; None when fewer than 3 points."""
+    pts = []
+    for smp in samples:
+        n, d = smp["doc_lens"]
+        if n != 1:
+            continue
+        rest = fit["linear_ms_per_token"] * d + fit["doc_ms"] + fit.get("microbatch_ms", 0.0)
+        attn_ms = smp["ms"] - rest
+        if attn_ms > 0:
+            pts.append((d * (d + 1) / 2, attn_ms * 1e-3 / layers))
+    pts.sort()
+    if len(pts) < 3:
+        return None
+    return tuple(p for p, _ in pts), tuple(s for _, s in pts)

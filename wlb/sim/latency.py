@@ -42,6 +42,8 @@ def attention_rank_seconds(doc_lens: Sequence[int], cp: int, strategy: str, mode
                            tp: int, hw: Hardware) -> list[float]:
     """Attention fwd+bwd seconds of one layer on every CP rank under ``strategy``."""
     fpp = model.attn_flops_per_pair(tp)
+    if cp == 1:  # one rank holds every document whole: one causal segment each
+        return [sum(hw.attention.segment_seconds(d, d, fpp) for d in doc_lens if d)]
     out = []
     for r in range(cp):
         front, back = rank_segments(doc_lens, cp, r, strategy)

@@ -29,7 +29,7 @@ def rank_order(pp: int, rank: int, num_mb: int, vpp: int = 1) -> list[tuple[str,
     Args:
         pp: pipeline stages (ranks).
         rank: this rank.
-        num_mb: micro-batches in the iteration (for vpp > 1, a multiple of pp, as megatron asks).
+        num_mb: micro-batches in the iteration.
         vpp: model chunks per rank (interleaved schedule when > 1).
 
     Returns:
@@ -45,17 +45,21 @@ def rank_order(pp: int, rank: int, num_mb: int, vpp: int = 1) -> list[tuple[str,
         for i in range(num_mb - warm):
             order += [fwd[warm + i], bwd[i]]
         return order + bwd[num_mb - warm:]
-    if num_mb % pp:
-        raise ScheduleError(
-            f"interleaved schedule needs micro-batches ({num_mb}) divisible by pp ({pp})")
     total = num_mb * vpp
+    # groups of pp micro-batches walk through the chunks in turn; a short remainder joins the
+    # last group. Example pp=2, vpp=2, 4 micro-batches: (0,c0) (1,c0) (0,c1) (1,c1) (2,c0) ...
+    table: list[tuple[int, int]] = []
+    for g in range(0, num_mb, pp):
+        ids = range(g, num_mb) if g + pp >= num_mb else range(g, g + pp)
+        table += [(j, c) for c in range(vpp) for j in ids]
+        if g + pp >= num_mb:
+            break
 
     def fwd_op(k: int) -> tuple[str, int, int]:
-        # virtual micro-batch k: groups of pp micro-batches walk through the chunks in turn
-        return "F", (k // (pp * vpp)) * pp + k % pp, (k // pp) % vpp
+        return "F", table[k][0], table[k][1]
 
     def bwd_op(k: int) -> tuple[str, int, int]:
-        return "B", (k // (pp * vpp)) * pp + k % pp, vpp - 1 - (k // pp) % vpp
+        return "B", table[k][0], vpp - 1 - table[k][1]
 
     warm = min((pp - rank - 1) * 2 + (vpp - 1) * pp, total)
     order = [fwd_op(k) for k in range(warm)]

@@ -1,0 +1,84 @@
+"""System-level simulation: packers, strategies and the simulate_cluster tool."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from wlb.sim.cluster import SYSTEMS, fit_cost_model, simulate_system
+from wlb.sim.hardware import h100
+from wlb.sim.latency import microbatch_times
+from wlb.sim.model import MODELS, Layout
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HW = h100()
+SMALL = Layout(tp=1, cp=2, pp=2, dp=2, vpp=1)
+
+
+def _lengths(n=3000, seed=0, context=16384):
+    rng = np.random.default_rng(seed)
+    lens = rng.lognormal(6.5, 1.2, n).astype(int) + 1
+    lens[rng.choice(n, n // 100, replace=False)] = rng.integers(context // 2, context, n // 100)
+    return np.minimum(lens, context)
+
+
+def test_fitted_cost_model_tracks_simulated_latency():
+    model = MODELS["550m"]
+    cost = fit_cost_model(model, SMALL, HW, 20480)
+    for d in (256, 4096, 16384):
+        t = microbatch_times([d], "per_doc", model, SMALL, HW).total
+        ratio = cost.doc_workload(d) / t
+        ref = cost.doc_workload(4096) / microbatch_times([4096], "per_doc", model, SMALL, HW).total
+        assert ratio == pytest.approx(ref, rel=0.1)
+
+
+def test_plain_fills_fixed_length_micro_batches_with_per_seq():
+    rep = simulate_system(SYSTEMS["plain"], MODELS["550m"], SMALL, 16384, _lengths(), HW,
+                          iters=3)
+    assert rep.tokens == [4 * 16384] * 3  # pp*dp context-length sequences per iteration
+    assert set(rep.strategies) == {"per_seq"}
+    assert all(np.isfinite(rep.iter_s)) and min(rep.iter_s) > 0
+
+
+def test_wlb_balances_better_than_plain_on_the_same_stream():
+    model, lens = MODELS["550m"], _lengths()
+    plain = simulate_system(SYSTEMS["plain"], model, SMALL, 16384, lens, HW, iters=12)
+    wlb = simulate_system(SYSTEMS["wlb-nodelay"], model, SMALL, 16384, lens, HW, iters=12)
+    assert np.mean(wlb.pp_imbalance) < np.mean(plain.pp_imbalance)
+    assert np.mean(wlb.cp_imbalance) < np.mean(plain.cp_imbalance)
+    assert sum(wlb.strategies.values()) == 12 * 4
+
+
+def test_fixed_reports_the_better_static_strategy():
+    model, lens = MODELS["550m"], _lengths()
+    fixed = simulate_system(SYSTEMS["fixed"], model, SMALL, 16384, lens, HW, iters=4)
+    assert len(fixed.strategies) == 1
+    runs = {s: simulate_system(SYSTEMS["fixed"].__class__("f", "fixed-greedy", s), model,
+                               SMALL, 16384, lens, HW, iters=4).mean_iter_s
+            for s in ("per_seq", "per_doc")}
+    assert fixed.mean_iter_s == pytest.approx(min(runs.values()))
+
+
+def _tool(*args):
+    return subprocess.run([sys.executable, "tools/simulate_cluster.py", *args], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
+def test_tool_config_prints_every_system(tmp_path):
+    out = _tool("config", "--model", "550m", "--tp", "1", "--cp", "2", "--pp", "2", "--dp", "1",
+                "--vpp", "2", "--context", "16384", "--iters", "2", "--systems", "plain,wlb",
+                "--json", str(tmp_path / "r.json"))
+    assert out.returncode == 0, out.stderr
+    assert "plain" in out.stdout and "wlb" in out.stdout and "tok/s" in out.stdout
+    assert (tmp_path / "r.json").exists()
+
+
+def test_tool_errors_name_the_bad_value():
+    out = _tool("config", "--model", "13b", "--iters", "1")
+    assert out.returncode != 0 and "13b" in out.stderr
+    out = _tool("grid", "--iters", "1", "--", "--seq-length", "8")
+    assert out.returncode != 0 and "validate" in out.stderr

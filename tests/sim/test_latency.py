@@ -1,0 +1,126 @@
+"""Per-micro-batch stage latency, hardware profiles and model shapes of the cluster simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from wlb.sim.hardware import FlashKernelModel, from_calibration, h100
+from wlb.sim.latency import (
+    attention_rank_seconds,
+    choose_strategy,
+    dp_sync_seconds,
+    microbatch_times,
+)
+from wlb.sim.model import MODELS, PAPER_GRID, Layout, ModelSpec
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HW = h100()
+M7B = MODELS["7b"]
+
+
+def test_model_sizes_match_their_names_and_the_launch_script():
+    for name, expect in (("550m", 0.55e9), ("7b", 6.7e9), ("30b", 30e9), ("70b", 69e9)):
+        assert MODELS[name].num_params() == pytest.approx(expect, rel=0.05)
+        out = subprocess.run(["bash", "scripts/pretrain_gpt.sh"], cwd=ROOT, check=True,
+                             capture_output=True, text=True,
+                             env={**os.environ, "PRINT_MODEL_ARGS": "1", "MODEL": name})
+        assert out.stdout.split() == MODELS[name].megatron_args()
+
+
+def test_paper_grid_layouts_fit_their_models():
+    for (name, _), layout in PAPER_GRID.items():
+        m = MODELS[name]
+        assert m.num_layers % (layout.pp * layout.vpp) == 0
+        assert m.num_attention_heads % layout.tp == 0
+
+
+def test_flash_kernel_pads_queries_to_the_tile():
+    k = FlashKernelModel(peak_flops=400e12)
+    # 1 query is padded to a 128-row tile ending at the same key: the cost of 128 queries
+    assert k.segment_seconds(1, 4096 - 127, 1.0) == pytest.approx(k.segment_seconds(128, 4096, 1.0))
+    assert k.segment_seconds(129, 4096, 1.0) > k.segment_seconds(128, 4096, 1.0)
+    assert k.efficiency(256, 8192) > k.efficiency(128, 8192)  # TMA multicast step (Fig. 10)
+
+
+def test_per_doc_balances_one_long_document_and_a_short_tail():
+    lens = [100_000, 28_000]
+    seq = attention_rank_seconds(lens, 2, "per_seq", M7B, 8, HW)
+    doc = attention_rank_seconds(lens, 2, "per_doc", M7B, 8, HW)
+    assert max(seq) / min(seq) > 2.0
+    assert max(doc) / min(doc) == pytest.approx(1.0, abs=0.01)
+    assert choose_strategy(lens, 2, M7B, 8, HW) == "per_doc"
+
+
+def test_per_seq_wins_on_many_tiny_documents():
+    """Paper §5.2: per-doc cuts 200-token documents into 25-token shards, wasting the tile."""
+    assert choose_strategy([200] * 640, 4, M7B, 8, HW) == "per_seq"
+    assert choose_strategy([200] * 640, 1, M7B, 8, HW) == "per_seq"
+
+
+def test_stage_times_add_logits_to_the_last_stage_and_scale_with_tokens():
+    layout = Layout(tp=8, cp=2, pp=4, dp=1, vpp=2)
+    t = microbatch_times([2048] * 32, "per_seq", M7B, layout, HW)
+    assert len(t.fwd) == len(t.bwd) == 8
+    assert t.fwd[-1] > t.fwd[0] and t.fwd[:-1] == (t.fwd[0],) * 7
+    assert all(b > f for f, b in zip(t.fwd[:-1], t.bwd[:-1]))
+    t2 = microbatch_times([2048] * 64, "per_seq", M7B, layout, HW)
+    assert 1.8 < t2.total / t.total < 2.2  # linear work dominates short documents
+    with pytest.raises(ValueError, match="do not split"):
+        microbatch_times([8], "per_seq", M7B, Layout(1, 1, 3, 1), HW)
+
+
+def test_quadratic_document_dominates_at_long_context():
+    layout = Layout(tp=8, cp=2, pp=4, dp=1, vpp=2)
+    one = microbatch_times([131072], "per_doc", M7B, layout, HW).total
+    many = microbatch_times([2048] * 64, "per_doc", M7B, layout, HW).total
+    assert one > 2 * many
+
+
+def test_dp_sync_only_with_data_parallelism():
+    assert dp_sync_seconds(M7B, Layout(8, 2, 4, 1), HW) == 0.0
+    assert dp_sync_seconds(M7B, Layout(8, 2, 4, 2), HW) > 0.0
+
+
+def test_calibrated_profile_reproduces_its_fit(tmp_path):
+    """One process, CP=PP=1: the simulated micro-batch time is the calibration's own formula."""
+    fit = {"attn_ms_per_d2": 2e-5, "linear_ms_per_token": 3e-3, "doc_ms": 0.2,
+           "microbatch_ms": 4.0}
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0, "fit_ms": fit,
+                                "step_ms": 7.0}))
+    model = ModelSpec("tiny", 2, 64, 256, 4, 4, vocab_size=256)
+    hw = from_calibration(str(path), model)
+    lens = [1000, 300, 17]
+    t = microbatch_times(lens, "per_seq", model, Layout(1, 1, 1, 1), hw)
+    expect = (fit["attn_ms_per_d2"] * sum(d * (d + 1) for d in lens)
+              + fit["linear_ms_per_token"] * sum(lens) + fit["doc_ms"] * len(lens)
+              + fit["microbatch_ms"])
+    assert t.total * 1e3 == pytest.approx(expect, rel=1e-9)
+    assert hw.step_s == pytest.approx(7e-3)
+    path.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0}))
+    with pytest.raises(ValueError, match="fit_ms"):
+        from_calibration(str(path), model)
+
+
+def test_calibration_samples_give_a_measured_attention_curve(tmp_path):
+    """With samples, attention follows the measured single-document times (less the linear
+    part), not the quadratic coefficient: a CPU's cost per pair grows with the working set."""
+    fit = {"attn_ms_per_d2": 1e-5, "linear_ms_per_token": 1e-3, "doc_ms": 0.0,
+           "microbatch_ms": 0.0}
+    measured = {1024: 20.0, 2048: 120.0, 4096: 700.0}  # faster than quadratic growth
+    samples = [{"doc_lens": [1, d], "ms": ms} for d, ms in measured.items()]
+    samples.append({"doc_lens": [8, 64], "ms": 1.0})  # many-document rows are not on the curve
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0, "fit_ms": fit,
+                                "samples": samples}))
+    model = ModelSpec("tiny", 2, 64, 256, 4, 4, vocab_size=256)
+    hw = from_calibration(str(path), model)
+    for d, ms in measured.items():
+        t = microbatch_times([d], "per_seq", model, Layout(1, 1, 1, 1), hw)
+        assert t.total * 1e3 == pytest.approx(ms, rel=1e-9)
+    mid = microbatch_times([3000], "per_seq", model, Layout(1, 1, 1, 1), hw).total * 1e3
+    assert 120.0 < mid < 700.0
