@@ -40,6 +40,7 @@ from wlb.cp.attention import (  # noqa: E402
     build_layout,
 )
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict  # noqa: E402
+from wlb.cp.shard import ALL_STRATEGIES  # noqa: E402
 
 
 def make_microbatches(path: str, context: int, count: int, skip: int) -> list[list[int]]:
@@ -86,7 +87,7 @@ def worker(rank, world, port, mbs, a, out_path):
         k = torch.randn(T, a.kv_heads, a.head_dim, generator=g)
         v = torch.randn(T, a.kv_heads, a.head_dim, generator=g)
         row = {"doc_lens": lens}
-        for s in STRATEGIES:
+        for s in a.strategies:
             layout = build_layout(tuple(lens), world, rank, s)
             idx = shard_indices(lens, world, rank, s)
             mine = 0.0
@@ -110,18 +111,18 @@ def worker(rank, world, port, mbs, a, out_path):
     dist.destroy_process_group()
 
 
-def summarize(rows, cp, table) -> dict:
+def summarize(rows, cp, table, strategies=STRATEGIES) -> dict:
     res = {"cp": cp, "num_microbatches": len(rows)}
-    iter_t = {s: 0.0 for s in STRATEGIES}
-    ratio = {s: 0.0 for s in STRATEGIES}
-    wall = {s: 0.0 for s in STRATEGIES}
-    pred = {s: 0.0 for s in STRATEGIES}
-    adaptive = oracle = adaptive_pred = 0.0
+    iter_t = {s: 0.0 for s in strategies}
+    ratio = {s: 0.0 for s in strategies}
+    wall = {s: 0.0 for s in strategies}
+    pred = {s: 0.0 for s in strategies}
+    adaptive = oracle = adaptive_pred = oracle_all = 0.0
     picks = {s: 0 for s in STRATEGIES}
     agree = 0
     for row in rows:
         slowest = {}
-        for s in STRATEGIES:
+        for s in strategies:
             t = row[s]["rank_s"]
             slowest[s] = max(t)
             iter_t[s] += max(t)
@@ -134,13 +135,16 @@ def summarize(rows, cp, table) -> dict:
         adaptive_pred += p[choice] / 1e6
         best = min(STRATEGIES, key=lambda s: slowest[s])
         oracle += slowest[best]
+        oracle_all += min(slowest.values())
         agree += best == choice
-    for s in STRATEGIES:
+    for s in strategies:
         res[s] = {"rank_max_over_mean": ratio[s], "iter_attn_s": iter_t[s],
                   "predicted_s": pred[s], "full_call_wall_s": wall[s]}
     res["adaptive"] = {"iter_attn_s": adaptive, "predicted_s": adaptive_pred, "picks": picks,
                        "oracle_s": oracle, "gap_to_oracle": adaptive / oracle - 1,
                        "choice_matches_oracle": agree / len(rows)}
+    if len(strategies) > len(STRATEGIES):
+        res["oracle_all_s"] = oracle_all  # per micro-batch best including "mixed"
     return res
 
 
@@ -157,8 +161,12 @@ def main(argv=None) -> int:
     p.add_argument("--head-dim", type=int, default=64)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--table", default=DEFAULT_TABLE)
+    p.add_argument("--with-mixed", action="store_true",
+                   help="also measure the 'mixed' strategy (long documents per-doc, runs of short "
+                        "ones per-seq)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
+    a.strategies = ALL_STRATEGIES if a.with_mixed else STRATEGIES
     cps = [int(x) for x in a.cp_sizes.split(",")]
     for cp in cps:
         if cp < 2 or a.context_length < 2 * cp:
@@ -175,7 +183,7 @@ def main(argv=None) -> int:
             mp.spawn(worker, args=(cp, free_port(), mbs, a, out), nprocs=cp, join=True)
             with open(out, encoding="utf-8") as f:
                 rows = json.load(f)
-        results.append(summarize(rows, cp, table))
+        results.append(summarize(rows, cp, table, a.strategies))
     if a.json:
         for r in results:
             print(json.dumps(r))
@@ -185,7 +193,7 @@ def main(argv=None) -> int:
     for r in results:
         print(f"\nCP={r['cp']}   {'rank max/mean':>14}{'iter attn s':>13}{'predicted s':>13}"
               f"{'full call s':>13}")
-        for s in STRATEGIES:
+        for s in a.strategies:
             x = r[s]
             print(f"  {s:<9}{x['rank_max_over_mean']:>14.3f}{x['iter_attn_s']:>13.3f}"
                   f"{x['predicted_s']:>13.3f}{x['full_call_wall_s']:>13.3f}")
@@ -195,6 +203,8 @@ def main(argv=None) -> int:
         print(f"  oracle   {'':>14}{ad['oracle_s']:>13.3f}   adaptive vs oracle "
               f"{100 * ad['gap_to_oracle']:+.1f}%, same choice on "
               f"{100 * ad['choice_matches_oracle']:.0f}% of micro-batches")
+        if "oracle_all_s" in r:
+            print(f"  oracle incl. mixed {'':>6}{r['oracle_all_s']:>11.3f}")
     return 0
 
 

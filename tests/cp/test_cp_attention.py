@@ -21,6 +21,9 @@ def cases(cp: int):
     # a total that is not a multiple of 2*CP (per_seq uneven shards, per_doc +-1 token)
     out.append(("per_seq", 2, 1, [7, 2 * cp + 3]))
     out.append(("per_doc", 2, 1, [7, 2 * cp + 3]))
+    # mixed: documents of >= 2*CP*128 tokens per document, the runs of short ones per sequence
+    big = 2 * cp * 128
+    out.append(("mixed", 4, 2, [3, 1, big + 5, 7, 40, big, 2, rng.randint(1, 30)]))
     return out
 
 

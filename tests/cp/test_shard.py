@@ -4,6 +4,7 @@ import pytest
 
 from wlb.cp import (
     inverse_permutation,
+    rank_segments,
     per_seq_padding,
     rank_attention_pairs,
     rank_token_counts,
@@ -44,19 +45,20 @@ def test_per_doc_short_documents():
     assert shard_indices(lens, 2, 0, "per_doc").dtype.is_floating_point is False
 
 
-@pytest.mark.parametrize("strategy", ["per_seq", "per_doc"])
+@pytest.mark.parametrize("strategy", ["per_seq", "per_doc", "mixed"])
 @pytest.mark.parametrize("cp", [1, 2, 3, 4, 8])
 def test_property_every_token_once_and_inverse(strategy, cp):
     rng = random.Random(cp)
     for _ in range(25):
-        lens = [rng.choice([1, 2, 3, rng.randint(1, 40), rng.randint(1, 400)])
+        lens = [rng.choice([1, 2, 3, rng.randint(1, 40), rng.randint(1, 400),
+                            rng.randint(1, 3000)])
                 for _ in range(rng.randint(1, 12))]
         held = [shard_positions(lens, cp, r, strategy) for r in range(cp)]
         flat = [p for h in held for p in h]
         assert sorted(flat) == list(range(sum(lens)))
         inv = inverse_permutation(lens, cp, strategy)
         assert [flat[i] for i in inv] == list(range(sum(lens)))
-        if strategy == "per_doc" and sum(lens) % (2 * cp) == 0:
+        if strategy != "per_seq" and sum(lens) % (2 * cp) == 0:
             assert len(set(map(len, held))) == 1  # identical counts, no padding
 
 
@@ -78,3 +80,30 @@ def test_bad_arguments(bad):
         shard_positions(**kw)
     with pytest.raises(ValueError, match="doc_lens\\[1\\]=0"):
         shard_positions([3, 0], 2, 0, "per_doc")
+
+
+def test_mixed_worked_example_from_docstring():
+    # CP=2: long means >= 2*2*128 = 512 tokens. Units [0,100) short run, [100,700) long doc,
+    # [700,750) short run of two documents; rank 0 holds chunk positions 0 and 3 of each unit.
+    front, back = rank_segments([100, 600, 20, 30], 2, 0, "mixed")
+    assert [(s.doc, s.start, s.length) for s in front] == [(0, 0, 25), (1, 0, 150), (2, 0, 13)]
+    assert [(s.doc, s.start, s.length) for s in back] == [(0, 75, 25), (1, 450, 150), (3, 18, 12)]
+    assert rank_token_counts([100, 600, 20, 30], 2, "mixed") == [375, 375]
+
+
+def test_mixed_is_per_doc_for_long_and_per_seq_for_short_documents():
+    long_docs = [600, 1200, 512]  # all >= 512 at CP=2
+    for r in range(2):
+        assert (shard_positions(long_docs, 2, r, "mixed")
+                == shard_positions(long_docs, 2, r, "per_doc"))
+    short = [100, 7, 300, 41]  # all short, total 448 = 112 x 4
+    for r in range(2):
+        assert shard_positions(short, 2, r, "mixed") == shard_positions(short, 2, r, "per_seq")
+
+
+def test_mixed_balances_a_long_document_among_short_ones():
+    lens = [300] * 10 + [6000] + [200] * 9
+    lens[-1] += -sum(lens) % 8
+    pm = rank_attention_pairs(lens, 4, "mixed")
+    ps = rank_attention_pairs(lens, 4, "per_seq")
+    assert max(pm) * 4 / sum(pm) < 1.02 < max(ps) * 4 / sum(ps)

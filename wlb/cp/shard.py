@@ -30,7 +30,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+#: the paper's two strategies: the adaptive selector's default candidates
 STRATEGIES = ("per_seq", "per_doc")
+#: every strategy the index math and the CP attention accept
+ALL_STRATEGIES = (*STRATEGIES, "mixed")
+#: "mixed": a document whose per-doc chunks would hold at least this many tokens (one
+#: FlashAttention query tile) is sharded per document; every maximal run of shorter documents
+#: between them is sharded as one per-sequence unit.
+MIXED_MIN_CHUNK = 128
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,8 @@ def _check(doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str) -
         raise ValueError(f"cp_size must be >= 1, got {cp_size}")
     if not 0 <= cp_rank < cp_size:
         raise ValueError(f"cp_rank={cp_rank} out of range for cp_size={cp_size}")
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r}; choose from {STRATEGIES}")
+    if strategy not in ALL_STRATEGIES:
+        raise ValueError(f"strategy={strategy!r}; choose from {ALL_STRATEGIES}")
     for i, d in enumerate(doc_lens):
         if not isinstance(d, int) or d < 1:
             raise ValueError(f"doc_lens[{i}]={d!r} must be a positive int")
@@ -91,27 +98,65 @@ def _per_seq(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment],
     return chunk(r), chunk(2 * cp - 1 - r)
 
 
-def _per_doc(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
+def _chunk_sizes(d: int, n_pos: int, ptr: int) -> tuple[list[int], int]:
+    """Sizes of a unit's 2CP chunks: ``d // 2CP`` each, the ``d mod 2CP`` remainder tokens one
+    per position starting at the round-robin pointer ``ptr``; returns (sizes, next pointer)."""
+    base, rem = divmod(d, n_pos)
+    return [base + ((k - ptr) % n_pos < rem) for k in range(n_pos)], (ptr + rem) % n_pos
+
+
+def _per_units(doc_lens: tuple[int, ...], units: list[tuple[int, int]], cp: int, r: int):
+    """Head/tail chunks r and 2CP-1-r of every unit (a [start, end) token range), cut at document
+    boundaries; remainders dealt round-robin across units as in per_doc."""
     n_pos = 2 * cp
-    front, back, ptr, doc_start = [], [], 0, 0
-    for i, d in enumerate(doc_lens):
-        base, rem = divmod(d, n_pos)
-        # positions ptr, ptr+1, ..., ptr+rem-1 (mod 2CP) get one extra token
-        sizes = [base + ((k - ptr) % n_pos < rem) for k in range(n_pos)]
-        ptr = (ptr + rem) % n_pos
-        offs = [0] * n_pos
-        for k in range(1, n_pos):
-            offs[k] = offs[k - 1] + sizes[k - 1]
+    front: list[Segment] = []
+    back: list[Segment] = []
+    ptr = 0
+    for lo, hi in units:
+        sizes, ptr = _chunk_sizes(hi - lo, n_pos, ptr)
+        offs = [lo]
+        for k in range(n_pos - 1):
+            offs.append(offs[-1] + sizes[k])
         for pos, dest in ((r, front), (n_pos - 1 - r, back)):
             if sizes[pos]:
-                dest.append(Segment(i, doc_start, offs[pos], sizes[pos]))
-        doc_start += d
+                dest.extend(_split_runs(doc_lens, offs[pos], offs[pos] + sizes[pos]))
     return front, back
+
+
+def _per_doc(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
+    starts = [0]
+    for d in doc_lens[:-1]:
+        starts.append(starts[-1] + d)
+    return _per_units(doc_lens, [(a, a + d) for a, d in zip(starts, doc_lens)], cp, r)
+
+
+def _mixed(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
+    """Long documents (>= 2CP x MIXED_MIN_CHUNK tokens) per document, each run of short ones
+    per sequence.
+
+    Worked example (CP=2, so long means >= 512 tokens; doc_lens=[100, 600, 20, 30]): units are
+    [0,100) (short run), [100,700) (long), [700,750) (short run). Unit [100,700) is cut into
+    4 x 150 tokens; [0,100) into 4 x 25; [700,750) into 13,13,12,12 (the remainder pointer starts
+    at 0 there because 100 and 600 divide by 4). Rank 0 holds positions 0 and 3 of each unit.
+    """
+    long_len = 2 * cp * MIXED_MIN_CHUNK
+    units: list[tuple[int, int]] = []
+    start = 0
+    for d in doc_lens:
+        if d < long_len and units and units[-1][2] == "short" and units[-1][1] == start:
+            units[-1] = (units[-1][0], start + d, "short")
+        else:
+            units.append((start, start + d, "long" if d >= long_len else "short"))
+        start += d
+    return _per_units(doc_lens, [(a, b) for a, b, _ in units], cp, r)
+
+
+_BUILDERS = {"per_seq": None, "per_doc": _per_doc, "mixed": _mixed}
 
 
 @lru_cache(maxsize=256)
 def _segments_cached(doc_lens: tuple[int, ...], cp: int, r: int, strategy: str):
-    fn = _per_seq if strategy == "per_seq" else _per_doc
+    fn = _BUILDERS[strategy] or _per_seq
     front, back = fn(doc_lens, cp, r)
     return tuple(front), tuple(back)
 
@@ -124,7 +169,7 @@ def rank_segments(
     Args:
         doc_lens: document lengths of the packed micro-batch.
         cp_size, cp_rank: the CP group size and this rank.
-        strategy: "per_seq" or "per_doc".
+        strategy: "per_seq", "per_doc" or "mixed".
 
     Returns:
         Two tuples of :class:`Segment`: the front-chunk segments then the back-chunk segments.

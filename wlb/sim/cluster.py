@@ -17,6 +17,7 @@ import numpy as np
 
 from wlb.config import WLBConfig
 from wlb.cost_model import CostModel
+from wlb.cp.shard import ALL_STRATEGIES
 from wlb.data.schedule import PlanSchedule, build_run_packer
 from wlb.metrics import imbalance
 from wlb.sim.hardware import Hardware
@@ -32,8 +33,9 @@ class System:
     Attributes:
         name: label.
         packing: packer registry name ("megatron" = stock fixed-length packing in stream order).
-        cp: "per_seq" | "per_doc" | "adaptive" | "best-static" (the better static choice of the
-            two for the whole run, as the paper's Fixed-4D reports).
+        cp: "per_seq" | "per_doc" | "mixed" | "adaptive" (per micro-batch, the paper's two) |
+            "adaptive-mixed" (per micro-batch, all three) | "best-static" (the better static
+            choice of per_seq / per_doc for the whole run, as the paper's Fixed-4D reports).
         thresholds: outlier-queue thresholds for the WLB packer ("none" or "auto").
     """
 
@@ -53,6 +55,9 @@ SYSTEMS: dict[str, System] = {
         System("pp-packing", "wlb", "per_seq", "auto"),
         System("wlb-nodelay", "wlb", "adaptive", "none"),
         System("wlb", "wlb", "adaptive", "auto"),
+        System("cp-mixed", "megatron", "mixed"),
+        System("cp-adaptive-mixed", "megatron", "adaptive-mixed"),
+        System("wlb-mixed", "wlb", "adaptive-mixed", "auto"),
     )
 }
 
@@ -117,6 +122,8 @@ def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
             s = strategy(tuple(lens))
         elif strategy == "adaptive":
             s = choose_strategy(lens, layout.cp, model, layout.tp, hw)
+        elif strategy == "adaptive-mixed":
+            s = choose_strategy(lens, layout.cp, model, layout.tp, hw, ALL_STRATEGIES)
         else:
             s = strategy
         report.strategies[s] = report.strategies.get(s, 0) + 1

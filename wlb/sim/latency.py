@@ -53,12 +53,12 @@ def attention_rank_seconds(doc_lens: Sequence[int], cp: int, strategy: str, mode
 
 
 def choose_strategy(doc_lens: Sequence[int], cp: int, model: ModelSpec, tp: int,
-                    hw: Hardware) -> str:
+                    hw: Hardware, candidates: Sequence[str] = STRATEGIES) -> str:
     """The adaptive selector on the simulated hardware: the lower slowest-rank attention time."""
     if cp == 1:
         return "per_seq"
-    pred = {s: max(attention_rank_seconds(doc_lens, cp, s, model, tp, hw)) for s in STRATEGIES}
-    return min(STRATEGIES, key=lambda s: (pred[s], s))
+    pred = {s: max(attention_rank_seconds(doc_lens, cp, s, model, tp, hw)) for s in candidates}
+    return min(candidates, key=lambda s: (pred[s], s))
 
 
 def _ring_s(bytes_total: float, group: int, bw: float, latency: float) -> float:
