@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 from wlb.packing import available_packers
 
-CP_SHARDINGS = ("per-seq", "per-doc", "adaptive")
+CP_SHARDINGS = ("per-seq", "per-doc", "mixed", "adaptive", "adaptive-paper")
 
 
 class ConfigError(ValueError):
@@ -45,8 +45,9 @@ class WLBConfig:
     cp_sharding: str = field(
         default="adaptive",
         metadata={"help": "How each packed micro-batch is split over CP ranks: 'per-seq' "
-                  "(stock Megatron), 'per-doc' (WLB) or 'adaptive' (per micro-batch, by the "
-                  "kernel table)."},
+                  "(stock Megatron), 'per-doc' (WLB), 'mixed' (long documents per-doc, runs of "
+                  "short ones per-seq), 'adaptive' (per micro-batch, the fastest of the three by "
+                  "the kernel table) or 'adaptive-paper' (the paper's choice of per-seq/per-doc)."},
     )
     max_tokens: int | None = field(
         default=None,
@@ -112,7 +113,8 @@ class WLBConfig:
         if cp_size == 1 and "cp_sharding" in changed:
             out.append(f"--wlb-cp-sharding {self.cp_sharding} has no effect with "
                        "--context-parallel-size 1")
-        if "kernel_table" in changed and (cp_size == 1 or self.cp_sharding != "adaptive"):
+        if "kernel_table" in changed and (cp_size == 1 or
+                                          not self.cp_sharding.startswith("adaptive")):
             out.append("--wlb-kernel-table only applies to --wlb-cp-sharding adaptive with CP > 1")
         return out
 

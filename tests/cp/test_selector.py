@@ -4,6 +4,7 @@ import math
 import pytest
 
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict
+from wlb.cp.shard import ALL_STRATEGIES
 
 
 def flat_table(tmp_path, tput=10.0, tile=1):
@@ -44,6 +45,20 @@ def test_choice_follows_efficiency_when_short_queries_are_slow(tmp_path):
     t = KernelTable.from_json(str(path))
     lens = [16] * 64  # only short documents: per_doc cuts them into 2-token chunks
     assert choose_strategy(lens, 4, t)[0] == "per_seq"
+
+
+def test_mixed_wins_a_long_document_with_a_tail_of_tiny_ones(tmp_path):
+    """per_seq leaves the long document unbalanced, per_doc cuts the tiny ones into 2-token
+    chunks; mixed shards only the long one per document."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"backend": "t", "q_lens": [1, 64, 1024], "kv_lens": [1, 64, 4096],
+                                "pairs_per_us": [[0.01, 0.01, 0.01], [math.nan, 10, 10],
+                                                 [math.nan, math.nan, 10]]}))
+    t = KernelTable.from_json(str(path))
+    lens = [16] * 64 + [4000] + [16] * 64
+    s, pred = choose_strategy(lens, 4, t, ALL_STRATEGIES)
+    assert s == "mixed" and pred["mixed"] < min(pred["per_seq"], pred["per_doc"])
+    assert choose_strategy(lens, 4, t)[0] != "mixed"  # the paper's two by default
 
 
 def test_shipped_cpu_table_loads_and_is_positive():

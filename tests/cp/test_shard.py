@@ -4,9 +4,9 @@ import pytest
 
 from wlb.cp import (
     inverse_permutation,
-    rank_segments,
     per_seq_padding,
     rank_attention_pairs,
+    rank_segments,
     rank_token_counts,
     shard_indices,
     shard_positions,

@@ -67,7 +67,7 @@ def _worker(rank, world, mode, extra, out_path):
 
     results = {}
     variants = ["sequential", "fixed-greedy", "wlb"] if mode == "packing" else \
-        ["per-seq", "per-doc", "adaptive"]
+        ["per-seq", "per-doc", "mixed", "adaptive", "adaptive-paper"]
     for v in variants:
         run = build(_args(extra))
         layouts = _layouts(run.schedule.batcher.lengths, run.cost)

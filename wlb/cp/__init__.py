@@ -7,6 +7,7 @@ Public functional API::
 """
 
 from wlb.cp.shard import (
+    ALL_STRATEGIES,
     STRATEGIES,
     Segment,
     inverse_permutation,
@@ -33,6 +34,7 @@ def cp_attention(q, k, v, doc_lens, cp_group, strategy: str, softmax_scale=None)
 
 
 __all__ = [
+    "ALL_STRATEGIES",
     "STRATEGIES",
     "Segment",
     "cp_attention",

@@ -343,7 +343,7 @@ def cp_attention(
         k, v: [t_local, kv_heads, dim] (heads divisible by kv_heads: GQA).
         doc_lens: document lengths of the whole (unsharded) micro-batch.
         cp_group: the CP process group, or None for a single process.
-        strategy: "per_seq" or "per_doc".
+        strategy: "per_seq", "per_doc" or "mixed".
         softmax_scale: defaults to 1/sqrt(dim).
 
     Returns:

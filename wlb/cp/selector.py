@@ -1,4 +1,4 @@
-"""Adaptive per-micro-batch choice between per_seq and per_doc sharding (paper §5.3).
+"""Adaptive per-micro-batch choice of CP sharding: per_seq / per_doc (paper §5.3), or mixed.
 
 Each strategy gives every CP rank a list of kernel shapes (query segments with their key
 lengths). A segment's latency is predicted from an offline table of achieved throughput versus
@@ -109,12 +109,19 @@ def predict(
 
 
 def choose_strategy(
-    doc_lens: Sequence[int], cp_size: int, table: KernelTable
+    doc_lens: Sequence[int], cp_size: int, table: KernelTable,
+    candidates: Sequence[str] = STRATEGIES,
 ) -> tuple[str, dict[str, float]]:
-    """Pick the strategy with the lower predicted slowest-rank latency.
+    """Pick the strategy with the lowest predicted slowest-rank latency.
+
+    Args:
+        doc_lens, cp_size: the micro-batch and the CP group size.
+        table: achieved-throughput table of the attention backend.
+        candidates: strategies to choose from (default: the paper's per_seq / per_doc; the
+            training default adds "mixed").
 
     Returns:
         (strategy, {strategy: predicted max-rank microseconds}).
     """
-    pred = {s: max(predict(doc_lens, cp_size, s, table)) for s in STRATEGIES}
-    return min(STRATEGIES, key=lambda s: (pred[s], s)), pred
+    pred = {s: max(predict(doc_lens, cp_size, s, table)) for s in candidates}
+    return min(candidates, key=lambda s: (pred[s], s)), pred

@@ -1,7 +1,7 @@
 """Context-parallel shard index math: pure functions, ints in, index lists out.
 
 A packed micro-batch of documents with lengths ``doc_lens`` (total T tokens) is split over
-``cp_size`` ranks. Two strategies:
+``cp_size`` ranks. Three strategies:
 
 * ``per_seq`` (Llama 3 / Megatron): the whole packed sequence is cut into 2·CP chunks of
   ``c = ceil(T / 2CP)`` tokens (the last ones shorter when T is not a multiple: that is the
@@ -12,6 +12,11 @@ A packed micro-batch of documents with lengths ``doc_lens`` (total T tokens) is 
   position with a round-robin pointer that persists across documents, so when T is a multiple of
   2·CP every rank holds exactly T/CP tokens with no padding; documents shorter than 2·CP just get
   empty chunks.
+* ``mixed`` (ours, beyond the paper): documents of at least 2·CP·MIXED_MIN_CHUNK tokens are
+  sharded per document, and every maximal run of shorter documents between them is sharded as
+  one per-sequence unit. Long documents stay balanced, and short ones are not cut into shards
+  smaller than a kernel tile. Remainders are dealt round-robin, as in per_doc, so there is no
+  padding.
 
 Storage order on a rank: all of its "front" chunks (position r) in document order, then all of its
 "back" chunks (position 2CP-1-r) -- i.e. two varlen kernel calls, one per half.

@@ -88,7 +88,7 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
 
 
 def shard_for_cp(mb: PackedMicroBatch, cp_size: int, cp_rank: int, strategy: str) -> dict:
-    """This CP rank's rows of ``mb`` under ``strategy`` ("per_seq" | "per_doc").
+    """This CP rank's rows of ``mb`` under ``strategy`` ("per_seq" | "per_doc" | "mixed").
 
     Returns:
         dict with ``tokens``, ``labels``, ``loss_mask``, ``positions`` ([t_local] each, in the

@@ -28,7 +28,7 @@ class WLBPackedSeqParams(PackedSeqParams):
 
     Attributes:
         doc_lens: document lengths of the whole micro-batch, before CP sharding.
-        cp_strategy: "per_seq" or "per_doc" for this micro-batch.
+        cp_strategy: "per_seq", "per_doc" or "mixed" for this micro-batch.
         positions: [t_local] position of each local token inside its document (RoPE).
     """
 

@@ -9,13 +9,13 @@ import torch
 
 from wlb.cost_model import CostModel
 from wlb.cp.selector import KernelTable, choose_strategy
-from wlb.cp.shard import rank_segments
+from wlb.cp.shard import ALL_STRATEGIES, STRATEGIES, rank_segments
 from wlb.data.collate import PackedMicroBatch, collate, shard_for_cp
 from wlb.data.sources import DocumentSource
 from wlb.metrics import imbalance
 from wlb.packing.types import BatchPlan
 
-_STRATEGY = {"per-seq": "per_seq", "per-doc": "per_doc"}
+_STRATEGY = {"per-seq": "per_seq", "per-doc": "per_doc", "mixed": "mixed"}
 
 
 @dataclass
@@ -26,7 +26,7 @@ class MicroBatchInput:
         index: micro-batch index in the iteration's plan (0..N-1).
         tokens, labels, loss_mask, positions: [t_local] tensors (this CP rank's rows).
         doc_lens: document lengths of the whole micro-batch (incl. a pad document).
-        strategy: CP sharding used ("per_seq" | "per_doc").
+        strategy: CP sharding used ("per_seq" | "per_doc" | "mixed").
     """
 
     index: int
@@ -47,9 +47,10 @@ class StrategyChooser:
     def __call__(self, doc_lens: tuple[int, ...]) -> str:
         if self.cp == 1:
             return "per_seq"  # identical layouts at CP=1
-        if self.mode != "adaptive":
+        if not self.mode.startswith("adaptive"):
             return _STRATEGY[self.mode]
-        return choose_strategy(doc_lens, self.cp, self.table)[0]
+        candidates = STRATEGIES if self.mode == "adaptive-paper" else ALL_STRATEGIES
+        return choose_strategy(doc_lens, self.cp, self.table, candidates)[0]
 
 
 def build_inputs(plan: BatchPlan, dp_rank: int, source: DocumentSource, *, pad_multiple: int,

@@ -146,7 +146,7 @@ def build_schedule(args, wlb: WLBConfig, layout: ParallelLayout, source, cost: C
     schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=args.seed,
                             balance_dp=wlb.packing != "megatron")
     table = None
-    if wlb.cp_sharding == "adaptive" and layout.cp > 1:
+    if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
         table = KernelTable.from_json(wlb.kernel_table or DEFAULT_TABLE)
     return schedule, info, StrategyChooser(wlb.cp_sharding, layout.cp, table)
 
