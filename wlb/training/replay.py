@@ -69,8 +69,15 @@ def replay(args, nproc: int, calibration: str, log_path: str, skip: int = 1) -> 
             raise SystemExit(f"--log {log_path}: iteration {row['iteration']} plan digest "
                              f"{row['plan_digest']} differs from the replay's {plan.digest()}: "
                              "pass exactly the flags of that run")
+        before = dict(report.strategies)
         simulate_iteration(plan, model, sim_layout, hw, chooser, report,
                            pad_multiple=layout.pad_multiple)
+        used = {s: n - before.get(s, 0) for s, n in report.strategies.items()
+                if n != before.get(s, 0)}
+        if "cp_strategy" in row and row["cp_strategy"] != used:
+            raise SystemExit(f"--log {log_path}: iteration {row['iteration']} used CP strategies "
+                             f"{row['cp_strategy']}, the replay chose {used}: pass exactly the "
+                             "flags of that run (and the same code version)")
     measured = np.array([r["iter_ms"] for r in rows])[skip:]
     predicted = np.array(report.iter_s)[skip:] * 1e3
     if measured.size == 0:
