@@ -19,5 +19,6 @@ for mode in baseline wlb; do
   grep -E '^ \[' "${OUT}/${mode}.log" | tail -2 || true
 done
 "${VPY}" tools/compare_report.py "${OUT}/baseline.jsonl" "${OUT}/wlb.jsonl" --out "${OUT}" \
+  --nproc $(( ${TP:-1} * ${PP:-1} * ${CP:-1} * ${DP:-1} )) \
   --title "baseline vs WLB: MODEL=${MODEL:-tiny} TP=${TP:-1} PP=${PP:-1} CP=${CP:-1} DP=${DP:-1}"
 echo "[compare] report: ${OUT}/summary.md"

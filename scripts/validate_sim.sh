@@ -5,7 +5,8 @@
 #    OUT_DIR unless its logs are already there (REUSE=1 keeps them).
 # 2. Calibrates the hardware profile with two calibrations running at once, so that both cores
 #    are busy as in the 2-process runs (a lone process runs ~10% faster here).
-# 3. Replays every run's plans through tools/simulate_cluster.py validate (plan digests checked).
+# 3. Replays every run's plans through tools/simulate_cluster.py validate (plan digests and CP
+#    strategies checked) with the mean of the two calibrations (CAL_ONE=file: one calibration).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
@@ -31,16 +32,18 @@ if [[ "${REUSE:-0}" != 1 || ! -f "${CAL}" ]]; then
     "${MODEL[@]}" "${DATA[@]}" > "${OUT}/calib_loaded_2.log" 2>&1 &
   wait
 fi
+# both calibrations, averaged (CAL=file uses one)
+if [[ -n "${CAL_ONE:-}" ]]; then CALS=("${CAL_ONE}"); else CALS=("${CAL}" "${OUT}/calib_loaded_2.json"); fi
 declare -A LAYOUT=([cp2]="--context-parallel-size 2" [dp2]=""
                    [pp2]="--pipeline-model-parallel-size 2")
 for cfg in cp2 dp2 pp2; do
   # shellcheck disable=SC2086
   flags=(${LAYOUT[$cfg]})
-  "${VPY}" tools/simulate_cluster.py validate --calibration "${CAL}" \
+  "${VPY}" tools/simulate_cluster.py validate --calibration "${CALS[@]}" \
     --log "${OUT}/${cfg}_baseline.jsonl" --json "${OUT}/${cfg}_baseline_validate.json" -- \
     "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" "${flags[@]}" \
     --wlb-packing megatron --wlb-cp-sharding per-seq
-  "${VPY}" tools/simulate_cluster.py validate --calibration "${CAL}" \
+  "${VPY}" tools/simulate_cluster.py validate --calibration "${CALS[@]}" \
     --log "${OUT}/${cfg}_wlb.jsonl" --json "${OUT}/${cfg}_wlb_validate.json" -- \
     "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" "${flags[@]}" \
     --wlb-packing wlb --wlb-cp-sharding adaptive --wlb-outlier-thresholds none

@@ -71,6 +71,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--skip", type=int, default=1, help="start-up iterations left out")
     p.add_argument("--title", default="baseline (stock Megatron) vs WLB")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="processes per run; the report warns when they outnumber the CPU cores")
     a = p.parse_args(argv)
     base, wlb = load(a.baseline), load(a.wlb)
     sb, sw = summarize(base, a.skip), summarize(wlb, a.skip)
@@ -96,6 +98,15 @@ def main(argv=None) -> int:
               f"{sw['tokens_per_s'] / sb['tokens_per_s']:.3f}x; cost-model work/s "
               f"{sw['work_per_s'] / sb['work_per_s']:.3f}x.", "",
               f"Logs: `{a.baseline}`, `{a.wlb}`.", ""]
+    cores = os.cpu_count() or 1
+    if a.nproc and a.nproc > cores:
+        lines += [f"**Note: {a.nproc} processes shared {cores} CPU cores.** A rank that waits "
+                  "for a slower one gives its core to another rank, so imbalance costs little "
+                  "time here and the iteration time follows the total work of all ranks. WLB "
+                  "removes imbalance (see the imbalance rows) but does not reduce total work "
+                  "(it trains whole documents, which is a little more attention work), so its "
+                  "speed-up cannot show on this machine. With one core per rank (2 processes "
+                  "here, e.g. `CP=2 PP=1 DP=1`) or on GPUs, balance turns into time.", ""]
     lines += [f"![{p_}]({p_})" for p_ in plots]
     with open(os.path.join(a.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -165,7 +165,9 @@ def main(argv=None) -> int:
     c.add_argument("--systems", default=",".join(SYSTEMS))
     v = sub.add_parser("validate", allow_abbrev=False,
                        help="predicted vs measured iteration time of a CPU run")
-    v.add_argument("--calibration", required=True)
+    v.add_argument("--calibration", required=True, nargs="+",
+                   help="calibration JSON(s) of the run's model on this machine; several are "
+                        "averaged")
     v.add_argument("--log", required=True, nargs="+", help="--log-json file(s) of the run(s)")
     v.add_argument("--nproc", type=int, default=2, help="processes the run used")
     v.add_argument("--skip", type=int, default=1, help="leading iterations left out (warm-up)")

@@ -33,13 +33,15 @@ def _read_log(path: str) -> list[dict]:
     return rows
 
 
-def replay(args, nproc: int, calibration: str, log_path: str, skip: int = 1) -> dict:
+def replay(args, nproc: int, calibration: str | list[str], log_path: str,
+           skip: int = 1) -> dict:
     """Predicted and measured iteration times of the run logged in ``log_path``.
 
     Args:
         args: the run's parsed pretrain flags.
         nproc: world size of the run.
-        calibration: ``tools/calibrate_cost_model.py`` JSON of the same model on this machine.
+        calibration: ``tools/calibrate_cost_model.py`` JSON(s) of the same model on this
+            machine (several are averaged).
         log_path: the run's ``--log-json`` file.
         skip: leading iterations left out of the summary (warm-up).
     """
