@@ -3,8 +3,12 @@
 
 Builds the model exactly as pretrain_gpt_wlb.py would (same flags; one process, CP=1), times the
 forward+backward of packed micro-batches made of documents of known lengths, and fits
-``t = A*sum(d^2) + B*sum(d) + C*num_docs + t0`` by non-negative least squares. Writes a JSON that
-``--wlb-cost-model`` reads. Example:
+``t = A*sum(d^2) + B*sum(d) + C*num_docs + t0`` by non-negative least squares. It also times the
+optimizer step and measures the attention throughput table of the adaptive CP selector (achieved
+causal pairs/us vs query and key length, this model's heads; ``--no-attention-table`` skips it).
+Writes one JSON that ``--wlb-cost-model`` reads: the training run takes the cost model from it,
+and the selector's table too unless ``--wlb-kernel-table`` is given. The raw samples are kept for
+the cluster simulator (``tools/simulate_cluster.py validate``). Example:
 
     python tools/calibrate_cost_model.py --out cost.json --seq-length 8192 --num-layers 2 \\
         --hidden-size 64 --num-attention-heads 4 --mock-data
@@ -21,6 +25,7 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/profile_attention
 warnings.filterwarnings("ignore")
 
 
@@ -65,6 +70,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     parser.add_argument("--out", required=True, help="cost-model JSON to write")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-attention-table", action="store_true",
+                        help="skip the attention throughput table (adaptive CP selector)")
     args = parser.parse_args(argv)
     args.tensor_model_parallel_size = args.pipeline_model_parallel_size = 1
     args.context_parallel_size, args.num_layers_per_virtual_pipeline_stage = 1, None
@@ -111,6 +118,21 @@ def main(argv=None) -> int:
         step.append(time.perf_counter() - t0)
     step_ms = float(np.median(step)) * 1e3
     print(f"[calibrate] optimizer step: {step_ms:.2f} ms", flush=True)
+    extra = {}
+    if not args.no_attention_table:
+        # the adaptive CP selector's table, with this model's heads, on this machine
+        from profile_attention import measure_table
+
+        heads, dim = args.num_attention_heads, args.hidden_size // args.num_attention_heads
+        cap = int(round(1.25 * args.seq_length))
+        q_lens = [x for x in (1, 4, 16, 64, 256, 1024, 4096) if x <= args.seq_length]
+        kv_lens = [x for x in (1, 4, 16, 64, 256, 1024, 4096, 8192, 16384) if x <= cap]
+        t0 = time.perf_counter()
+        extra["kernel_table"] = measure_table(
+            heads, args.num_query_groups or heads, dim, q_lens, kv_lens, reps=2,
+            threads=args.threads, log=lambda m: None)
+        print(f"[calibrate] attention table {len(q_lens)}x{len(kv_lens)} (q x kv) measured in "
+              f"{time.perf_counter() - t0:.0f} s", flush=True)
     X, y = np.asarray(rows, dtype=np.float64), np.asarray(times)
     # minimise the *relative* error: short micro-batches matter as much as long ones
     Xw, yw = X / y[:, None], np.ones_like(y)
@@ -129,6 +151,7 @@ def main(argv=None) -> int:
                                    "doc_ms": c, "microbatch_ms": float(coef[3])},
                  fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
                  step_ms=step_ms, threads=args.threads, machine=platform.machine(),
+                 **extra,
                  samples=[{"doc_lens": [int(row[2]), int(lens)], "ms": ms} for row, lens, ms
                           in zip(rows, (r[1] // r[2] for r in rows), times)],
                  model={k: getattr(args, k) for k in ("num_layers", "hidden_size",

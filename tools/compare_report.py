@@ -64,6 +64,29 @@ def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
     return made
 
 
+def _notes(sb: dict, sw: dict, nproc: int | None) -> list[str]:
+    """Plain-language reasons, from the figures, when WLB's balance cannot show as speed."""
+    notes = []
+    cores = os.cpu_count() or 1
+    if nproc and nproc > cores:
+        notes.append(
+            f"**{nproc} processes shared {cores} CPU cores.** Ranks take turns on the cores, so "
+            "a rank waiting for a slower one can leave its core to another, and imbalance costs "
+            "less time than on dedicated devices. The iteration time then tends to follow the "
+            "total work of all ranks, which balancing does not reduce. With one core per rank "
+            "(e.g. `CP=2 PP=1 DP=1` on 2 cores) or on GPUs, balance turns into time.")
+    if sw["pp_imbalance_pred"] >= sb["pp_imbalance_pred"]:
+        notes.append(
+            f"**WLB's micro-batch imbalance is not lower here** (predicted "
+            f"{sw['pp_imbalance_pred']:.2f} vs {sb['pp_imbalance_pred']:.2f}). With outlier "
+            "delay off, an iteration that holds a document far costlier than the rest cannot be "
+            "balanced by any packing. WLB also keeps documents whole up to 1.25 x seq-length, "
+            "where Megatron cuts them at seq-length. That is more attention work: the cost-model "
+            "work/s row credits it, tokens/s does not. `WLB_THRESHOLDS=auto` delays such "
+            "outliers (queues) until one can go to every micro-batch.")
+    return [x for n in notes for x in (n, "")]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("baseline")
@@ -98,15 +121,7 @@ def main(argv=None) -> int:
               f"{sw['tokens_per_s'] / sb['tokens_per_s']:.3f}x; cost-model work/s "
               f"{sw['work_per_s'] / sb['work_per_s']:.3f}x.", "",
               f"Logs: `{a.baseline}`, `{a.wlb}`.", ""]
-    cores = os.cpu_count() or 1
-    if a.nproc and a.nproc > cores:
-        lines += [f"**Note: {a.nproc} processes shared {cores} CPU cores.** A rank that waits "
-                  "for a slower one gives its core to another rank, so imbalance costs little "
-                  "time here and the iteration time follows the total work of all ranks. WLB "
-                  "removes imbalance (see the imbalance rows) but does not reduce total work "
-                  "(it trains whole documents, which is a little more attention work), so its "
-                  "speed-up cannot show on this machine. With one core per rank (2 processes "
-                  "here, e.g. `CP=2 PP=1 DP=1`) or on GPUs, balance turns into time.", ""]
+    lines += _notes(sb, sw, a.nproc)
     lines += [f"![{p_}]({p_})" for p_ in plots]
     with open(os.path.join(a.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

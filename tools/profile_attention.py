@@ -45,6 +45,39 @@ def time_segment(q_len, kv_len, heads, kv_heads, dim, reps, device, dtype) -> fl
     return best * 1e6
 
 
+def measure_table(heads: int, kv_heads: int, head_dim: int, q_lens: list[int],
+                  kv_lens: list[int], *, reps: int = 3, device: str = "cpu",
+                  dtype: str = "float32", tile_q: int = 1, threads: int = 1,
+                  log=print) -> dict:
+    """Time the attention backend over a (query length, key length) grid; returns the table
+    ``wlb.cp.selector.KernelTable`` reads (causal pairs per microsecond, fwd+bwd)."""
+    grid = []
+    for q in q_lens:
+        row = []
+        for kv in kv_lens:
+            if kv < q:
+                row.append(float("nan"))
+                continue
+            us = time_segment(q, kv, heads, kv_heads, head_dim, reps, device,
+                              getattr(torch, dtype))
+            row.append(_causal_pairs(q, kv) / us)
+            log(f"q={q:>6} kv={kv:>6}  {us:10.1f} us  {row[-1]:10.2f} pairs/us")
+        grid.append(row)
+    return {
+        "backend": f"torch-sdpa-{device}",
+        "tile_q": tile_q,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "dtype": dtype,
+        "threads": threads,
+        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}",
+        "q_lens": list(q_lens),
+        "kv_lens": list(kv_lens),
+        "pairs_per_us": grid,
+    }
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True)
@@ -60,34 +93,12 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    qs = [int(x) for x in a.q_lens.split(",")]
-    kvs = [int(x) for x in a.kv_lens.split(",")]
-    dtype = getattr(torch, a.dtype)
-    grid = []
-    for q in qs:
-        row = []
-        for kv in kvs:
-            if kv < q:
-                row.append(float("nan"))
-                continue
-            us = time_segment(q, kv, a.heads, a.kv_heads, a.head_dim, a.reps, a.device, dtype)
-            row.append(_causal_pairs(q, kv) / us)
-            print(f"q={q:>6} kv={kv:>6}  {us:10.1f} us  {row[-1]:10.2f} pairs/us", flush=True)
-        grid.append(row)
-    table = {
-        "backend": f"torch-sdpa-{a.device}",
-        "tile_q": a.tile_q,
-        "heads": a.heads,
-        "kv_heads": a.kv_heads,
-        "head_dim": a.head_dim,
-        "dtype": a.dtype,
-        "threads": a.threads,
-        "machine": f"{platform.machine()} {platform.processor() or ''} torch {torch.__version__}",
-        "q_lens": qs,
-        "kv_lens": kvs,
-        "pairs_per_us": grid,
-        "command": "python tools/profile_attention.py " + " ".join(argv or sys.argv[1:]),
-    }
+    table = measure_table(a.heads, a.kv_heads, a.head_dim,
+                          [int(x) for x in a.q_lens.split(",")],
+                          [int(x) for x in a.kv_lens.split(",")], reps=a.reps, device=a.device,
+                          dtype=a.dtype, tile_q=a.tile_q, threads=a.threads,
+                          log=lambda m: print(m, flush=True))
+    table["command"] = "python tools/profile_attention.py " + " ".join(argv or sys.argv[1:])
     tmp = a.out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(table, f, indent=1, allow_nan=True)

@@ -76,7 +76,8 @@ class WLBConfig:
     kernel_table: str | None = field(
         default=None,
         metadata={"help": "Attention throughput table JSON for the adaptive CP selector; "
-                  "default: the shipped CPU torch-SDPA table."},
+                  "default: the table inside --wlb-cost-model when it has one (written by "
+                  "tools/calibrate_cost_model.py), else the shipped CPU torch-SDPA table."},
     )
     shuffle: bool = field(
         default=True,

@@ -1,6 +1,7 @@
 import itertools
 import random
 
+import numpy as np
 import pytest
 
 from wlb.cost_model import CostModel
@@ -63,3 +64,15 @@ def test_auto_tune_respects_delay_budget():
     assert t.thresholds == sorted(t.thresholds) and t.thresholds[0] > 0
     assert t.delay_iters_mean <= 0.5
     assert t.candidates > 1
+
+
+def test_auto_tune_handles_huge_documents_and_expensive_attention():
+    """A CPU-like cost model (attention = linear work at ~100 tokens) and documents far longer
+    than S_max once made every candidate threshold exceed S_max ("no candidate")."""
+    rng = np.random.default_rng(3)
+    lengths = rng.lognormal(5.5, 1.3, 4000).astype(int) + 1
+    lengths[:20] = rng.integers(50_000, 700_000, 20)
+    cost = CostModel(attn_coef=0.01, linear_coef=1.0, doc_coef=50.0)
+    tuned = auto_tune_outliers(lengths, num_microbatches=8, seq_length=4096, cost_model=cost,
+                               release="count", num_batches=40)
+    assert tuned.thresholds and max(tuned.thresholds) < 5120

@@ -124,3 +124,21 @@ def test_calibration_samples_give_a_measured_attention_curve(tmp_path):
         assert t.total * 1e3 == pytest.approx(ms, rel=1e-9)
     mid = microbatch_times([3000], "per_seq", model, Layout(1, 1, 1, 1), hw).total * 1e3
     assert 120.0 < mid < 700.0
+
+
+def test_several_calibrations_are_averaged(tmp_path):
+    model = ModelSpec("tiny", 2, 64, 256, 4, 4, vocab_size=256)
+    paths = []
+    for n, scale in enumerate((1.0, 3.0)):
+        fit = {"attn_ms_per_d2": 1e-5 * scale, "linear_ms_per_token": 1e-3 * scale,
+               "doc_ms": 0.0, "microbatch_ms": 1.0 * scale}
+        p = tmp_path / f"c{n}.json"
+        p.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0, "fit_ms": fit,
+                                 "step_ms": 2.0 * scale}))
+        paths.append(str(p))
+    one = from_calibration(paths[0], model)
+    mean = from_calibration(paths, model)
+    assert mean.step_s == pytest.approx(4e-3)
+    t1 = microbatch_times([500, 20], "per_seq", model, Layout(1, 1, 1, 1), one).total
+    tm = microbatch_times([500, 20], "per_seq", model, Layout(1, 1, 1, 1), mean).total
+    assert tm == pytest.approx(2 * t1)

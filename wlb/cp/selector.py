@@ -6,7 +6,8 @@ lengths). A segment's latency is predicted from an offline table of achieved thr
 after padding the query length up to the kernel's tile (128 for FlashAttention, 1 for CPU SDPA).
 A strategy's latency is its slowest rank's; the faster strategy wins.
 
-Table JSON format (extra keys are allowed and ignored)::
+Table JSON format (extra keys are allowed and ignored; a cost-model calibration file from
+``tools/calibrate_cost_model.py`` carries one under its ``kernel_table`` key)::
 
     {"backend": "torch-sdpa-cpu", "tile_q": 1, "heads": 4, "head_dim": 64,
      "q_lens": [1, 8, ...], "kv_lens": [1, 8, ...],
@@ -45,8 +46,11 @@ class KernelTable:
 
     @classmethod
     def from_json(cls, path: str = DEFAULT_TABLE) -> KernelTable:
+        """Read a table file, or the ``kernel_table`` entry of a cost-model calibration file."""
         with open(path, encoding="utf-8") as f:
             d = json.load(f)
+        if isinstance(d, dict) and isinstance(d.get("kernel_table"), dict):
+            d = d["kernel_table"]
         for key in ("backend", "q_lens", "kv_lens", "pairs_per_us"):
             if key not in d:
                 raise ValueError(f"kernel table {path!r} lacks key {key!r}")

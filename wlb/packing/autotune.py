@@ -45,16 +45,19 @@ def candidate_settings(
 
     L_1 is placed where one document's workload is a given fraction of an average micro-batch's
     (tokens per micro-batch x mean workload per token), so the grid follows the cost model rather
-    than absolute lengths. For the paper's count release, upper levels split [L_1, S_max]
-    geometrically.
+    than absolute lengths. Documents longer than S_max count as the S_max-token pieces they are
+    packed as. When attention is so expensive that every such L_1 reaches S_max (e.g. a CPU cost
+    model with a crossover of ~100 tokens), L_1 falls back to fixed fractions of S_max. For the
+    paper's count release, upper levels split [L_1, S_max] geometrically.
     """
-    per_token = float(cost.workloads(lengths).sum() / lengths.sum())
+    pieces = np.minimum(lengths, max_tokens)
+    per_token = float(cost.workloads(pieces).sum() / pieces.sum())
     avg_mb = seq_length * per_token
+    l1s = [_threshold_for_ratio(cost, f * avg_mb) for f in (0.3, 0.45, 0.6, 0.8, 1.0)]
+    l1s = [x for x in l1s if x < max_tokens] or sorted(
+        {max(1, int(f * max_tokens)) for f in (0.25, 0.4, 0.6)})
     out = []
-    for frac in (0.3, 0.45, 0.6, 0.8, 1.0):
-        l1 = _threshold_for_ratio(cost, frac * avg_mb)
-        if l1 >= max_tokens:
-            continue
+    for l1 in l1s:
         if release == "match":
             for tol in (0.01, 0.02):
                 for wait in (8, 16, 32):

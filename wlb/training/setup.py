@@ -130,6 +130,14 @@ def transformer_config(args, layout: ParallelLayout):
     )
 
 
+def _table_in(cost_model: str | None) -> str | None:
+    """``cost_model`` when that calibration file carries a ``kernel_table``, else None."""
+    if not cost_model:
+        return None
+    with open(cost_model, encoding="utf-8") as f:
+        return cost_model if isinstance(json.load(f).get("kernel_table"), dict) else None
+
+
 def build_schedule(args, wlb: WLBConfig, layout: ParallelLayout, source, cost: CostModel):
     """The run's plan schedule and CP strategy chooser (no torch.distributed needed: every rank,
     and ``tools/simulate_cluster.py --validate``, builds the same ones from the same flags).
@@ -147,7 +155,8 @@ def build_schedule(args, wlb: WLBConfig, layout: ParallelLayout, source, cost: C
                             balance_dp=wlb.packing != "megatron")
     table = None
     if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
-        table = KernelTable.from_json(wlb.kernel_table or DEFAULT_TABLE)
+        table = KernelTable.from_json(wlb.kernel_table or _table_in(wlb.cost_model)
+                                      or DEFAULT_TABLE)
     return schedule, info, StrategyChooser(wlb.cp_sharding, layout.cp, table)
 
 

@@ -1,0 +1,34 @@
+"""tools/calibrate_cost_model.py writes one JSON: cost model, fit, samples, attention table."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from wlb.cost_model import CostModel
+from wlb.cp.selector import KernelTable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
+    out = tmp_path / "cal.json"
+    proc = subprocess.run(
+        [sys.executable, "tools/calibrate_cost_model.py", "--out", str(out), "--mock-data",
+         "--mock-num-docs", "50", "--seq-length", "256", "--num-layers", "1", "--hidden-size",
+         "32", "--num-attention-heads", "2", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "MASTER_PORT": "29641", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    cost = CostModel.from_json(str(out))
+    assert cost.linear_coef == 1.0 and math.isfinite(cost.attn_coef)
+    assert data["step_ms"] > 0 and data["fit_ms"]["linear_ms_per_token"] >= 0
+    assert {tuple(s["doc_lens"]) for s in data["samples"]} >= {(1, 128), (1, 256)}
+    table = data["kernel_table"]
+    assert table["heads"] == 2 and table["head_dim"] == 16 and max(table["q_lens"]) <= 256
+    kt = KernelTable.from_json(str(out))  # the selector reads the table inside the file
+    assert kt.segment_us(64, 256) > 0
