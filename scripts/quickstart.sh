@@ -2,8 +2,9 @@
 # The main job: train the same GPT twice on CPU -- stock Megatron (baseline) and WLB -- on a real
 # corpus built on the fly (the Python standard library cut into one document per definition,
 # byte-level tokens), and write a comparison report (summary.md + plots).
-#   bash scripts/quickstart.sh                      # CP=2 on 2 processes, 16 iterations
-#   CP=1 DP=2 ITERS=30 bash scripts/quickstart.sh   # any pretrain_gpt.sh / compare.sh setting
+#   bash scripts/quickstart.sh                  # 4D: PP=2 x CP=2 x DP=2 on 8 processes, 16 iterations
+#   PP=1 DP=1 bash scripts/quickstart.sh        # CP=2 on 2 processes (one core per rank here)
+#   any pretrain_gpt.sh / compare.sh setting (MODEL, TP, SEQ, ITERS, WLB_THRESHOLDS=auto, ...)
 # Extra arguments are passed to both training runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
@@ -14,7 +15,7 @@ mkdir -p "${OUT_DIR}"
 if [[ ! -f "${CORPUS}.idx" ]]; then
   "${VPY}" tools/preprocess_data.py --input default --output-prefix "${CORPUS}"
 fi
-export MODEL="${MODEL:-tiny}" TP="${TP:-1}" PP="${PP:-1}" CP="${CP:-2}" DP="${DP:-1}"
+export MODEL="${MODEL:-tiny}" TP="${TP:-1}" PP="${PP:-2}" CP="${CP:-2}" DP="${DP:-2}"
 export SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-16}" LR="${LR:-1e-3}"
 export DATA_PATH="${CORPUS}"
 # calibrated once per model and context length on this machine

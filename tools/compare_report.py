@@ -75,15 +75,22 @@ def _notes(sb: dict, sw: dict, nproc: int | None) -> list[str]:
             "less time than on dedicated devices. The iteration time then tends to follow the "
             "total work of all ranks, which balancing does not reduce. With one core per rank "
             "(e.g. `CP=2 PP=1 DP=1` on 2 cores) or on GPUs, balance turns into time.")
+    extra = (sw["work_per_s"] / sw["tokens_per_s"]) / (sb["work_per_s"] / sb["tokens_per_s"]) - 1
+    if extra > 0.05:
+        notes.append(
+            f"**WLB trained {extra:.0%} more cost-model work per token.** Megatron cuts documents "
+            "at seq-length and starts each piece afresh, so its attention spans are shorter; WLB "
+            "keeps documents whole (up to 1.25 x seq-length). Where attention dominates the cost "
+            "(on a CPU it is far costlier relative to the rest than on a GPU), that is a heavier "
+            "training task per token: compare cost-model work/s, not tokens/s.")
     if sw["pp_imbalance_pred"] >= sb["pp_imbalance_pred"]:
         notes.append(
             f"**WLB's micro-batch imbalance is not lower here** (predicted "
             f"{sw['pp_imbalance_pred']:.2f} vs {sb['pp_imbalance_pred']:.2f}). With outlier "
             "delay off, an iteration that holds a document far costlier than the rest cannot be "
-            "balanced by any packing. WLB also keeps documents whole up to 1.25 x seq-length, "
-            "where Megatron cuts them at seq-length. That is more attention work: the cost-model "
-            "work/s row credits it, tokens/s does not. `WLB_THRESHOLDS=auto` delays such "
-            "outliers (queues) until one can go to every micro-batch.")
+            "balanced by any packing, and whole documents (above) make the costliest micro-batch "
+            "costlier still. `WLB_THRESHOLDS=auto` delays such outliers (queues) until one can "
+            "go to every micro-batch.")
     return [x for n in notes for x in (n, "")]
 
 
@@ -117,9 +124,13 @@ def main(argv=None) -> int:
              "| metric | baseline | WLB |", "|---|---|---|"]
     lines += [f"| {name} | {fmt.format(sb[k])} | {fmt.format(sw[k])} |" for name, k, fmt in rows]
     speed = sb["iter_ms_mean"] / sw["iter_ms_mean"]
+    diffs = [abs(x["lm_loss"] - y["lm_loss"]) for x, y in zip(base, wlb)]
     lines += ["", f"**WLB speed-up per iteration: {speed:.3f}x**; tokens/s "
               f"{sw['tokens_per_s'] / sb['tokens_per_s']:.3f}x; cost-model work/s "
               f"{sw['work_per_s'] / sb['work_per_s']:.3f}x.", "",
+              f"Loss per iteration, |baseline - WLB|: mean {sum(diffs) / len(diffs):.4f}, max "
+              f"{max(diffs):.4f} over {len(diffs)} iterations (with delay off both train the same "
+              "documents each iteration, but Megatron's pieces are cut differently).", "",
               f"Logs: `{a.baseline}`, `{a.wlb}`.", ""]
     lines += _notes(sb, sw, a.nproc)
     lines += [f"![{p_}]({p_})" for p_ in plots]
