@@ -25,7 +25,9 @@ def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     cost = CostModel.from_json(str(out))
-    assert cost.linear_coef == 1.0 and math.isfinite(cost.attn_coef)
+    # normalised by the linear coefficient (or by the quadratic one when a tiny, noisy sweep
+    # fits no linear part)
+    assert 1.0 in (cost.linear_coef, cost.attn_coef) and math.isfinite(cost.attn_coef)
     assert data["step_ms"] > 0 and data["fit_ms"]["linear_ms_per_token"] >= 0
     assert {tuple(s["doc_lens"]) for s in data["samples"]} >= {(1, 128), (1, 256)}
     table = data["kernel_table"]
