@@ -90,8 +90,9 @@ def main(argv=None) -> int:
     run = build(args)
     model = run.model[0]
     vocab = run.source.vocab_size
-    rows, times = [], []
-    for lens in design(int(round(1.25 * args.seq_length))):
+    cap = int(round(1.25 * args.seq_length))  # S_max: the longest micro-batch WLB may pack
+    rows, times, measured = [], [], []
+    for lens in design(cap):
         t_tok = sum(lens)
         tokens = torch.randint(0, vocab, (1, t_tok))
         pos = torch.cat([torch.arange(d) for d in lens])[None]
@@ -109,6 +110,7 @@ def main(argv=None) -> int:
         ms = float(np.median(samples)) * 1e3
         rows.append([sum(d * d for d in lens), t_tok, len(lens), 1.0])
         times.append(ms)
+        measured.append({"doc_lens": [len(lens), lens[0]], "ms": ms})  # n documents of d
         print(f"[calibrate] {len(lens):3d} doc(s) of {lens[0]:6d} tokens: {ms:9.2f} ms", flush=True)
     # the optimizer step (on the gradients of the last micro-batch): per-iteration fixed time
     step = []
@@ -121,12 +123,11 @@ def main(argv=None) -> int:
     extra = {}
     if not args.no_attention_table:
         # the adaptive CP selector's table, with this model's heads, on this machine
-        from profile_attention import measure_table
+        from profile_attention import KV_LENS, Q_LENS, measure_table
 
         heads, dim = args.num_attention_heads, args.hidden_size // args.num_attention_heads
-        cap = int(round(1.25 * args.seq_length))
-        q_lens = [x for x in (1, 4, 16, 64, 256, 1024, 4096) if x <= args.seq_length]
-        kv_lens = [x for x in (1, 4, 16, 64, 256, 1024, 4096, 8192, 16384) if x <= cap]
+        q_lens = [x for x in Q_LENS if x <= args.seq_length]
+        kv_lens = [x for x in (*KV_LENS, 16384) if x <= cap]
         t0 = time.perf_counter()
         extra["kernel_table"] = measure_table(
             heads, args.num_query_groups or heads, dim, q_lens, kv_lens, reps=2,
@@ -152,8 +153,7 @@ def main(argv=None) -> int:
                  fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
                  step_ms=step_ms, threads=args.threads, machine=platform.machine(),
                  **extra,
-                 samples=[{"doc_lens": [int(row[2]), int(lens)], "ms": ms} for row, lens, ms
-                          in zip(rows, (r[1] // r[2] for r in rows), times)],
+                 samples=measured,
                  model={k: getattr(args, k) for k in ("num_layers", "hidden_size",
                                                       "ffn_hidden_size", "num_attention_heads",
                                                       "num_query_groups", "seq_length")})

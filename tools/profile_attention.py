@@ -45,6 +45,11 @@ def time_segment(q_len, kv_len, heads, kv_heads, dim, reps, device, dtype) -> fl
     return best * 1e6
 
 
+#: default grid of query and key lengths (tokens)
+Q_LENS = (1, 4, 16, 64, 256, 1024, 4096)
+KV_LENS = (1, 4, 16, 64, 256, 1024, 4096, 8192)
+
+
 def measure_table(heads: int, kv_heads: int, head_dim: int, q_lens: list[int],
                   kv_lens: list[int], *, reps: int = 3, device: str = "cpu",
                   dtype: str = "float32", tile_q: int = 1, threads: int = 1,
@@ -84,8 +89,8 @@ def main(argv=None) -> int:
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--head-dim", type=int, default=64)
-    p.add_argument("--q-lens", default="1,4,16,64,256,1024,4096")
-    p.add_argument("--kv-lens", default="1,4,16,64,256,1024,4096,8192")
+    p.add_argument("--q-lens", default=",".join(map(str, Q_LENS)))
+    p.add_argument("--kv-lens", default=",".join(map(str, KV_LENS)))
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--tile-q", type=int, default=1, help="kernel query tile (128 for flash)")
     p.add_argument("--threads", type=int, default=1)

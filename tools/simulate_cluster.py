@@ -25,6 +25,7 @@ import time
 from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/simulate_packing
 
 import numpy as np  # noqa: E402
 
@@ -45,13 +46,16 @@ SAMPLE_CONTEXT = 131072
 
 
 def load_lengths(path: str, context: int, scale: float | None) -> np.ndarray:
-    """Document lengths for a ``context``-token window: the sample scaled by context/128K unless
-    ``scale`` is given, clipped to at least 1 token."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    raw = np.asarray(data["lengths"] if isinstance(data, dict) else data, dtype=np.float64)
-    if raw.size == 0 or (raw <= 0).any():
-        raise SystemExit(f"{path}: need a non-empty list of positive document lengths")
+    """Document lengths for a ``context``-token window: the sample (read and checked as
+    ``tools/simulate_packing.py`` does) scaled by context/128K unless ``scale`` is given,
+    clipped to at least 1 token."""
+    from simulate_packing import UsageError
+    from simulate_packing import load_lengths as read_lengths
+
+    try:
+        raw = read_lengths(path).astype(np.float64)
+    except UsageError as e:
+        raise SystemExit(f"simulate_cluster.py: {e}") from None
     s = context / SAMPLE_CONTEXT if scale is None else scale
     return np.maximum(1, np.round(raw * s)).astype(np.int64)
 

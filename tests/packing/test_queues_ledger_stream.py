@@ -91,3 +91,12 @@ def test_batcher_wraps_epochs_and_records_piece_epochs():
     assert b.exhausted and b.epoch == 1  # the wrap happens lazily, at the next batch
     assert [(p.doc_id, p.length) for p in b.next_batch()] == [(0, 3), (1, 4), (2, 1)]
     assert b.piece_epochs == [2, 2, 2]
+
+
+def test_packed_doc_lens_matches_the_collated_layout():
+    from wlb.packing.types import packed_doc_lens
+
+    assert packed_doc_lens([3, 2], 4) == (3, 2, 3)  # 5 tokens + a 3-token pad document
+    assert packed_doc_lens([4, 4], 4) == (4, 4)  # already a multiple: no pad document
+    assert packed_doc_lens([], 4) == (4,)  # an empty micro-batch is one pad document
+    assert packed_doc_lens([], 1) == (2,)

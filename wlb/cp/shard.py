@@ -110,7 +110,7 @@ def _chunk_sizes(d: int, n_pos: int, ptr: int) -> tuple[list[int], int]:
     return [base + ((k - ptr) % n_pos < rem) for k in range(n_pos)], (ptr + rem) % n_pos
 
 
-def _per_units(doc_lens: tuple[int, ...], units: list[tuple[int, int]], cp: int, r: int):
+def _per_units(doc_lens: tuple[int, ...], units, cp: int, r: int):
     """Head/tail chunks r and 2CP-1-r of every unit (a [start, end) token range), cut at document
     boundaries; remainders dealt round-robin across units as in per_doc."""
     n_pos = 2 * cp
@@ -145,24 +145,24 @@ def _mixed(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], l
     at 0 there because 100 and 600 divide by 4). Rank 0 holds positions 0 and 3 of each unit.
     """
     long_len = 2 * cp * MIXED_MIN_CHUNK
-    units: list[tuple[int, int]] = []
-    start = 0
+    units: list[list[int]] = []  # [start, end) token ranges
+    start, prev_short = 0, False
     for d in doc_lens:
-        if d < long_len and units and units[-1][2] == "short" and units[-1][1] == start:
-            units[-1] = (units[-1][0], start + d, "short")
+        short = d < long_len
+        if short and prev_short:
+            units[-1][1] += d  # extend the run of short documents
         else:
-            units.append((start, start + d, "long" if d >= long_len else "short"))
-        start += d
-    return _per_units(doc_lens, [(a, b) for a, b, _ in units], cp, r)
+            units.append([start, start + d])
+        start, prev_short = start + d, short
+    return _per_units(doc_lens, units, cp, r)
 
 
-_BUILDERS = {"per_seq": None, "per_doc": _per_doc, "mixed": _mixed}
+_BUILDERS = {"per_seq": _per_seq, "per_doc": _per_doc, "mixed": _mixed}
 
 
 @lru_cache(maxsize=256)
 def _segments_cached(doc_lens: tuple[int, ...], cp: int, r: int, strategy: str):
-    fn = _BUILDERS[strategy] or _per_seq
-    front, back = fn(doc_lens, cp, r)
+    front, back = _BUILDERS[strategy](doc_lens, cp, r)
     return tuple(front), tuple(back)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from wlb.cp import shard_indices
 from wlb.data.sources import DocumentSource
-from wlb.packing.types import Piece
+from wlb.packing.types import Piece, packed_doc_lens
 
 
 @dataclass
@@ -69,8 +69,7 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
         mask.append(m)
         pos.append(np.arange(p.length, dtype=np.int64))
         lens.append(p.length)
-    total = sum(lens)
-    pad = -total % pad_multiple
+    pad = sum(packed_doc_lens(lens, pad_multiple)) - sum(lens)
     if pad:
         toks.append(np.full(pad, source.eod, dtype=np.int64))
         labs.append(np.full(pad, source.eod, dtype=np.int64))

@@ -27,6 +27,19 @@ class Piece(NamedTuple):
 MicroBatch = list[Piece]
 
 
+def packed_doc_lens(lengths: list[int], pad_multiple: int = 1) -> tuple[int, ...]:
+    """Document lengths of a micro-batch as training lays it out: its pieces, then one pad
+    document up to a multiple of ``pad_multiple``; an empty micro-batch is a single pad document
+    of ``max(pad_multiple, 2)`` tokens (``wlb.data.collate`` and the simulator's replay agree).
+
+    Example: ``packed_doc_lens([3, 2], 4) == (3, 2, 3)``; ``packed_doc_lens([], 4) == (4,)``.
+    """
+    if not lengths:
+        return (max(pad_multiple, 2),)
+    pad = -sum(lengths) % pad_multiple
+    return (*lengths, pad) if pad else tuple(lengths)
+
+
 @dataclass
 class BatchPlan:
     """What one training iteration trains: N micro-batches and the DP rank of each.

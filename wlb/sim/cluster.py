@@ -20,6 +20,7 @@ from wlb.cost_model import CostModel
 from wlb.cp.shard import ALL_STRATEGIES
 from wlb.data.schedule import PlanSchedule, build_run_packer
 from wlb.metrics import imbalance
+from wlb.packing.types import packed_doc_lens
 from wlb.sim.hardware import Hardware
 from wlb.sim.latency import choose_strategy, dp_sync_seconds, microbatch_times
 from wlb.sim.model import Layout, ModelSpec
@@ -115,11 +116,9 @@ def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
     per_mb = []
     cp_imb = []
     for mb, rank in zip(plan.microbatches, plan.dp_ranks):
-        lens = [p.length for p in mb] or [max(pad_multiple, 2)]
-        if -sum(lens) % pad_multiple:
-            lens.append(-sum(lens) % pad_multiple)
+        lens = packed_doc_lens([p.length for p in mb], pad_multiple)
         if callable(strategy):
-            s = strategy(tuple(lens))
+            s = strategy(lens)
         elif strategy == "adaptive":
             s = choose_strategy(lens, layout.cp, model, layout.tp, hw)
         elif strategy == "adaptive-mixed":

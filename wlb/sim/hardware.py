@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from wlb.cp.selector import KernelTable, _causal_pairs
+from wlb.cp.selector import _causal_pairs
 
 #: gloo on one machine (loopback), 2 processes, all_gather, measured on this project's 2-core VM
 #: (2026-11-25): 1.07 ms for 4 KB per rank, 3.1 ms for 2 MB, 6.4 ms for 8 MB (~1.3 GB/s).
@@ -71,19 +71,6 @@ class FlashKernelModel:
         kvp = kv + (qp - q)
         flops = _causal_pairs(qp, kvp) * flops_per_pair * (1 + ATTN_BWD_FACTOR)
         return flops / (self.peak_flops * self.efficiency(qp, kvp)) + self.segment_s
-
-
-@dataclass(frozen=True)
-class TableKernel:
-    """A measured ``KernelTable`` (``tools/profile_attention.py``), rescaled from the table's
-    (heads, head_dim) to the simulated model's FLOPs per pair."""
-
-    table: KernelTable
-    table_flops_per_pair: float
-
-    def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
-        scale = flops_per_pair / self.table_flops_per_pair
-        return self.table.segment_us(q, kv) * 1e-6 * scale
 
 
 @dataclass(frozen=True)
@@ -153,7 +140,7 @@ class Hardware:
 
     name: str
     gemm_flops: float
-    attention: FlashKernelModel | TableKernel | CalibratedKernel
+    attention: FlashKernelModel | CalibratedKernel | CurveKernel
     gpus_per_node: int = 8
     intra_bw: float = 360e9
     inter_bw: float = 40e9
@@ -165,7 +152,6 @@ class Hardware:
     step_s: float = 0.0
     bytes_per_elem: int = 2
     source: str = "assumed"
-    notes: dict = field(default_factory=dict, compare=False)
 
     def link_bw(self, span: int) -> float:
         """Bandwidth of a group whose ranks are ``span`` consecutive ranks apart in total."""
@@ -195,8 +181,8 @@ def _merge_calibrations(paths: list[str]) -> dict:
         with open(p, encoding="utf-8") as f:
             datas.append(json.load(f))
     out = dict(datas[0])
-    if any(not d.get("fit_ms") for d in datas):
-        bad = [p for p, d in zip(paths, datas) if not d.get("fit_ms")]
+    bad = [p for p, d in zip(paths, datas) if not d.get("fit_ms")]
+    if bad:
         raise ValueError(f"calibration file(s) {bad} have no 'fit_ms' (re-run the calibration)")
     out["fit_ms"] = {k: sum(d["fit_ms"].get(k, 0.0) for d in datas) / len(datas)
                      for k in datas[0]["fit_ms"]}
@@ -224,9 +210,7 @@ def from_calibration(path: str | list[str], model) -> Hardware:
     """
     paths = [path] if isinstance(path, str) else list(path)
     data = _merge_calibrations(paths)
-    fit = data.get("fit_ms")
-    if not fit:
-        raise ValueError(f"calibration file {path!r} has no 'fit_ms' (re-run the calibration)")
+    fit = data["fit_ms"]
     layers = model.num_layers
     per_token = model.linear_flops_per_token() + model.logit_flops_per_token() / layers
     lin_s = fit["linear_ms_per_token"] * 1e-3 / layers

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wlb.cp.shard import STRATEGIES, rank_segments
+from wlb.cp.shard import STRATEGIES, rank_segments, rank_token_counts
 from wlb.sim.hardware import ATTN_BWD_FACTOR, GEMM_BWD_FACTOR, Hardware
 from wlb.sim.model import Layout, ModelSpec
 
@@ -83,8 +83,7 @@ def microbatch_times(doc_lens: Sequence[int], strategy: str, model: ModelSpec, l
     layers = model.num_layers // stages
     total_tokens = sum(doc_lens)
     attn = attention_rank_seconds(doc_lens, cp, strategy, model, tp, hw)
-    tokens = [sum(s.length for half in rank_segments(doc_lens, cp, r, strategy) for s in half)
-              for r in range(cp)]
+    tokens = rank_token_counts(doc_lens, cp, strategy)
     gemm_fwd = model.linear_flops_per_token(tp) / hw.gemm_flops
     a_f = 1.0 / (1.0 + ATTN_BWD_FACTOR)
     layer_fwd = max(a * a_f + t * gemm_fwd for a, t in zip(attn, tokens))

@@ -13,7 +13,7 @@ from wlb.cp.shard import ALL_STRATEGIES, STRATEGIES, rank_segments
 from wlb.data.collate import PackedMicroBatch, collate, shard_for_cp
 from wlb.data.sources import DocumentSource
 from wlb.metrics import imbalance
-from wlb.packing.types import BatchPlan
+from wlb.packing.types import BatchPlan, packed_doc_lens
 
 _STRATEGY = {"per-seq": "per_seq", "per-doc": "per_doc", "mixed": "mixed"}
 
@@ -70,7 +70,7 @@ def build_inputs(plan: BatchPlan, dp_rank: int, source: DocumentSource, *, pad_m
 
 def _empty(source: DocumentSource, pad_multiple: int):
     """A padding-only micro-batch (a packer may leave one empty); it trains nothing."""
-    n = max(pad_multiple, 2)
+    (n,) = packed_doc_lens([], pad_multiple)
     z = torch.full((n,), source.eod, dtype=torch.long)
     return PackedMicroBatch(z, z.clone(), torch.zeros(n), torch.arange(n), (n,), n)
 

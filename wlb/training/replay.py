@@ -13,11 +13,16 @@ import json
 import numpy as np
 
 from wlb.config import WLBConfig
-from wlb.parallel import ParallelLayout
 from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
 from wlb.sim.model import Layout, ModelSpec
-from wlb.training.setup import build_schedule, build_source, make_cost_model
+from wlb.training.setup import (
+    build_schedule,
+    build_source,
+    make_cost_model,
+    padded_vocab,
+    parallel_layout,
+)
 
 
 def _read_log(path: str) -> list[dict]:
@@ -46,16 +51,9 @@ def replay(args, nproc: int, calibration: str | list[str], log_path: str,
         skip: leading iterations left out of the summary (warm-up).
     """
     wlb = WLBConfig.from_args(args)
-    layout = ParallelLayout(
-        world_size=nproc, tp=args.tensor_model_parallel_size,
-        pp=args.pipeline_model_parallel_size, cp=args.context_parallel_size, vpp=args.vpp,
-        num_layers=args.num_layers, num_attention_heads=args.num_attention_heads,
-        num_query_groups=args.num_query_groups, global_batch_size=args.global_batch_size,
-        seq_length=args.seq_length, sequence_parallel=args.sequence_parallel,
-    )
+    layout = parallel_layout(args, nproc)
     source = build_source(args)
-    mult = args.make_vocab_size_divisible_by
-    vocab = -(-source.vocab_size // mult) * mult
+    vocab = padded_vocab(args, source.vocab_size)
     cost = make_cost_model(args, wlb, layout, vocab)
     schedule, _, chooser = build_schedule(args, wlb, layout, source, cost)
     model = ModelSpec("run", args.num_layers, args.hidden_size, args.ffn_hidden_size,

@@ -77,6 +77,23 @@ def train_documents(source, split_weights) -> np.ndarray:
     return source.lengths[:n_train]
 
 
+def parallel_layout(args, world_size: int) -> ParallelLayout:
+    """The validated layout the flags describe for ``world_size`` processes."""
+    return ParallelLayout(
+        world_size=world_size, tp=args.tensor_model_parallel_size,
+        pp=args.pipeline_model_parallel_size, cp=args.context_parallel_size, vpp=args.vpp,
+        num_layers=args.num_layers, num_attention_heads=args.num_attention_heads,
+        num_query_groups=args.num_query_groups, global_batch_size=args.global_batch_size,
+        seq_length=args.seq_length, sequence_parallel=args.sequence_parallel,
+    )
+
+
+def padded_vocab(args, vocab_size: int) -> int:
+    """Vocabulary rounded up to --make-vocab-size-divisible-by, as megatron pads it."""
+    mult = args.make_vocab_size_divisible_by
+    return -(-vocab_size // mult) * mult
+
+
 def make_cost_model(args, wlb: WLBConfig, layout: ParallelLayout, vocab: int) -> CostModel:
     if wlb.cost_model:
         return CostModel.from_json(wlb.cost_model)
@@ -173,19 +190,13 @@ def build(args) -> Run:
     torch.set_num_threads(args.threads)
     init_distributed(args.distributed_backend)
     cpu_shim.apply()
-    layout = ParallelLayout(
-        world_size=dist.get_world_size(), tp=args.tensor_model_parallel_size,
-        pp=args.pipeline_model_parallel_size, cp=args.context_parallel_size, vpp=args.vpp,
-        num_layers=args.num_layers, num_attention_heads=args.num_attention_heads,
-        num_query_groups=args.num_query_groups, global_batch_size=args.global_batch_size,
-        seq_length=args.seq_length, sequence_parallel=args.sequence_parallel,
-    )
+    layout = parallel_layout(args, dist.get_world_size())
     groups = mgroups.initialize(layout, args.seed)
     source = build_source(args)
-    mult = args.make_vocab_size_divisible_by
-    vocab = -(-source.vocab_size // mult) * mult
+    vocab = padded_vocab(args, source.vocab_size)
     if vocab % layout.tp:
-        raise SystemExit(f"padded vocab {vocab} (--make-vocab-size-divisible-by {mult}) is not "
+        raise SystemExit(f"padded vocab {vocab} (--make-vocab-size-divisible-by "
+                         f"{args.make_vocab_size_divisible_by}) is not "
                          f"divisible by --tensor-model-parallel-size {layout.tp}")
     config = transformer_config(args, layout)
     tied = not args.untie_embeddings_and_output_weights
