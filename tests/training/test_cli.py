@@ -23,6 +23,7 @@ from tests.helpers.torchrun import ENV, ROOT, TINY, launch_pretrain
         (["--wlb-outlier-thresholds", "9,3"], "increasing"),
         (["--split", "x"], "--split='x'"),
         (["--attention-dropout", "0.1"], "--attention-dropout=0.1"),
+        (["--attention-backend", "flash"], "--attention-backend flash needs"),
     ],
 )
 def test_bad_flags_exit_2_with_one_line(extra, match):

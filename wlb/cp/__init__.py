@@ -3,7 +3,8 @@
 Public functional API::
 
     wlb.cp.shard_indices(doc_lens, cp_size, cp_rank, strategy) -> torch.LongTensor
-    wlb.cp.cp_attention(q, k, v, doc_lens, cp_group, strategy, softmax_scale=None) -> torch.Tensor
+    wlb.cp.cp_attention(q, k, v, doc_lens, cp_group, strategy, softmax_scale=None,
+                        backend="torch") -> torch.Tensor
 """
 
 from wlb.cp.shard import (
@@ -26,11 +27,15 @@ def shard_indices(doc_lens, cp_size: int, cp_rank: int, strategy: str):
     return torch.tensor(shard_positions(doc_lens, cp_size, cp_rank, strategy), dtype=torch.long)
 
 
-def cp_attention(q, k, v, doc_lens, cp_group, strategy: str, softmax_scale=None):
-    """All-gather-KV causal document-masked attention; see :mod:`wlb.cp.attention`."""
+def cp_attention(q, k, v, doc_lens, cp_group, strategy: str, softmax_scale=None,
+                 backend: str = "torch"):
+    """All-gather-KV causal document-masked attention; see :mod:`wlb.cp.attention`.
+
+    ``backend`` picks the attention kernel (:mod:`wlb.cp.kernels`); the default runs anywhere.
+    """
     from wlb.cp.attention import cp_attention as _impl
 
-    return _impl(q, k, v, doc_lens, cp_group, strategy, softmax_scale)
+    return _impl(q, k, v, doc_lens, cp_group, strategy, softmax_scale, backend)
 
 
 __all__ = [

@@ -6,8 +6,10 @@ against their own documents' keys only. Backward: dQ is local; dK/dV are accumul
 order, **re-ordered into each rank's shard layout** and reduce-scattered, so rank r receives the
 gradient of exactly the K/V rows it holds (the official artifact appears to skip this re-order).
 
-The compute backend here is pure torch (SDPA per query segment, bottom-right causal alignment via
-an explicit mask); it runs on CPU and GPU. Communication is bound to the group passed in.
+The compute backend defined here is pure torch (SDPA per query segment, bottom-right causal
+alignment via an explicit mask); it runs on CPU and GPU. GPU varlen kernels (PyTorch's
+FlashAttention-2, flash-attn, TransformerEngine) plug in through :mod:`wlb.cp.kernels`.
+Communication is bound to the group passed in.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from wlb.cp.kernels import resolve_backend, varlen_attention
 from wlb.cp.shard import Segment, rank_segments, shard_positions
 
 # torch >= 2.13 renamed the flat-buffer collectives; older torch (common on GPU images) lacks the
@@ -304,26 +307,42 @@ def _scatter_grad(g_global: torch.Tensor, layout: CPLayout, group) -> torch.Tens
     return out[:n_local]
 
 
-class _CPAttention(torch.autograd.Function):
+class _GatherKV(torch.autograd.Function):
+    """[t_local, hkv, 2d] -> [T, hkv, 2d] in global order; backward re-orders the gradient into
+    every rank's shard layout and reduce-scatters it (one collective each way)."""
+
     @staticmethod
-    def forward(ctx, q, k, v, layout: CPLayout, group, scale: float):
-        kv_dim = k.shape[-1]
-        kv = _gather_kv(torch.cat([k, v], -1).contiguous(), layout, group)  # [T, hkv, 2d]
-        k_g, v_g = kv[..., :kv_dim], kv[..., kv_dim:]
-        out = attend_segments(q, k_g, v_g, layout.segments, scale)
-        ctx.save_for_backward(q, k_g, v_g)
-        ctx.layout, ctx.group, ctx.scale = layout, group, scale
+    def forward(ctx, kv_local, layout: CPLayout, group):
+        ctx.layout, ctx.group = layout, group
+        return _gather_kv(kv_local, layout, group)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return _scatter_grad(grad.contiguous(), ctx.layout, ctx.group), None, None
+
+
+class _SegmentAttention(torch.autograd.Function):
+    """The ``torch`` backend: SDPA per segment; backward recomputes (see attend_segments_backward).
+
+    Takes the gathered [T, hkv, 2d] K|V buffer whole so its gradient is one tensor.
+    """
+
+    @staticmethod
+    def forward(ctx, q, kv, segments, scale: float):
+        d = q.shape[-1]
+        out = attend_segments(q, kv[..., :d], kv[..., d:], segments, scale)
+        ctx.save_for_backward(q, kv)
+        ctx.segments, ctx.scale = segments, scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k_g, v_g = ctx.saved_tensors
+        q, kv = ctx.saved_tensors
+        d = q.shape[-1]
         dq, dk, dv = attend_segments_backward(
-            q, k_g, v_g, ctx.layout.segments, ctx.scale, grad_out.contiguous()
+            q, kv[..., :d], kv[..., d:], ctx.segments, ctx.scale, grad_out.contiguous()
         )
-        dkv = _scatter_grad(torch.cat([dk, dv], -1).contiguous(), ctx.layout, ctx.group)
-        kv_dim = k_g.shape[-1]
-        return dq, dkv[..., :kv_dim], dkv[..., kv_dim:], None, None, None
+        return dq, torch.cat([dk, dv], -1), None, None
 
 
 def cp_attention(
@@ -334,6 +353,7 @@ def cp_attention(
     cp_group,
     strategy: str,
     softmax_scale: float | None = None,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """Context-parallel causal attention with a document mask.
 
@@ -345,6 +365,9 @@ def cp_attention(
         cp_group: the CP process group, or None for a single process.
         strategy: "per_seq", "per_doc" or "mixed".
         softmax_scale: defaults to 1/sqrt(dim).
+        backend: attention kernel, one of :data:`wlb.cp.kernels.BACKENDS` ("torch": SDPA per
+            segment, runs anywhere; "auto": a FlashAttention-class varlen kernel on CUDA
+            fp16/bf16 when one is installed).
 
     Returns:
         [t_local, heads, dim], differentiable w.r.t. q, k and v.
@@ -362,7 +385,12 @@ def cp_attention(
             f"got q {q.shape[0]} / k {k.shape[0]} rows"
         )
     scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(q.shape[-1])
-    return _CPAttention.apply(q, k, v, layout, cp_group, scale)
+    kernel = resolve_backend(backend, q)
+    kv = _GatherKV.apply(torch.cat([k, v], -1).contiguous(), layout, cp_group)  # [T, hkv, 2d]
+    if kernel == "torch":
+        return _SegmentAttention.apply(q, kv, layout.segments, scale)
+    d = k.shape[-1]
+    return varlen_attention(kernel, q, kv[..., :d], kv[..., d:], layout.segments, scale)
 
 
 def reference_attention(q, k, v, doc_lens: Sequence[int], softmax_scale: float | None = None):

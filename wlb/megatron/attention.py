@@ -20,6 +20,7 @@ from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.transformer.module import MegatronModule
 
 from wlb.cp.attention import cp_attention
+from wlb.cp.kernels import resolve_backend
 
 
 @dataclass
@@ -55,7 +56,8 @@ class WLBCoreAttention(MegatronModule):
     """Drop-in ``core_attention``: causal, document-masked, context-parallel attention.
 
     Args mirror megatron's ``DotProductAttention``; ``pg_collection.cp`` is the CP group.
-    ``rotary_base`` (set through the ModuleSpec ``params``) turns on per-document RoPE.
+    ``rotary_base`` (set through the ModuleSpec ``params``) turns on per-document RoPE;
+    ``attention_backend`` picks the kernel (:mod:`wlb.cp.kernels`), resolved on the first call.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class WLBCoreAttention(MegatronModule):
         cp_comm_type: str | None = None,
         pg_collection=None,
         rotary_base: float | None = None,
+        attention_backend: str = "auto",
     ) -> None:
         super().__init__(config=config)
         dropout = config.attention_dropout if attention_dropout is None else attention_dropout
@@ -83,6 +86,8 @@ class WLBCoreAttention(MegatronModule):
         self.softmax_scale = softmax_scale
         self.cp_group = getattr(pg_collection, "cp", None) if pg_collection is not None else None
         self.rope_base = rotary_base
+        self.attention_backend = attention_backend
+        self._kernel: str | None = None  # resolved on the first call (device/dtype known)
 
     def forward(
         self,
@@ -109,7 +114,10 @@ class WLBCoreAttention(MegatronModule):
         cp_group = self.cp_group
         if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
             cp_group = None
+        if self._kernel is None:
+            self._kernel = resolve_backend(self.attention_backend, query)
         out = cp_attention(
-            query, key, value, p.doc_lens, cp_group, p.cp_strategy, self.softmax_scale
+            query, key, value, p.doc_lens, cp_group, p.cp_strategy, self.softmax_scale,
+            self._kernel,
         )
         return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]

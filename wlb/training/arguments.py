@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from wlb.config import WLBConfig
+from wlb.cp.kernels import BACKENDS
 
 
 class ArgumentError(ValueError):
@@ -38,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --mock-data (default 256); indexed data reads its .meta.json")
     g.add_argument("--recompute-granularity", choices=["full"], default=None)
     g.add_argument("--bf16", action="store_true")
+    g.add_argument("--attention-backend", choices=BACKENDS, default="auto",
+                   help="attention kernel of CP attention: 'torch' (SDPA per document segment; "
+                   "CPU/GPU), 'varlen' (PyTorch's FlashAttention-2 varlen), 'flash' (flash-attn "
+                   ">= 2.1), 'te' (TransformerEngine); 'auto' (default): the first installed of "
+                   "flash, te, varlen on GPU with --bf16, else torch")
 
     g = p.add_argument_group("parallelism")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)

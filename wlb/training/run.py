@@ -59,7 +59,8 @@ def run_training(args) -> int:
     log = MetricsLogger(rank=g.rank, train_iters=args.train_iters, log_interval=args.log_interval,
                         json_path=args.log_json, tensorboard_dir=args.tensorboard_dir)
     log.info(f"layout: {g.layout.describe()}; packing={run.wlb.packing} "
-             f"cp_sharding={run.wlb.cp_sharding} {run.packer_info}")
+             f"cp_sharding={run.wlb.cp_sharding} attention={run.attention_kernel} "
+             f"{run.packer_info}")
     log.info(f"cost model: {run.cost.to_dict()}")
     for w in run.warnings:
         log.info(f"warning: {w}")

@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from wlb.config import ConfigError, WLBConfig
 from wlb.cost_model import CostModel
+from wlb.cp.kernels import resolve_backend
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable
 from wlb.data.schedule import PlanSchedule, build_run_packer
 from wlb.data.sources import MockDocuments
@@ -40,6 +41,7 @@ class Run:
     chooser: StrategyChooser
     packer_info: dict
     warnings: list
+    attention_kernel: str = "torch"
 
 
 def init_distributed(backend: str | None) -> None:
@@ -53,6 +55,15 @@ def init_distributed(backend: str | None) -> None:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
     dist.init_process_group(backend)
+
+
+def attention_kernel(backend: str, dtype) -> str:
+    """Resolve ``--attention-backend`` for this process's device and dtype, or exit naming why."""
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    try:
+        return resolve_backend(backend, torch.empty(0, device=device, dtype=dtype))
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_source(args):
@@ -199,11 +210,13 @@ def build(args) -> Run:
                          f"{args.make_vocab_size_divisible_by}) is not "
                          f"divisible by --tensor-model-parallel-size {layout.tp}")
     config = transformer_config(args, layout)
+    kernel = attention_kernel(args.attention_backend, config.params_dtype)
     tied = not args.untie_embeddings_and_output_weights
     max_tokens = wlb.max_tokens or int(round(1.25 * args.seq_length))
     rope = args.rotary_base if args.position_embedding_type == "rope" else None
     chunks = build_model_chunks(config, groups, vocab_size=vocab, max_seq_length=max_tokens,
-                                rotary_base=rope, tie_embeddings=tied)
+                                rotary_base=rope, tie_embeddings=tied,
+                                attention_backend=kernel)
     init_layout_independent(chunks, seed=args.seed, std=args.init_method_std,
                             num_layers=args.num_layers, tp_rank=groups.tp_rank,
                             tp_size=layout.tp, tied=tied)
@@ -229,4 +242,4 @@ def build(args) -> Run:
     cost = make_cost_model(args, wlb, layout, vocab)
     schedule, info, chooser = build_schedule(args, wlb, layout, source, cost)
     return Run(args, wlb, groups, source, config, model, optimizer, scheduler, schedule, cost,
-               chooser, info, wlb.no_effect_warnings(layout.cp))
+               chooser, info, wlb.no_effect_warnings(layout.cp), kernel)

@@ -1,0 +1,123 @@
+"""Attention kernel selection and the varlen adapter (wlb.cp.kernels)."""
+
+import pytest
+import torch
+
+from tests.helpers.varlen_standin import standin_varlen, top_left_varlen
+from wlb.cp import cp_attention, shard_indices
+from wlb.cp.attention import reference_attention
+from wlb.cp.kernels import (
+    AUTO_ORDER,
+    KERNELS,
+    check_alignment,
+    register_kernel,
+    resolve_backend,
+    varlen_plan,
+)
+from wlb.cp.shard import rank_segments
+
+
+@pytest.fixture
+def standin():
+    saved = dict(KERNELS)
+    register_kernel("standin", standin_varlen)
+    register_kernel("topleft", top_left_varlen)
+    yield "standin"
+    KERNELS.clear()
+    KERNELS.update(saved)
+
+
+def test_varlen_plan_worked_example():
+    """doc_lens [6, 3], CP=2, per_doc, rank 0 (the example in the docstring)."""
+    front, back = rank_segments([6, 3], 2, 0, "per_doc")
+    plan = varlen_plan(front + back)
+    assert plan.cu_q.tolist() == [0, 2, 3, 4, 5]
+    assert plan.cu_k.tolist() == [0, 2, 3, 9, 12]
+    assert plan.kv_idx.tolist() == [0, 1, 6, 0, 1, 2, 3, 4, 5, 6, 7, 8]
+    assert (plan.max_q, plan.max_k) == (2, 6)
+    assert plan.cu_q.dtype == plan.cu_k.dtype == torch.int32
+
+
+def test_varlen_plan_of_no_segments_is_empty():
+    plan = varlen_plan(())
+    assert plan.cu_q.tolist() == [0] and plan.max_q == 0 and plan.kv_idx.numel() == 0
+
+
+@pytest.mark.parametrize("strategy", ["per_seq", "per_doc", "mixed"])
+def test_standin_backend_matches_reference_single_process(standin, strategy):
+    lens = [1, 5, 300, 2, 9]
+    T = sum(lens)
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(T, h, 8, generator=g, dtype=torch.float64) for h in (4, 2, 2))
+    idx = shard_indices(lens, 1, 0, strategy)
+    leaves = [x[idx].clone().requires_grad_() for x in (q, k, v)]
+    out = cp_attention(*leaves, lens, None, strategy, backend=standin)
+    refs = [x.clone().requires_grad_() for x in (q, k, v)]
+    ref = reference_attention(*refs, lens)
+    torch.testing.assert_close(out, ref.detach()[idx])
+    go = torch.randn(T, 4, 8, generator=g, dtype=torch.float64)
+    out.backward(go[idx])
+    ref.backward(go)
+    for a, b in zip(leaves, refs):
+        torch.testing.assert_close(a.grad, b.grad[idx])
+
+
+def test_top_left_kernel_is_refused(standin):
+    with pytest.raises(RuntimeError, match="top-left"):
+        check_alignment("topleft", 4, 2, 8, "cpu", torch.float32)
+    check_alignment("standin", 4, 2, 8, "cpu", torch.float32)  # the right one passes
+
+
+def test_auto_and_torch_resolve_to_torch_on_cpu():
+    q = torch.zeros(3, 2, 4)
+    assert resolve_backend("auto", q) == "torch"
+    assert resolve_backend("torch", q) == "torch"
+    assert resolve_backend("auto", q.bfloat16()) == "torch"
+    assert set(AUTO_ORDER) <= set(KERNELS)
+
+
+@pytest.mark.parametrize("name", ["varlen", "flash", "te"])
+def test_gpu_kernels_refuse_cpu_tensors_with_a_clear_error(name):
+    with pytest.raises(RuntimeError, match=f"--attention-backend {name} needs"):
+        resolve_backend(name, torch.zeros(3, 2, 4))
+
+
+def test_unknown_backend_named():
+    with pytest.raises(ValueError, match="'cudnn'"):
+        resolve_backend("cudnn", torch.zeros(3, 2, 4))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name", ["varlen", "flash", "te"])
+@pytest.mark.parametrize("strategy", ["per_seq", "per_doc", "mixed"])
+def test_gpu_kernel_matches_torch_backend(name, strategy):
+    """Real kernels on CUDA bf16 against the fp32 torch backend, on each rank's segments of a
+    CP=2 shard (queries fewer than keys: the bottom-right alignment matters)."""
+    from wlb.cp.attention import attend_segments
+    from wlb.cp.kernels import varlen_attention
+
+    try:
+        resolve_backend(name, torch.zeros(1, 1, 8, device="cuda", dtype=torch.bfloat16))
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    lens = [1, 7, 1000, 3, 300, 64, 2 * 2 * 128 + 9]
+    T = sum(lens)
+    g = torch.Generator().manual_seed(5)
+    k, v = (torch.randn(T, 2, 64, generator=g) for _ in range(2))
+    for rank in range(2):
+        segs = [s for half in rank_segments(lens, 2, rank, strategy) for s in half]
+        t = sum(s.length for s in segs)
+        q, go = torch.randn(t, 8, 64, generator=g), torch.randn(t, 8, 64, generator=g)
+        got, want = [], []
+        for dtype, out_list in ((torch.bfloat16, got), (torch.float32, want)):
+            leaves = [x.to("cuda", dtype).requires_grad_() for x in (q, k, v)]
+            if dtype == torch.float32:
+                out = attend_segments(*leaves, segs, 64**-0.5)
+            else:
+                out = varlen_attention(name, *leaves, segs, 64**-0.5)
+            out.backward(go.to("cuda", dtype))
+            out_list += [out.float()] + [x.grad.float() for x in leaves]
+        for what, a, b in zip(("out", "dq", "dk", "dv"), got, want):
+            torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2,
+                                       msg=f"{name} {strategy} rank {rank} {what}")
