@@ -109,8 +109,8 @@ def test_calibrated_profile_reproduces_its_fit(tmp_path):
 def test_calibration_samples_give_a_measured_attention_curve(tmp_path):
     """With samples, attention follows the measured single-document times (less the linear
     part), not the quadratic coefficient: a CPU's cost per pair grows with the working set."""
-    fit = {"attn_ms_per_d2": 1e-5, "linear_ms_per_token": 1e-3, "doc_ms": 0.0,
-           "microbatch_ms": 0.0}
+    fit = {"attn_ms_per_d2": 1e-5, "linear_ms_per_token": 1e-3, "doc_ms": 0.5,
+           "microbatch_ms": 2.0}
     measured = {1024: 20.0, 2048: 120.0, 4096: 700.0}  # faster than quadratic growth
     samples = [{"doc_lens": [1, d], "ms": ms} for d, ms in measured.items()]
     samples.append({"doc_lens": [8, 64], "ms": 1.0})  # many-document rows are not on the curve
@@ -124,6 +124,11 @@ def test_calibration_samples_give_a_measured_attention_curve(tmp_path):
         assert t.total * 1e3 == pytest.approx(ms, rel=1e-9)
     mid = microbatch_times([3000], "per_seq", model, Layout(1, 1, 1, 1), hw).total * 1e3
     assert 120.0 < mid < 700.0
+    # two documents: two attention curves and two per-document costs, one micro-batch cost
+    two = microbatch_times([1024, 1024], "per_seq", model, Layout(1, 1, 1, 1), hw).total * 1e3
+    curve = 20.0 - 1e-3 * 1024 - fit["doc_ms"] - fit["microbatch_ms"]
+    expect = 2 * curve + 2 * fit["doc_ms"] + 1e-3 * 2048 + fit["microbatch_ms"]
+    assert two == pytest.approx(expect, rel=1e-9)
 
 
 def test_several_calibrations_are_averaged(tmp_path):

@@ -96,11 +96,14 @@ class CurveKernel:
         pairs: increasing pair counts of the measured points.
         seconds: fwd+bwd seconds of one layer at those pair counts.
         flops_per_pair: the FLOPs per pair of the model the points were measured with.
+        segment_s: fixed seconds per segment (the fit's per-document term, which was taken out
+            of the points).
     """
 
     pairs: tuple[float, ...]
     seconds: tuple[float, ...]
     flops_per_pair: float
+    segment_s: float = 0.0
 
     def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
         x = float(_causal_pairs(q, kv))
@@ -115,7 +118,7 @@ class CurveKernel:
             i = next(k for k in range(1, len(xs)) if xs[k] >= x)
             f = (math.log(x) - math.log(xs[i - 1])) / (math.log(xs[i]) - math.log(xs[i - 1]))
             y = math.exp(math.log(ys[i - 1]) + f * (math.log(ys[i]) - math.log(ys[i - 1])))
-        return y * flops_per_pair / self.flops_per_pair
+        return y * flops_per_pair / self.flops_per_pair + self.segment_s
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,7 @@ def from_calibration(path: str | list[str], model) -> Hardware:
         attn_s_per_pair / pair_flops, fit["doc_ms"] * 1e-3 / layers)
     curve = _attention_curve(data.get("samples", []), fit, layers)
     if curve is not None:
-        kernel = CurveKernel(curve[0], curve[1], pair_flops)
+        kernel = CurveKernel(curve[0], curve[1], pair_flops, fit["doc_ms"] * 1e-3 / layers)
     links = data.get("links", {})
     return Hardware(
         name=f"cpu-calibrated({data.get('machine', 'this machine')})",
