@@ -89,21 +89,29 @@ def main(argv=None) -> int:
 
     run = build(args)
     model = run.model[0]
+    dev = run.device
+
+    def sync() -> None:  # GPU work is asynchronous: time it to completion
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     vocab = run.source.vocab_size
     cap = int(round(1.25 * args.seq_length))  # S_max: the longest micro-batch WLB may pack
     rows, times, measured = [], [], []
     for lens in design(cap):
         t_tok = sum(lens)
-        tokens = torch.randint(0, vocab, (1, t_tok))
-        pos = torch.cat([torch.arange(d) for d in lens])[None]
+        tokens = torch.randint(0, vocab, (1, t_tok)).to(dev)
+        pos = torch.cat([torch.arange(d) for d in lens])[None].to(dev)
         params = WLBPackedSeqParams(qkv_format="thd", doc_lens=lens, cp_strategy="per_seq",
                                     positions=pos[0])
         samples = []
         for rep in range(args.repeats + 1):
+            sync()
             t0 = time.perf_counter()
             loss = model(input_ids=tokens, position_ids=pos, attention_mask=None,
                          labels=tokens, packed_seq_params=params)
             loss.float().sum().backward()
+            sync()
             if rep:  # the first call warms up
                 samples.append(time.perf_counter() - t0)
         model.zero_grad_buffer()
@@ -115,8 +123,10 @@ def main(argv=None) -> int:
     # the optimizer step (on the gradients of the last micro-batch): per-iteration fixed time
     step = []
     for _ in range(args.repeats):
+        sync()
         t0 = time.perf_counter()
         run.optimizer.step()
+        sync()
         step.append(time.perf_counter() - t0)
     step_ms = float(np.median(step)) * 1e3
     print(f"[calibrate] optimizer step: {step_ms:.2f} ms", flush=True)
@@ -131,7 +141,9 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         extra["kernel_table"] = measure_table(
             heads, args.num_query_groups or heads, dim, q_lens, kv_lens, reps=2,
-            threads=args.threads, log=lambda m: None)
+            threads=args.threads, device=dev.type, dtype="bfloat16" if args.bf16 else "float32",
+            tile_q=1 if run.attention_kernel == "torch" else 128,
+            backend=run.attention_kernel, log=lambda m: None)
         print(f"[calibrate] attention table {len(q_lens)}x{len(kv_lens)} (q x kv) measured in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     X, y = np.asarray(rows, dtype=np.float64), np.asarray(times)

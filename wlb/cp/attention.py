@@ -59,8 +59,10 @@ class CPLayout:
 
 
 @lru_cache(maxsize=128)
-def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy: str) -> CPLayout:
-    """Layout of ``doc_lens`` for ``cp_rank`` (cached: the same micro-batch serves every layer)."""
+def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy: str,
+                 device: str = "cpu") -> CPLayout:
+    """Layout of ``doc_lens`` for ``cp_rank``, index tensors on ``device`` (cached: the same
+    micro-batch serves every layer)."""
     src, dst, counts = [], [], []
     for r in range(cp_size):
         pos = shard_positions(doc_lens, cp_size, r, strategy)
@@ -76,8 +78,8 @@ def build_layout(doc_lens: tuple[int, ...], cp_size: int, cp_rank: int, strategy
         cp_rank=cp_rank,
         t_max=t_max,
         segments=front + back,
-        src_rows=torch.tensor(src, dtype=torch.long),
-        dst_pos=torch.tensor(dst, dtype=torch.long),
+        src_rows=torch.tensor(src, dtype=torch.long, device=device),
+        dst_pos=torch.tensor(dst, dtype=torch.long, device=device),
     )
 
 
@@ -152,7 +154,7 @@ def _bucket(kv: int) -> int:
     return max(16, 1 << (kv - 1).bit_length())
 
 
-def _make_batch(group: list[tuple[Segment, int]]) -> _Batch:
+def _make_batch(group: list[tuple[Segment, int]], device: str) -> _Batch:
     lq = max(s.length for s, _ in group)
     lk = max(s.start + s.length for s, _ in group)
     n = len(group)
@@ -171,12 +173,13 @@ def _make_batch(group: list[tuple[Segment, int]]) -> _Batch:
         mask[g, 0] = m
         rows.append(torch.arange(off, off + s.length))
         sel.append(torch.arange(g * lq, g * lq + s.length))
-    return _Batch(q_idx, kv_idx, mask, torch.cat(rows), torch.cat(sel))
+    return _Batch(*(t.to(device) for t in (q_idx, kv_idx, mask, torch.cat(rows), torch.cat(sel))))
 
 
 @lru_cache(maxsize=256)
-def _plan(segments: tuple[Segment, ...]) -> tuple[tuple, tuple[_Batch, ...]]:
-    """Split segments into (long ones, one call each) and batches of short ones.
+def _plan(segments: tuple[Segment, ...], device: str = "cpu") -> tuple[tuple, tuple[_Batch, ...]]:
+    """Split segments into (long ones, one call each) and batches of short ones (index tensors
+    on ``device``).
 
     Short segments (keys <= SMALL_KV) are grouped by the power-of-two bucket of their key count,
     so padding at most doubles a call's work; a group is cut when it would exceed BATCH_ELEMS.
@@ -194,11 +197,11 @@ def _plan(segments: tuple[Segment, ...]) -> tuple[tuple, tuple[_Batch, ...]]:
         group = []
         for item in buckets[size]:
             if group and (len(group) + 1) * size * size > BATCH_ELEMS:
-                batches.append(_make_batch(group))
+                batches.append(_make_batch(group, device))
                 group = []
             group.append(item)
         if group:
-            batches.append(_make_batch(group))
+            batches.append(_make_batch(group, device))
     return tuple(singles), tuple(batches)
 
 
@@ -228,7 +231,7 @@ def attend_segments(
         [t_local, heads, dim].
     """
     out = q.new_empty(q.shape)
-    singles, batches = _plan(tuple(segments))
+    singles, batches = _plan(tuple(segments), str(q.device))
     for s, off in singles:
         a, b = s.doc_start, s.doc_start + s.start + s.length
         out[off : off + s.length] = _segment_attention(
@@ -256,7 +259,7 @@ def attend_segments_backward(
     dq = torch.zeros_like(q)
     dk = torch.zeros_like(k)
     dv = torch.zeros_like(v)
-    singles, batches = _plan(tuple(segments))
+    singles, batches = _plan(tuple(segments), str(q.device))
     for s, off in singles:
         a, b = s.doc_start, s.doc_start + s.start + s.length
         qs = q[off : off + s.length].detach().requires_grad_()
@@ -378,7 +381,7 @@ def cp_attention(
         raise ValueError(f"heads={q.shape[1]} not divisible by kv_heads={k.shape[1]}")
     cp = 1 if cp_group is None else dist.get_world_size(cp_group)
     rank = 0 if cp_group is None else dist.get_rank(cp_group)
-    layout = build_layout(tuple(int(d) for d in doc_lens), cp, rank, strategy)
+    layout = build_layout(tuple(int(d) for d in doc_lens), cp, rank, strategy, str(q.device))
     if q.shape[0] != layout.local_tokens or k.shape[0] != layout.local_tokens:
         raise ValueError(
             f"rank {rank} holds {layout.local_tokens} tokens of doc_lens under {strategy}, "

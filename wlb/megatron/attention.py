@@ -40,7 +40,8 @@ class WLBPackedSeqParams(PackedSeqParams):
 
 def rope_tables(positions: torch.Tensor, dim: int, base: float, dtype) -> tuple:
     """cos/sin tables [t, 1, dim] for non-interleaved RoPE (megatron's ``rotate_half`` form)."""
-    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32,
+                                            device=positions.device) / dim))
     ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # [t, dim/2]
     emb = torch.cat([ang, ang], dim=-1)[:, None, :]  # [t, 1, dim]
     return emb.cos().to(dtype), emb.sin().to(dtype)

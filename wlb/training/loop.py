@@ -22,28 +22,49 @@ def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
 
 
 class _Timed:
-    """Forward step that records each micro-batch's forward compute time on this rank."""
+    """Forward step that moves each micro-batch to ``device`` and records its forward compute
+    time on this rank (CUDA events on a GPU, so the launch is not mistaken for the work)."""
 
-    def __init__(self) -> None:
-        self.records: list[tuple[int, int, float]] = []  # (mb index, vp chunk, ms)
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._marks: list[tuple[int, int, object, object]] = []  # (mb index, vp chunk, t0, t1)
+
+    def _mark(self):
+        if self.device.type == "cuda":
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            return ev
+        return time.perf_counter()
+
+    @property
+    def records(self) -> list[tuple[int, int, float]]:
+        """(micro-batch index, virtual chunk, forward ms); call after the step."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return [(j, vp, a.elapsed_time(b)) for j, vp, a, b in self._marks]
+        return [(j, vp, (b - a) * 1e3) for j, vp, a, b in self._marks]
 
     def __call__(self, data_iterator, model):
         mb: MicroBatchInput = next(data_iterator)
-        t0 = time.perf_counter()
+        t0 = self._mark()
+        dev = self.device
+        tokens, labels, positions, loss_mask = (
+            x.to(dev, non_blocking=True) for x in (mb.tokens, mb.labels, mb.positions,
+                                                   mb.loss_mask))
         params = WLBPackedSeqParams(qkv_format="thd", doc_lens=mb.doc_lens,
-                                    cp_strategy=mb.strategy, positions=mb.positions)
+                                    cp_strategy=mb.strategy, positions=positions)
         output = model(
-            input_ids=mb.tokens[None],
-            position_ids=mb.positions[None],
+            input_ids=tokens[None],
+            position_ids=positions[None],
             attention_mask=None,
-            labels=mb.labels[None],
+            labels=labels[None],
             packed_seq_params=params,
         )
         vp = getattr(model, "vp_stage", None)
         if vp is None:
             vp = getattr(getattr(model, "module", None), "vp_stage", None) or 0
-        self.records.append((mb.index, int(vp), (time.perf_counter() - t0) * 1e3))
-        return output, partial(_loss_func, mb.loss_mask)
+        self._marks.append((mb.index, int(vp), t0, self._mark()))
+        return output, partial(_loss_func, loss_mask)
 
 
 def measured_imbalance(records_by_rank: list, pp_ranks: list[int], n: int) -> float:
@@ -68,7 +89,7 @@ def train_step(run, plan) -> dict:
     inputs = build_inputs(plan, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
                           cp_size=layout.cp, cp_rank=g.cp_rank, chooser=run.chooser)
     data = [iter(inputs) for _ in run.model] if len(run.model) > 1 else iter(inputs)
-    timed = _Timed()
+    timed = _Timed(run.device)
     for m in run.model:
         m.zero_grad_buffer()
     run.optimizer.zero_grad()
@@ -86,11 +107,12 @@ def train_step(run, plan) -> dict:
     ok, grad_norm, _ = run.optimizer.step()
     run.scheduler.step(increment=1)
     # loss over the global batch: last stage, one TP rank per replica contributes
-    stats = torch.zeros(2, dtype=torch.float64)
+    stats = torch.zeros(2, dtype=torch.float64, device=run.device)
     if g.is_last_stage() and g.tp_rank == 0:
         for r in reports:
             stats += r["lm loss"].double()
     dist.all_reduce(stats)
+    stats = stats.cpu()
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, (g.pp_rank, timed.records))
     out = {

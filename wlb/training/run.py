@@ -24,11 +24,12 @@ class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss, ranks disagreeing on the plan, ...)."""
 
 
-def check_plan_agreement(digest: str, iteration: int) -> None:
+def check_plan_agreement(digest: str, iteration: int, device=None) -> None:
     """Every rank computed the same plan, or fail loudly (collective)."""
     value = int(digest[:15], 16)  # 60 bits: fits int64
-    t = torch.tensor([value, -value], dtype=torch.int64)
+    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    t = t.cpu()
     if int(t[0]) != value or -int(t[1]) != value:
         raise TrainingError(
             f"iteration {iteration}: ranks computed different packing plans (rank "
@@ -75,11 +76,13 @@ def run_training(args) -> int:
         for it in range(start + 1, args.train_iters + 1):
             plan = run.schedule.next_plan()
             digest = plan.digest()
-            check_plan_agreement(digest, it)
+            check_plan_agreement(digest, it, run.device)
             t0 = time.perf_counter()
-            m = train_step(run, plan)
-            ms = torch.tensor([(time.perf_counter() - t0) * 1e3], dtype=torch.float64)
+            m = train_step(run, plan)  # (ends with a host sync: the loss is read back)
+            ms = torch.tensor([(time.perf_counter() - t0) * 1e3], dtype=torch.float64,
+                              device=run.device)
             dist.all_reduce(ms, op=dist.ReduceOp.MAX)
+            ms = ms.cpu()
             m.update(iteration=it, iter_ms=float(ms),
                      tokens_per_s=plan.num_tokens / float(ms) * 1e3, plan_digest=digest)
             check_finite(m, it, args)

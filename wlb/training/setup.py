@@ -42,6 +42,7 @@ class Run:
     packer_info: dict
     warnings: list
     attention_kernel: str = "torch"
+    device: torch.device = torch.device("cpu")
 
 
 def init_distributed(backend: str | None) -> None:
@@ -57,11 +58,18 @@ def init_distributed(backend: str | None) -> None:
     dist.init_process_group(backend)
 
 
+def run_device() -> torch.device:
+    """Where this rank's model, micro-batches and collective buffers live: its GPU under NCCL
+    (``init_distributed`` set it from LOCAL_RANK), else the CPU (gloo)."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def attention_kernel(backend: str, dtype) -> str:
     """Resolve ``--attention-backend`` for this process's device and dtype, or exit naming why."""
-    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
     try:
-        return resolve_backend(backend, torch.empty(0, device=device, dtype=dtype))
+        return resolve_backend(backend, torch.empty(0, device=run_device(), dtype=dtype))
     except (RuntimeError, ValueError) as e:
         raise ConfigError(str(e)) from None
 
@@ -220,6 +228,10 @@ def build(args) -> Run:
     init_layout_independent(chunks, seed=args.seed, std=args.init_method_std,
                             num_layers=args.num_layers, tp_rank=groups.tp_rank,
                             tp_size=layout.tp, tied=tied)
+    device = run_device()
+    if device.type == "cuda":  # built on the CPU (use_cpu_initialization), as Megatron-LM does
+        for c in chunks:
+            c.cuda(device)
     model = wrap_ddp(config, chunks, use_distributed_optimizer=args.use_distributed_optimizer,
                      overlap_grad_reduce=args.overlap_grad_reduce)
     config.finalize_model_grads_func = finalize_model_grads
@@ -242,4 +254,4 @@ def build(args) -> Run:
     cost = make_cost_model(args, wlb, layout, vocab)
     schedule, info, chooser = build_schedule(args, wlb, layout, source, cost)
     return Run(args, wlb, groups, source, config, model, optimizer, scheduler, schedule, cost,
-               chooser, info, wlb.no_effect_warnings(layout.cp), kernel)
+               chooser, info, wlb.no_effect_warnings(layout.cp), kernel, device)
