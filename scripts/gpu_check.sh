@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks for one CUDA GPU (issues #3, #4, #5), in one short run (~5 min on an H100):
 #   1. the `gpu` tests: each installed varlen kernel (varlen / flash / te) against the torch
-#      backend in bf16, on the segments of a CP=2 shard;
+#      backend in bf16, on the segments of a CP=2 shard, and 1-GPU bf16 training
+#      (tests/training/test_gpu.py);
 #   2. a 1-GPU NCCL bf16 training run, baseline then WLB, a few iterations each, with
 #      --attention-backend auto (the log names the kernel it picked);
 #   3. the adaptive selector's attention table measured with that kernel (bf16, 128-row tiles);
@@ -34,7 +35,7 @@ for m in ("megatron.core", "flash_attn", "transformer_engine", "torch.nn.attenti
 EOF
 
 echo "== 1. gpu kernel tests"
-"${PY}" -m pytest -q -m gpu tests/cp/test_kernels.py -rs 2>&1 | tee "${OUT}/gpu_tests.txt"
+"${PY}" -m pytest -q -m gpu tests/cp/test_kernels.py tests/training/test_gpu.py -rs 2>&1 | tee "${OUT}/gpu_tests.txt"
 
 MODEL=(--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --num-query-groups 4
        --seq-length 16384 --global-batch-size 8 --bf16)
