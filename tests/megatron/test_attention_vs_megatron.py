@@ -13,8 +13,13 @@ from tests.helpers.dist import run_distributed
 pytestmark = pytest.mark.dist
 
 
-def _compare(rank, world, doc_lens):
+def _compare(rank, world, doc_lens, backend="auto"):
     warnings.filterwarnings("ignore")
+    if backend == "standin":  # the varlen-kernel path, with a CPU stand-in for the GPU kernel
+        from tests.helpers.varlen_standin import standin_varlen
+        from wlb.cp.kernels import register_kernel
+
+        register_kernel("standin", standin_varlen)
     from megatron.core import parallel_state as ps
     from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
     from megatron.core.transformer import TransformerConfig
@@ -33,7 +38,7 @@ def _compare(rank, world, doc_lens):
     theirs = DotProductAttention(cfg, layer_number=1, attn_mask_type=AttnMaskType.arbitrary,
                                  attention_type="self")
     ours = WLBCoreAttention(cfg, layer_number=1, attn_mask_type=AttnMaskType.causal,
-                            attention_type="self")
+                            attention_type="self", attention_backend=backend)
     t = sum(doc_lens)
     torch.manual_seed(3)
     q = torch.randn(t, 4, 16, requires_grad=True)
@@ -59,3 +64,7 @@ def _compare(rank, world, doc_lens):
 @pytest.mark.parametrize("doc_lens", [[37], [5, 1, 20, 9, 64, 3], [200, 600, 31]])
 def test_wlb_core_attention_matches_megatron_dot_product_attention(doc_lens):
     run_distributed(_compare, 1, doc_lens)
+
+
+def test_varlen_kernel_path_matches_megatron_dot_product_attention():
+    run_distributed(_compare, 1, [5, 1, 20, 9, 64, 3], "standin")
