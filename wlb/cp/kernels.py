@@ -111,7 +111,12 @@ def _torch_varlen(q, k, v, plan: VarlenPlan, scale: float):
     from torch.nn.attention.varlen import varlen_attn
 
     params = inspect.signature(varlen_attn).parameters
-    kw = {"scale": scale}
+    kw = {}
+    if "scale" in params:
+        kw["scale"] = scale
+    elif not math.isclose(scale, q.shape[-1] ** -0.5):
+        raise RuntimeError(f"this torch's varlen_attn takes no softmax scale (needed {scale}); "
+                           "use --attention-backend torch or flash")
     if "window_size" in params:  # torch >= 2.10
         kw["window_size"] = (-1, 0)
     else:
