@@ -121,3 +121,54 @@ def test_gpu_kernel_matches_torch_backend(name, strategy):
         for what, a, b in zip(("out", "dq", "dk", "dv"), got, want):
             torch.testing.assert_close(a, b, atol=5e-2, rtol=5e-2,
                                        msg=f"{name} {strategy} rank {rank} {what}")
+
+
+def _fake_varlen(seen, new_api: bool):
+    """A varlen_attn with the new (window_size, enable_gqa, scale) or the old (is_causal)
+    signature, computing with the stand-in, recording the keywords it was given."""
+    from wlb.cp.kernels import VarlenPlan
+
+    def run(q, k, v, cu_q, cu_k, max_q, max_k, kw):
+        seen.append(kw)
+        causal = kw.get("window_size") == (-1, 0) or kw.get("is_causal") is True
+        assert causal, kw
+        plan = VarlenPlan(torch.arange(k.shape[0]), cu_q, cu_k, max_q, max_k)
+        return standin_varlen(q, k, v, plan, kw.get("scale", q.shape[-1] ** -0.5))
+
+    if new_api:
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None,
+                        scale=None, window_size=(-1, -1), enable_gqa=False):
+            assert enable_gqa or query.shape[1] == key.shape[1]
+            return run(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
+                       {"scale": scale, "window_size": window_size, "enable_gqa": enable_gqa})
+    else:
+        def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False,
+                        return_aux=None):
+            assert query.shape[1] == key.shape[1]  # no GQA in the old API
+            return run(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k,
+                       {"is_causal": is_causal})
+    return varlen_attn
+
+
+@pytest.mark.parametrize("new_api", [True, False])
+def test_torch_varlen_adapter_follows_the_installed_signature(monkeypatch, new_api):
+    """PyTorch's varlen_attn changed keywords across releases (GPU images lag behind): the
+    adapter passes causal/GQA/scale in whichever form the installed one takes."""
+    import torch.nn.attention.varlen as tv
+
+    from wlb.cp.kernels import _torch_varlen
+
+    seen = []
+    monkeypatch.setattr(tv, "varlen_attn", _fake_varlen(seen, new_api))
+    front, back = rank_segments([9, 4, 6], 2, 1, "per_doc")
+    g = torch.Generator().manual_seed(2)
+    plan = varlen_plan(front + back)
+    q = torch.randn(int(plan.cu_q[-1]), 4, 8, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(int(plan.cu_k[-1]), 2, 8, generator=g, dtype=torch.float64)
+            for _ in range(2))
+    out = _torch_varlen(q, k, v, plan, 8**-0.5)
+    torch.testing.assert_close(out, standin_varlen(q, k, v, plan, 8**-0.5))
+    assert ("window_size" in seen[0]) == new_api
+    if not new_api:
+        with pytest.raises(RuntimeError, match="no softmax scale"):
+            _torch_varlen(q, k, v, plan, 0.5)
