@@ -172,3 +172,65 @@ def test_torch_varlen_adapter_follows_the_installed_signature(monkeypatch, new_a
     if not new_api:
         with pytest.raises(RuntimeError, match="no softmax scale"):
             _torch_varlen(q, k, v, plan, 0.5)
+
+
+def test_flash_and_te_adapters_call_the_documented_apis(monkeypatch):
+    """flash-attn's ``flash_attn_varlen_func`` and TE's ``DotProductAttention`` (THD), faked with
+    their documented signatures on CPU: the adapters pass lengths, scale and the bottom-right
+    causal mask by the right names, and TE's [t, h*d] output comes back as [t, h, d]."""
+    import sys
+    import types
+
+    from wlb.cp import kernels
+
+    calls = {}
+
+    def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                               dropout_p=0.0, softmax_scale=None, causal=False,
+                               window_size=(-1, -1), alibi_slopes=None, deterministic=False,
+                               return_attn_probs=False):
+        assert causal and dropout_p == 0.0 and not return_attn_probs
+        calls["flash"] = (max_seqlen_q, max_seqlen_k)
+        plan = kernels.VarlenPlan(None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+        return standin_varlen(q, k, v, plan, softmax_scale)
+
+    class DotProductAttention(torch.nn.Module):
+        def __init__(self, num_attention_heads, kv_channels, num_gqa_groups=None,
+                     attention_dropout=0.0, qkv_format="sbhd", attn_mask_type="causal",
+                     softmax_scale=None, **kw):
+            super().__init__()
+            assert qkv_format == "thd" and attn_mask_type == "padding_causal_bottom_right"
+            assert attention_dropout == 0.0
+            self.h, self.d, self.g, self.scale = (num_attention_heads, kv_channels,
+                                                  num_gqa_groups, softmax_scale)
+
+        def forward(self, query_layer, key_layer, value_layer, attention_mask=None,
+                    qkv_format=None, cu_seqlens_q=None, cu_seqlens_kv=None, max_seqlen_q=None,
+                    max_seqlen_kv=None, **kw):
+            assert (query_layer.shape[1], query_layer.shape[2]) == (self.h, self.d)
+            assert key_layer.shape[1] == self.g
+            calls["te"] = (max_seqlen_q, max_seqlen_kv)
+            plan = kernels.VarlenPlan(None, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q,
+                                      max_seqlen_kv)
+            out = standin_varlen(query_layer, key_layer, value_layer, plan, self.scale)
+            return out.reshape(out.shape[0], -1)  # TE: [t, h*d]
+
+    te = types.ModuleType("transformer_engine")
+    te.pytorch = types.ModuleType("transformer_engine.pytorch")
+    te.pytorch.DotProductAttention = DotProductAttention
+    flash = types.ModuleType("flash_attn")
+    flash.flash_attn_varlen_func = flash_attn_varlen_func
+    monkeypatch.setitem(sys.modules, "flash_attn", flash)
+    monkeypatch.setitem(sys.modules, "transformer_engine", te)
+    monkeypatch.setitem(sys.modules, "transformer_engine.pytorch", te.pytorch)
+    monkeypatch.setattr(kernels, "_TE_MODULES", {})
+
+    front, back = rank_segments([9, 4, 6], 2, 0, "per_doc")
+    plan = varlen_plan(front + back)
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(int(plan.cu_q[-1]), 4, 8, generator=g)
+    k, v = (torch.randn(int(plan.cu_k[-1]), 2, 8, generator=g) for _ in range(2))
+    want = standin_varlen(q, k, v, plan, 0.3)
+    for name, fn in (("flash", kernels._flash_varlen), ("te", kernels._te_varlen)):
+        torch.testing.assert_close(fn(q, k, v, plan, 0.3), want, msg=name)
+        assert calls[name] == (plan.max_q, plan.max_k)
