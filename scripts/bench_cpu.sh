@@ -3,7 +3,8 @@
 # For each layout in CONFIGS it trains twice (2 processes each) and prints the iteration-time
 # ratio, tokens/s, cost-model work/s, imbalance and the two loss curves side by side.
 #   CONFIGS="cp2 dp2 pp2" ITERS=10 SEQ=8192 bash scripts/bench_cpu.sh
-# WLB runs with outlier delay off (same documents in the same iterations) unless DELAY=auto.
+# WLB runs with outlier delay off (the same document stream in the same order; only the cut at
+# each global batch's end differs) unless DELAY=auto.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"

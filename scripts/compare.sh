@@ -3,7 +3,9 @@
 # -- through scripts/pretrain_gpt.sh, then write a report folder (summary.md + PNG plots).
 #   TP=1 PP=2 CP=2 DP=1 ITERS=20 bash scripts/compare.sh [extra pretrain flags]
 # Settings are those of pretrain_gpt.sh; OUT_DIR picks the report folder; WLB_THRESHOLDS=none
-# (default here) keeps outlier delay off so both runs train the same documents per iteration.
+# (default here) keeps outlier delay off so both runs train the same document stream in the same
+# order (Megatron cuts each global batch at exactly N x seq-length tokens, WLB ends it at a
+# document boundary, so WLB's batches drift slowly behind).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
