@@ -107,10 +107,16 @@ class KernelEntry:
     needs_cuda: bool
 
 
+@lru_cache(maxsize=4)
+def _parameters(fn) -> frozenset[str]:
+    """Keyword names ``fn`` takes (inspected once per function, not on every call)."""
+    return frozenset(inspect.signature(fn).parameters)
+
+
 def _torch_varlen(q, k, v, plan: VarlenPlan, scale: float):
     from torch.nn.attention.varlen import varlen_attn
 
-    params = inspect.signature(varlen_attn).parameters
+    params = _parameters(varlen_attn)
     kw = {}
     if "scale" in params:
         kw["scale"] = scale
@@ -168,7 +174,10 @@ def register_kernel(name: str, fn: VarlenKernel, module: str | None = None,
     _verified.clear()
 
 
+@lru_cache(maxsize=16)
 def _importable(module: str | None) -> bool:
+    """Whether ``module`` can be imported (looked up once per process: resolve_backend runs on
+    every attention call)."""
     if module is None:
         return True
     try:

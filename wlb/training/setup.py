@@ -41,8 +41,8 @@ class Run:
     chooser: StrategyChooser
     packer_info: dict
     warnings: list
-    attention_kernel: str = "torch"
-    device: torch.device = torch.device("cpu")
+    attention_kernel: str
+    device: torch.device
 
 
 def init_distributed(backend: str | None) -> None:
@@ -66,10 +66,10 @@ def run_device() -> torch.device:
     return torch.device("cpu")
 
 
-def attention_kernel(backend: str, dtype) -> str:
+def attention_kernel(backend: str, device: torch.device, dtype) -> str:
     """Resolve ``--attention-backend`` for this process's device and dtype, or exit naming why."""
     try:
-        return resolve_backend(backend, torch.empty(0, device=run_device(), dtype=dtype))
+        return resolve_backend(backend, torch.empty(0, device=device, dtype=dtype))
     except (RuntimeError, ValueError) as e:
         raise ConfigError(str(e)) from None
 
@@ -218,7 +218,8 @@ def build(args) -> Run:
                          f"{args.make_vocab_size_divisible_by}) is not "
                          f"divisible by --tensor-model-parallel-size {layout.tp}")
     config = transformer_config(args, layout)
-    kernel = attention_kernel(args.attention_backend, config.params_dtype)
+    device = run_device()
+    kernel = attention_kernel(args.attention_backend, device, config.params_dtype)
     tied = not args.untie_embeddings_and_output_weights
     max_tokens = wlb.max_tokens or int(round(1.25 * args.seq_length))
     rope = args.rotary_base if args.position_embedding_type == "rope" else None
@@ -228,7 +229,6 @@ def build(args) -> Run:
     init_layout_independent(chunks, seed=args.seed, std=args.init_method_std,
                             num_layers=args.num_layers, tp_rank=groups.tp_rank,
                             tp_size=layout.tp, tied=tied)
-    device = run_device()
     if device.type == "cuda":  # built on the CPU (use_cpu_initialization), as Megatron-LM does
         for c in chunks:
             c.cuda(device)
