@@ -2,7 +2,8 @@
 """Would re-ordering the micro-batches of an iteration shorten megatron's pipeline schedule?
 
 For each configuration of the paper's grid (assumed H100 profile, as ``simulate_cluster.py
-grid``), packs ``--iters`` iterations with the stock and the WLB packer and simulates every DP
+grid``), packs ``--iters`` iterations as the Plain-4D and WLB systems of that grid do
+(``wlb.sim.cluster.SYSTEMS``) and simulates every DP
 replica's 1F1B / interleaved schedule under several orders of its micro-batches:
 ``asc`` (lightest first), ``desc`` (heaviest first), ``mid`` (heaviest in the middle) and
 ``best`` (every permutation, replicas of at most 6 micro-batches; else the given order).
@@ -24,12 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from simulate_cluster import DEFAULT_LENGTHS, load_lengths  # noqa: E402
 
-from wlb.config import WLBConfig  # noqa: E402
-from wlb.cp.shard import ALL_STRATEGIES  # noqa: E402
-from wlb.data.schedule import PlanSchedule, build_run_packer  # noqa: E402
-from wlb.sim.cluster import fit_cost_model  # noqa: E402
+from wlb.sim.cluster import SYSTEMS, replica_times, system_schedule  # noqa: E402
 from wlb.sim.hardware import h100  # noqa: E402
-from wlb.sim.latency import choose_strategy, microbatch_times  # noqa: E402
 from wlb.sim.model import MODELS, PAPER_GRID  # noqa: E402
 from wlb.sim.pipeline import simulate_pipeline  # noqa: E402
 
@@ -44,25 +41,16 @@ def orders(totals: list[float]) -> dict[str, list[int] | None]:
             "best": None if len(idx) <= 6 else idx}
 
 
-def run(model_name: str, context: int, layout, packing: str, iters: int, seed: int) -> dict:
-    hw, model = h100(), MODELS[model_name]
+def run(model_name: str, context: int, layout, system: str, iters: int, seed: int) -> dict:
+    """Speed-up of every order over the given one for ``system`` ("plain" or "wlb" of
+    ``wlb.sim.cluster.SYSTEMS``), summed over ``iters`` iterations."""
+    hw, model, sys_ = h100(), MODELS[model_name], SYSTEMS[system]
     lengths = load_lengths(DEFAULT_LENGTHS, context, None)
-    cost = fit_cost_model(model, layout, hw, int(1.25 * context))
-    cfg = WLBConfig(packing=packing, outlier_thresholds="auto" if packing == "wlb" else "none")
-    packer, _ = build_run_packer(cfg, lengths, layout.pp * layout.dp, context, cost, seed)
-    schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=True, seed=seed,
-                            balance_dp=packing != "megatron")
+    schedule = system_schedule(sys_, model, layout, context, lengths, hw, seed=seed)
     total = dict.fromkeys(ORDERS, 0.0)
     for _ in range(iters):
-        plan = schedule.next_plan()
-        replicas: list[list] = [[] for _ in range(layout.dp)]
-        for mb, rank in zip(plan.microbatches, plan.dp_ranks):
-            lens = [p.length for p in mb] or [2]
-            s = (choose_strategy(lens, layout.cp, model, layout.tp, hw, ALL_STRATEGIES)
-                 if packing == "wlb" else "per_seq")
-            replicas[rank].append(microbatch_times(lens, s, model, layout, hw))
         worst = dict.fromkeys(ORDERS, 0.0)
-        for mbs in replicas:
+        for mbs in replica_times(schedule.next_plan(), model, layout, hw, sys_.cp):
             def makespan(order, mbs=mbs):
                 return simulate_pipeline([mbs[i].fwd for i in order], [mbs[i].bwd for i in order],
                                          layout.pp, layout.vpp, [mbs[i].p2p for i in order])[0]
@@ -80,12 +68,12 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=24)
     p.add_argument("--seed", type=int, default=1234)
     a = p.parse_args(argv)
-    print("| model | context | packing | " + " | ".join(ORDERS) + " |")
+    print("| model | context | system | " + " | ".join(ORDERS) + " |")
     print("|---" * (3 + len(ORDERS)) + "|")
     for (model, ctx), layout in PAPER_GRID.items():
-        for packing in ("megatron", "wlb"):
-            r = run(model, ctx, layout, packing, a.iters, a.seed)
-            print(f"| {model} | {ctx // 1024}K | {packing} | "
+        for system in ("plain", "wlb"):
+            r = run(model, ctx, layout, system, a.iters, a.seed)
+            print(f"| {model} | {ctx // 1024}K | {system} | "
                   + " | ".join(f"{r[o]:.3f}x" for o in ORDERS) + " |", flush=True)
     return 0
 

@@ -22,7 +22,7 @@ from wlb.data.schedule import PlanSchedule, build_run_packer
 from wlb.metrics import imbalance
 from wlb.packing.types import packed_doc_lens
 from wlb.sim.hardware import Hardware
-from wlb.sim.latency import choose_strategy, dp_sync_seconds, microbatch_times
+from wlb.sim.latency import MicroBatchTimes, choose_strategy, dp_sync_seconds, microbatch_times
 from wlb.sim.model import Layout, ModelSpec
 from wlb.sim.pipeline import simulate_pipeline
 
@@ -100,6 +100,31 @@ def fit_cost_model(model: ModelSpec, layout: Layout, hw: Hardware, max_len: int)
     return CostModel(float(coef[0] / coef[1]), 1.0, float(coef[2] / coef[1]), source="sim-fit")
 
 
+def replica_times(plan, model: ModelSpec, layout: Layout, hw: Hardware,
+                  strategy: str | Callable[[tuple[int, ...]], str], pad_multiple: int = 1,
+                  strategies: dict[str, int] | None = None) -> list[list[MicroBatchTimes]]:
+    """Every DP replica's micro-batch times for ``plan``, in plan order.
+
+    Args: as :func:`simulate_iteration`; ``strategies`` (if given) counts the CP strategy used
+    for each micro-batch.
+    """
+    replicas: list[list[MicroBatchTimes]] = [[] for _ in range(layout.dp)]
+    for mb, rank in zip(plan.microbatches, plan.dp_ranks):
+        lens = packed_doc_lens([p.length for p in mb], pad_multiple)
+        if callable(strategy):
+            s = strategy(lens)
+        elif strategy == "adaptive":
+            s = choose_strategy(lens, layout.cp, model, layout.tp, hw)
+        elif strategy == "adaptive-mixed":
+            s = choose_strategy(lens, layout.cp, model, layout.tp, hw, ALL_STRATEGIES)
+        else:
+            s = strategy
+        if strategies is not None:
+            strategies[s] = strategies.get(s, 0) + 1
+        replicas[rank].append(microbatch_times(lens, s, model, layout, hw))
+    return replicas
+
+
 def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
                        strategy: str | Callable[[tuple[int, ...]], str], report: SimReport,
                        pad_multiple: int = 1) -> None:
@@ -112,24 +137,9 @@ def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
         pad_multiple: micro-batches padded with a pad document to a multiple of this, as
             ``wlb.data.collate`` does in training.
     """
-    replicas: list[list] = [[] for _ in range(layout.dp)]
-    per_mb = []
-    cp_imb = []
-    for mb, rank in zip(plan.microbatches, plan.dp_ranks):
-        lens = packed_doc_lens([p.length for p in mb], pad_multiple)
-        if callable(strategy):
-            s = strategy(lens)
-        elif strategy == "adaptive":
-            s = choose_strategy(lens, layout.cp, model, layout.tp, hw)
-        elif strategy == "adaptive-mixed":
-            s = choose_strategy(lens, layout.cp, model, layout.tp, hw, ALL_STRATEGIES)
-        else:
-            s = strategy
-        report.strategies[s] = report.strategies.get(s, 0) + 1
-        t = microbatch_times(lens, s, model, layout, hw)
-        replicas[rank].append(t)
-        per_mb.append(t.total)
-        cp_imb.append(imbalance(t.attn_rank_s))
+    replicas = replica_times(plan, model, layout, hw, strategy, pad_multiple, report.strategies)
+    per_mb = [t.total for mbs in replicas for t in mbs]
+    cp_imb = [imbalance(t.attn_rank_s) for mbs in replicas for t in mbs]
     makespans = []
     for mbs in replicas:
         if not mbs:
@@ -144,6 +154,18 @@ def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
     report.tokens.append(plan.num_tokens)
 
 
+def system_schedule(system: System, model: ModelSpec, layout: Layout, context: int,
+                    lengths: np.ndarray, hw: Hardware, *, seed: int = 1234,
+                    cost: CostModel | None = None) -> PlanSchedule:
+    """The seeded plan schedule ``system``'s packer produces (one global batch of PP x DP
+    context-length micro-batches per iteration), as training would build it."""
+    cost = cost or fit_cost_model(model, layout, hw, int(1.25 * context))
+    cfg = WLBConfig(packing=system.packing, outlier_thresholds=system.thresholds)
+    packer, _ = build_run_packer(cfg, lengths, layout.pp * layout.dp, context, cost, seed)
+    return PlanSchedule(lengths, packer, layout.dp, shuffle=True, seed=seed,
+                        balance_dp=system.packing != "megatron")
+
+
 def simulate_system(system: System, model: ModelSpec, layout: Layout, context: int,
                     lengths: np.ndarray, hw: Hardware, *, iters: int, seed: int = 1234,
                     cost: CostModel | None = None) -> SimReport:
@@ -153,12 +175,7 @@ def simulate_system(system: System, model: ModelSpec, layout: Layout, context: i
                                 layout, context, lengths, hw, iters=iters, seed=seed, cost=cost)
                 for s in ("per_seq", "per_doc")]
         return min(runs, key=lambda r: r.mean_iter_s)
-    n = layout.pp * layout.dp
-    cost = cost or fit_cost_model(model, layout, hw, int(1.25 * context))
-    cfg = WLBConfig(packing=system.packing, outlier_thresholds=system.thresholds)
-    packer, _ = build_run_packer(cfg, lengths, n, context, cost, seed)
-    schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=True, seed=seed,
-                            balance_dp=system.packing != "megatron")
+    schedule = system_schedule(system, model, layout, context, lengths, hw, seed=seed, cost=cost)
     report = SimReport(system.name, [], [], [], {}, [])
     for _ in range(iters):
         simulate_iteration(schedule.next_plan(), model, layout, hw, system.cp, report)
