@@ -132,7 +132,11 @@ def load_checkpoint(load_dir: str, run) -> int:
     if meta["wlb"].get("packing") != run.wlb.packing:
         raise CheckpointError(f"--load {path}: saved with --wlb-packing "
                               f"{meta['wlb'].get('packing')}, this run uses {run.wlb.packing}")
-    state = torch.load(os.path.join(path, f"rank_{dist.get_rank():05d}.pt"), weights_only=True)
+    # Read onto the CPU and copy into place (model, main params) or let the optimizer cast its
+    # state to each param's device: a resume need not map ranks to the same GPUs as the save,
+    # and RNG states must stay CPU byte tensors.
+    state = torch.load(os.path.join(path, f"rank_{dist.get_rank():05d}.pt"),
+                       map_location="cpu", weights_only=True)
     for m, sd in zip(run.model, state["model"]):
         m.module.load_state_dict(sd)
     for opt, sd in zip(_leaf_optimizers(run.optimizer), state["optimizer"]):
