@@ -43,3 +43,17 @@ def test_report_explains_oversubscription_and_unbalanced_wlb(tmp_path):
                          wlb_imbalance=1.6)
     assert "processes shared" in summary and "CPU cores" in summary
     assert "imbalance is not lower here** (predicted 1.60 vs 1.50)" in summary
+
+
+def test_compare_runs_prints_the_floor_and_na_for_logs_without_it(tmp_path):
+    base = _log(tmp_path / "b.jsonl", [500.0, 200.0, 200.0], 5.0)
+    wlb = tmp_path / "w.jsonl"
+    _log(wlb, [500.0, 100.0, 100.0], 5.0, 1.2)
+    rows = [dict(json.loads(x), pp_imbalance_floor=1.25) for x in wlb.read_text().splitlines()]
+    wlb.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = subprocess.run([sys.executable, "tools/compare_runs.py", base, str(wlb)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [x for x in proc.stdout.splitlines() if "pp_imbalance_floor" in x]
+    assert line.split() == ["pp_imbalance_floor:", "baseline", "n/a", "wlb", "1.2500"]
+    assert "time per iteration: 2.000x" in proc.stdout

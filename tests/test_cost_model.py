@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from wlb.cost_model import CostModel, CostModelError
-from wlb.metrics import imbalance
+from wlb.metrics import imbalance, imbalance_floor
 
 
 def test_explicit_coefficients_exact():
@@ -75,3 +75,17 @@ def test_imbalance_definition():
     assert imbalance([4, 0, 0, 0]) == 4.0
     assert imbalance([3, 1]) == 1.5
     assert imbalance([]) == 1.0
+
+
+def test_imbalance_floor_is_the_largest_piece_or_perfect_balance():
+    assert imbalance_floor([6.0, 1.0, 1.0], 4) == 3.0  # the 6 alone: 3x the mean bin of 2
+    assert imbalance_floor([1.0] * 8, 4) == 1.0  # 2 per bin is reachable
+    assert imbalance_floor([], 4) == 1.0
+    # no packing of the pieces beats the floor: brute force over all assignments of 5 pieces
+    import itertools
+
+    pieces = [5.0, 3.0, 2.0, 2.0, 1.0]
+    best = min(imbalance([sum(p for p, b in zip(pieces, bins) if b == k) for k in range(3)])
+               for bins in itertools.product(range(3), repeat=len(pieces)))
+    assert best >= imbalance_floor(pieces, 3) - 1e-12
+    assert imbalance_floor(pieces, 3) == 5.0 * 3 / 13

@@ -113,6 +113,7 @@ def main(argv=None) -> int:
         ("tokens/s", "tokens_per_s", "{:.0f}"),
         ("cost-model work/s", "work_per_s", "{:.0f}"),
         ("micro-batch imbalance, predicted", "pp_imbalance_pred", "{:.3f}"),
+        ("micro-batch imbalance, floor for the same pieces", "pp_imbalance_floor", "{:.3f}"),
         ("micro-batch imbalance, measured", "pp_imbalance_measured", "{:.3f}"),
         ("CP imbalance, predicted", "cp_imbalance_pred", "{:.3f}"),
         ("loss at the end", "final_loss", "{:.4f}"),
@@ -122,7 +123,10 @@ def main(argv=None) -> int:
              f"Iterations {a.skip + 1}..{len(base)} (baseline) and {a.skip + 1}..{len(wlb)} (WLB); "
              "times are sums over the window.", "",
              "| metric | baseline | WLB |", "|---|---|---|"]
-    lines += [f"| {name} | {fmt.format(sb[k])} | {fmt.format(sw[k])} |" for name, k, fmt in rows]
+    def cell(fmt, x):
+        return "n/a" if x is None else fmt.format(x)
+
+    lines += [f"| {name} | {cell(fmt, sb[k])} | {cell(fmt, sw[k])} |" for name, k, fmt in rows]
     speed = sb["iter_ms_mean"] / sw["iter_ms_mean"]
     diffs = [abs(x["lm_loss"] - y["lm_loss"]) for x, y in zip(base, wlb)]
     n = min(len(base), len(wlb))

@@ -39,9 +39,17 @@ def summarize(rows: list[dict], skip: int) -> dict:
         "pp_imbalance_pred": sum(r["pp_imbalance_pred"] for r in win) / len(win),
         "pp_imbalance_measured": sum(r["pp_imbalance_measured"] for r in win) / len(win),
         "cp_imbalance_pred": sum(r["cp_imbalance_pred"] for r in win) / len(win),
+        # lowest micro-batch imbalance any packing of the same pieces reaches (logs before
+        # 2026-11-26 lack it)
+        "pp_imbalance_floor": (sum(r["pp_imbalance_floor"] for r in win) / len(win)
+                               if all("pp_imbalance_floor" in r for r in win) else None),
         "final_loss": rows[-1]["lm_loss"],
         "pending_tokens_at_end": rows[-1].get("pending_tokens", 0),
     }
+
+
+def _num(x: float | None) -> str:
+    return f"{x:12.4f}" if x is not None else f"{'n/a':>12}"
 
 
 def _row(r: dict | None) -> str:
@@ -71,8 +79,9 @@ def main(argv=None) -> int:
         print(f"{i + 1:5d} | {_row(b)} | {_row(w)}")
     print()
     for k in ("iter_ms_mean", "tokens_per_s", "work_per_s", "pp_imbalance_pred",
-              "pp_imbalance_measured", "cp_imbalance_pred", "final_loss", "pending_tokens_at_end"):
-        print(f"{k:>22}: baseline {sb[k]:12.4f}   wlb {sw[k]:12.4f}")
+              "pp_imbalance_floor", "pp_imbalance_measured", "cp_imbalance_pred", "final_loss",
+              "pending_tokens_at_end"):
+        print(f"{k:>22}: baseline {_num(sb[k])}   wlb {_num(sw[k])}")
     print(f"\nWLB speed-up, time per iteration: {out['speedup_iter_time']:.3f}x; "
           f"tokens/s: {out['speedup_tokens_per_s']:.3f}x; cost-model work/s: "
           f"{out['speedup_work_per_s']:.3f}x  (iterations {a.skip + 1}.., "

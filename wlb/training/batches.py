@@ -12,7 +12,7 @@ from wlb.cp.selector import KernelTable, choose_strategy
 from wlb.cp.shard import ALL_STRATEGIES, STRATEGIES, rank_segments
 from wlb.data.collate import PackedMicroBatch, collate, shard_for_cp
 from wlb.data.sources import DocumentSource
-from wlb.metrics import imbalance
+from wlb.metrics import imbalance, imbalance_floor
 from wlb.packing.types import BatchPlan, packed_doc_lens
 
 _STRATEGY = {"per-seq": "per_seq", "per-doc": "per_doc", "mixed": "mixed"}
@@ -96,6 +96,9 @@ def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
         "work_pred": float(sum(loads)),
         "microbatch_work": [float(x) for x in loads],
         "pp_imbalance_pred": imbalance(loads),
+        # the best any packing of these pieces into N micro-batches could do (delay off)
+        "pp_imbalance_floor": imbalance_floor(
+            [cost.doc_workload(p.length) for mb in plan.microbatches for p in mb], len(loads)),
         "cp_imbalance_pred": sum(cp_imb) / len(cp_imb) if cp_imb else 1.0,
         "cp_strategy": dict(sorted(strategies.items())),
     }
