@@ -115,6 +115,7 @@ def main(argv=None) -> int:
         ("micro-batch imbalance, predicted", "pp_imbalance_pred", "{:.3f}"),
         ("micro-batch imbalance, floor for the same pieces", "pp_imbalance_floor", "{:.3f}"),
         ("micro-batch imbalance, measured", "pp_imbalance_measured", "{:.3f}"),
+        ("DP replica imbalance, predicted", "dp_imbalance_pred", "{:.3f}"),
         ("CP imbalance, predicted", "cp_imbalance_pred", "{:.3f}"),
         ("loss at the end", "final_loss", "{:.4f}"),
         ("tokens held in queues at the end", "pending_tokens_at_end", "{:.0f}"),

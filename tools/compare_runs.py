@@ -26,6 +26,13 @@ def load(path: str) -> list[dict]:
     return rows
 
 
+def _mean(rows: list[dict], key: str) -> float | None:
+    """Mean of ``key`` over ``rows``; None when a row lacks it (older logs)."""
+    if not all(key in r for r in rows):
+        return None
+    return sum(r[key] for r in rows) / len(rows)
+
+
 def summarize(rows: list[dict], skip: int) -> dict:
     win = rows[skip:] or rows
     ms = sum(r["iter_ms"] for r in win)
@@ -39,10 +46,10 @@ def summarize(rows: list[dict], skip: int) -> dict:
         "pp_imbalance_pred": sum(r["pp_imbalance_pred"] for r in win) / len(win),
         "pp_imbalance_measured": sum(r["pp_imbalance_measured"] for r in win) / len(win),
         "cp_imbalance_pred": sum(r["cp_imbalance_pred"] for r in win) / len(win),
-        # lowest micro-batch imbalance any packing of the same pieces reaches (logs before
-        # 2026-11-26 lack it)
-        "pp_imbalance_floor": (sum(r["pp_imbalance_floor"] for r in win) / len(win)
-                               if all("pp_imbalance_floor" in r for r in win) else None),
+        # lowest micro-batch imbalance any packing of the same pieces reaches, and the imbalance
+        # of the DP replicas' sums (logs before 2026-11-26 lack both)
+        "pp_imbalance_floor": _mean(win, "pp_imbalance_floor"),
+        "dp_imbalance_pred": _mean(win, "dp_imbalance_pred"),
         "final_loss": rows[-1]["lm_loss"],
         "pending_tokens_at_end": rows[-1].get("pending_tokens", 0),
     }
@@ -79,8 +86,8 @@ def main(argv=None) -> int:
         print(f"{i + 1:5d} | {_row(b)} | {_row(w)}")
     print()
     for k in ("iter_ms_mean", "tokens_per_s", "work_per_s", "pp_imbalance_pred",
-              "pp_imbalance_floor", "pp_imbalance_measured", "cp_imbalance_pred", "final_loss",
-              "pending_tokens_at_end"):
+              "pp_imbalance_floor", "pp_imbalance_measured", "dp_imbalance_pred",
+              "cp_imbalance_pred", "final_loss", "pending_tokens_at_end"):
         print(f"{k:>22}: baseline {_num(sb[k])}   wlb {_num(sw[k])}")
     print(f"\nWLB speed-up, time per iteration: {out['speedup_iter_time']:.3f}x; "
           f"tokens/s: {out['speedup_tokens_per_s']:.3f}x; cost-model work/s: "

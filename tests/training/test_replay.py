@@ -37,6 +37,7 @@ def test_replay_matches_plan_digests_and_predicts_each_iteration(tmp_path):
     assert result["measured_ms"] == [r["iter_ms"] for r in rows]
     # the logged floor: no packing of the same pieces does better than it
     assert all(1.0 <= r["pp_imbalance_floor"] <= r["pp_imbalance_pred"] + 1e-9 for r in rows)
+    assert all(r["dp_imbalance_pred"] == 1.0 for r in rows)  # DP=1: one replica
     assert all(p > 0 for p in result["predicted_ms"])
     assert result["strategies"] == {"per_seq": len(rows) * 8}  # CP=1: one layout
     # other flags give other plans: refused, naming the iteration

@@ -92,6 +92,9 @@ def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
                 work.append(sum(cost.attn_coef * 2 * x.pairs + cost.linear_coef * x.length
                                 for x in segs))
             cp_imb.append(imbalance(work))
+    dp_loads = [0.0] * (max(plan.dp_ranks, default=0) + 1)
+    for w, r in zip(loads, plan.dp_ranks):
+        dp_loads[r] += w
     return {
         "work_pred": float(sum(loads)),
         "microbatch_work": [float(x) for x in loads],
@@ -99,6 +102,7 @@ def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
         # the best any packing of these pieces into N micro-batches could do (delay off)
         "pp_imbalance_floor": imbalance_floor(
             [cost.doc_workload(p.length) for mb in plan.microbatches for p in mb], len(loads)),
+        "dp_imbalance_pred": imbalance(dp_loads),  # per-replica sums (1.0 at DP=1)
         "cp_imbalance_pred": sum(cp_imb) / len(cp_imb) if cp_imb else 1.0,
         "cp_strategy": dict(sorted(strategies.items())),
     }
