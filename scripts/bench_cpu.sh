@@ -4,7 +4,8 @@
 # ratio, tokens/s, cost-model work/s, imbalance and the two loss curves side by side.
 #   CONFIGS="cp2 dp2 pp2" ITERS=10 SEQ=8192 bash scripts/bench_cpu.sh
 # WLB runs with outlier delay off (the same document stream in the same order; only the cut at
-# each global batch's end differs) unless DELAY=auto.
+# each global batch's end differs) unless DELAY=auto. Extra arguments go to both arms; WLB_FLAGS
+# (a string) to the WLB arm only, e.g. WLB_FLAGS="--wlb-max-tokens 8192".
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
@@ -37,9 +38,12 @@ run() {  # tag, flags...
   local tag=$1; shift
   "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 pretrain_gpt_wlb.py \
     "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" --wlb-cost-model "${COST}" \
-    --log-json "${OUT}/${tag}.jsonl" "$@" > "${OUT}/${tag}.log" 2>&1 \
+    --log-json "${OUT}/${tag}.jsonl" "$@" "${EXTRA[@]}" > "${OUT}/${tag}.log" 2>&1 \
     || { tail -20 "${OUT}/${tag}.log"; exit 1; }
 }
+EXTRA=("$@")
+# shellcheck disable=SC2206
+WLB_EXTRA=(${WLB_FLAGS:-})
 for cfg in ${CONFIGS}; do
   if [[ -z "${LAYOUT[$cfg]+set}" ]]; then
     echo "bench_cpu.sh: CONFIGS entry '${cfg}' unknown; choose from: ${!LAYOUT[*]}" >&2
@@ -50,7 +54,7 @@ for cfg in ${CONFIGS}; do
   rm -f "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl"
   run "${cfg}_baseline" "${flags[@]}" --wlb-packing megatron --wlb-cp-sharding per-seq
   run "${cfg}_wlb" "${flags[@]}" --wlb-packing wlb --wlb-cp-sharding adaptive \
-    --wlb-outlier-thresholds "${DELAY}"
+    --wlb-outlier-thresholds "${DELAY}" "${WLB_EXTRA[@]}"
   echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
   "${VPY}" tools/compare_runs.py "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
     | tee "${OUT}/${cfg}_compare.txt"
