@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from wlb.cost_model import CostModel
@@ -78,7 +79,8 @@ def _empty(source: DocumentSource, pad_multiple: int):
 def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
                      chooser: StrategyChooser) -> dict:
     """Cost-model predictions for the iteration (same on every rank)."""
-    loads = [sum(cost.doc_workload(p.length) for p in mb) for mb in plan.microbatches]
+    piece_loads = [[cost.doc_workload(p.length) for p in mb] for mb in plan.microbatches]
+    loads = [sum(w) for w in piece_loads]
     strategies: Counter = Counter()
     cp_imb = []
     for mb in plan.microbatches:
@@ -92,17 +94,14 @@ def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
                 work.append(sum(cost.attn_coef * 2 * x.pairs + cost.linear_coef * x.length
                                 for x in segs))
             cp_imb.append(imbalance(work))
-    dp_loads = [0.0] * (max(plan.dp_ranks, default=0) + 1)
-    for w, r in zip(loads, plan.dp_ranks):
-        dp_loads[r] += w
     return {
         "work_pred": float(sum(loads)),
         "microbatch_work": [float(x) for x in loads],
         "pp_imbalance_pred": imbalance(loads),
         # the best any packing of these pieces into N micro-batches could do (delay off)
-        "pp_imbalance_floor": imbalance_floor(
-            [cost.doc_workload(p.length) for mb in plan.microbatches for p in mb], len(loads)),
-        "dp_imbalance_pred": imbalance(dp_loads),  # per-replica sums (1.0 at DP=1)
+        "pp_imbalance_floor": imbalance_floor([w for mb in piece_loads for w in mb], len(loads)),
+        # per-replica sums (1.0 at DP=1)
+        "dp_imbalance_pred": imbalance(np.bincount(plan.dp_ranks, weights=loads)),
         "cp_imbalance_pred": sum(cp_imb) / len(cp_imb) if cp_imb else 1.0,
         "cp_strategy": dict(sorted(strategies.items())),
     }
