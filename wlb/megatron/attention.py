@@ -20,7 +20,6 @@ from megatron.core.packed_seq_params import PackedSeqParams
 from megatron.core.transformer.module import MegatronModule
 
 from wlb.cp.attention import cp_attention
-from wlb.cp.kernels import resolve_backend
 
 
 @dataclass
@@ -58,7 +57,7 @@ class WLBCoreAttention(MegatronModule):
 
     Args mirror megatron's ``DotProductAttention``; ``pg_collection.cp`` is the CP group.
     ``rotary_base`` (set through the ModuleSpec ``params``) turns on per-document RoPE;
-    ``attention_backend`` picks the kernel (:mod:`wlb.cp.kernels`), resolved on the first call.
+    ``attention_backend`` picks the kernel (:mod:`wlb.cp.kernels`; ``cp_attention`` resolves it).
     """
 
     def __init__(
@@ -88,7 +87,6 @@ class WLBCoreAttention(MegatronModule):
         self.cp_group = getattr(pg_collection, "cp", None) if pg_collection is not None else None
         self.rope_base = rotary_base
         self.attention_backend = attention_backend
-        self._kernel: str | None = None  # resolved on the first call (device/dtype known)
 
     def forward(
         self,
@@ -115,10 +113,8 @@ class WLBCoreAttention(MegatronModule):
         cp_group = self.cp_group
         if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
             cp_group = None
-        if self._kernel is None:
-            self._kernel = resolve_backend(self.attention_backend, query)
         out = cp_attention(
             query, key, value, p.doc_lens, cp_group, p.cp_strategy, self.softmax_scale,
-            self._kernel,
+            self.attention_backend,
         )
         return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]
