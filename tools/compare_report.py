@@ -15,7 +15,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from compare_runs import load, summarize  # noqa: E402
+from compare_runs import cell, load, summarize  # noqa: E402
 
 
 def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
@@ -109,25 +109,22 @@ def main(argv=None) -> int:
     os.makedirs(a.out, exist_ok=True)
     plots = _plots(base, wlb, a.out)
     rows = [
-        ("iteration time, mean (ms)", "iter_ms_mean", "{:.1f}"),
-        ("tokens/s", "tokens_per_s", "{:.0f}"),
-        ("cost-model work/s", "work_per_s", "{:.0f}"),
-        ("micro-batch imbalance, predicted", "pp_imbalance_pred", "{:.3f}"),
-        ("micro-batch imbalance, floor for the same pieces", "pp_imbalance_floor", "{:.3f}"),
-        ("micro-batch imbalance, measured", "pp_imbalance_measured", "{:.3f}"),
-        ("DP replica imbalance, predicted", "dp_imbalance_pred", "{:.3f}"),
-        ("CP imbalance, predicted", "cp_imbalance_pred", "{:.3f}"),
-        ("loss at the end", "final_loss", "{:.4f}"),
-        ("tokens held in queues at the end", "pending_tokens_at_end", "{:.0f}"),
+        ("iteration time, mean (ms)", "iter_ms_mean", ".1f"),
+        ("tokens/s", "tokens_per_s", ".0f"),
+        ("cost-model work/s", "work_per_s", ".0f"),
+        ("micro-batch imbalance, predicted", "pp_imbalance_pred", ".3f"),
+        ("micro-batch imbalance, floor for the same pieces", "pp_imbalance_floor", ".3f"),
+        ("micro-batch imbalance, measured", "pp_imbalance_measured", ".3f"),
+        ("DP replica imbalance, predicted", "dp_imbalance_pred", ".3f"),
+        ("CP imbalance, predicted", "cp_imbalance_pred", ".3f"),
+        ("loss at the end", "final_loss", ".4f"),
+        ("tokens held in queues at the end", "pending_tokens_at_end", ".0f"),
     ]
     lines = [f"# {a.title}", "",
              f"Iterations {a.skip + 1}..{len(base)} (baseline) and {a.skip + 1}..{len(wlb)} (WLB); "
              "times are sums over the window.", "",
              "| metric | baseline | WLB |", "|---|---|---|"]
-    def cell(fmt, x):
-        return "n/a" if x is None else fmt.format(x)
-
-    lines += [f"| {name} | {cell(fmt, sb[k])} | {cell(fmt, sw[k])} |" for name, k, fmt in rows]
+    lines += [f"| {name} | {cell(spec, sb[k])} | {cell(spec, sw[k])} |" for name, k, spec in rows]
     speed = sb["iter_ms_mean"] / sw["iter_ms_mean"]
     diffs = [abs(x["lm_loss"] - y["lm_loss"]) for x, y in zip(base, wlb)]
     n = min(len(base), len(wlb))

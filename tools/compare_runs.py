@@ -55,8 +55,9 @@ def summarize(rows: list[dict], skip: int) -> dict:
     }
 
 
-def _num(x: float | None) -> str:
-    return f"{x:12.4f}" if x is not None else f"{'n/a':>12}"
+def cell(spec: str, x: float | None) -> str:
+    """``x`` formatted with ``spec``, or "n/a" for a figure an older log lacks."""
+    return "n/a" if x is None else format(x, spec)
 
 
 def _row(r: dict | None) -> str:
@@ -88,7 +89,7 @@ def main(argv=None) -> int:
     for k in ("iter_ms_mean", "tokens_per_s", "work_per_s", "pp_imbalance_pred",
               "pp_imbalance_floor", "pp_imbalance_measured", "dp_imbalance_pred",
               "cp_imbalance_pred", "final_loss", "pending_tokens_at_end"):
-        print(f"{k:>22}: baseline {_num(sb[k])}   wlb {_num(sw[k])}")
+        print(f"{k:>22}: baseline {cell('.4f', sb[k]):>12}   wlb {cell('.4f', sw[k]):>12}")
     print(f"\nWLB speed-up, time per iteration: {out['speedup_iter_time']:.3f}x; "
           f"tokens/s: {out['speedup_tokens_per_s']:.3f}x; cost-model work/s: "
           f"{out['speedup_work_per_s']:.3f}x  (iterations {a.skip + 1}.., "
