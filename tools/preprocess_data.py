@@ -16,8 +16,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from wlb.data.corpus import iter_texts  # noqa: E402
-from wlb.data.tokenizer import build_tokenizer  # noqa: E402
+from wlb.preprocess.corpus import iter_texts  # noqa: E402
+from wlb.preprocess.tokenizer import build_tokenizer  # noqa: E402
 
 
 def parse(argv=None) -> argparse.Namespace:

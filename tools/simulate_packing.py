@@ -21,8 +21,7 @@ import numpy as np  # noqa: E402
 
 from wlb.cost_model import CostModel, CostModelError  # noqa: E402
 from wlb.packing import available_packers, build_packer  # noqa: E402
-from wlb.packing.autotune import auto_tune_outliers  # noqa: E402
-from wlb.packing.queues import validate_thresholds  # noqa: E402
+from wlb.packing.run_packer import resolve_outliers  # noqa: E402
 from wlb.packing.simulate import simulate  # noqa: E402
 from wlb.packing.stream import DataError, validate_lengths  # noqa: E402
 
@@ -123,24 +122,17 @@ def packer_names(spec: str) -> list[str]:
 
 def resolve_thresholds(a, lengths, cost) -> tuple[list[int], str, dict]:
     """Thresholds, where they came from, and tuned wlb options (max_wait, balance_tol)."""
-    spec = a.outlier_thresholds.strip().lower()
-    if spec == "none":
-        return [], "none", {}
-    if spec != "auto":
-        try:
-            ths = validate_thresholds([int(x) for x in spec.split(",")], "--outlier-thresholds")
-        except ValueError as e:
-            raise UsageError(f"--outlier-thresholds {a.outlier_thresholds!r}: {e}") from None
-        return ths, "given", {}
-    # Tune on a seeded 30% sample (the paper tunes offline on a sample of training documents).
-    rng = np.random.default_rng(a.seed + 1)
-    sample = rng.choice(lengths, max(1, int(0.3 * len(lengths))), replace=False)
-    tuned = auto_tune_outliers(sample, num_microbatches=a.num_microbatches,
+    try:
+        out = resolve_outliers(a.outlier_thresholds, lengths, num_microbatches=a.num_microbatches,
                                seq_length=a.context_length, cost_model=cost,
                                max_tokens=a.max_tokens, release=a.release,
-                               delay_budget=a.delay_budget, seed=a.seed)
-    return tuned.thresholds, "auto", {"max_wait": tuned.max_wait,
-                                      "balance_tol": tuned.balance_tol}
+                               delay_budget=a.delay_budget, seed=a.seed,
+                               name="--outlier-thresholds")
+    except ValueError as e:
+        raise UsageError(f"--outlier-thresholds {a.outlier_thresholds!r}: {e}") from None
+    tuned = {} if out.tuned is None else {"max_wait": out.tuned.max_wait,
+                                          "balance_tol": out.tuned.balance_tol}
+    return out.thresholds, out.source, tuned
 
 
 def run(a: argparse.Namespace) -> list[dict]:

@@ -23,9 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from wlb.cost_model import CostModel  # noqa: E402
-from wlb.data.schedule import PlanSchedule  # noqa: E402
 from wlb.metrics import imbalance  # noqa: E402
 from wlb.packing import build_packer  # noqa: E402
+from wlb.packing.run_packer import resolve_outliers  # noqa: E402
+from wlb.packing.schedule import PlanSchedule  # noqa: E402
+from wlb.packing.types import microbatch_workloads  # noqa: E402
 
 DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
                        "doc_lengths", "doc_lengths_wlbllm.json")
@@ -42,7 +44,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-microbatches", type=int, default=8)
     p.add_argument("--context-length", type=int, default=131072)
     p.add_argument("--packer", default="wlb")
-    p.add_argument("--outlier-thresholds", default="65536,98304")
+    p.add_argument("--outlier-thresholds", default="65536,98304",
+                   help="'auto', 'none', or ascending comma-separated lengths")
     p.add_argument("--windows", type=int, default=10)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
@@ -51,11 +54,19 @@ def main(argv=None) -> int:
         return 2
     with open(a.doc_lengths) as f:
         lengths = np.asarray(json.load(f), dtype=np.int64)
-    ths = [] if a.outlier_thresholds == "none" else [int(x) for x in
-                                                     a.outlier_thresholds.split(",")]
-    kw = {"outlier_thresholds": ths} if a.packer.startswith("wlb") else {}
+    cost = CostModel.default()
+    kw = {}
+    if a.packer.startswith("wlb"):
+        try:
+            kw["outlier_thresholds"] = resolve_outliers(
+                a.outlier_thresholds, lengths, num_microbatches=a.num_microbatches,
+                seq_length=a.context_length, cost_model=cost, max_tokens=None, release="count",
+                delay_budget=0.5, seed=0, name="--outlier-thresholds").thresholds
+        except ValueError as e:
+            print(f"soak_packer: {e}", file=sys.stderr)
+            return 2
     packer = build_packer(a.packer, num_microbatches=a.num_microbatches,
-                          seq_length=a.context_length, cost_model=CostModel.default(), **kw)
+                          seq_length=a.context_length, cost_model=cost, **kw)
     # PlanSchedule tracks each consumed piece's epoch until it is trained (as in training)
     schedule = PlanSchedule(lengths, packer, 1, shuffle=True, seed=0, balance_dp=False)
     batcher = schedule.batcher
@@ -66,10 +77,8 @@ def main(argv=None) -> int:
     inflight: dict[tuple[int, int], int] = {}
     retired: dict[int, int] = {}  # epoch -> documents fully trained
     for step in range(a.num_batches):
-        schedule.next_plan()
-        loads = []
+        plan = schedule.next_plan()
         for mb in schedule.last_trained:
-            loads.append(sum(packer.cost.doc_workload(n) for _, _, _, n in mb))
             for ep, doc, _, length in mb:
                 k = (ep, doc)
                 n = inflight.get(k, 0) + length
@@ -81,7 +90,7 @@ def main(argv=None) -> int:
                     retired[ep] = retired.get(ep, 0) + 1
                 else:
                     inflight[k] = n
-        imbs.append(imbalance(loads))
+        imbs.append(imbalance(microbatch_workloads(plan.microbatches, packer.cost)))
         held_max = max(held_max, len(packer.pending()))
         if (step + 1) % per_window == 0:
             rows.append({"batches": step + 1, "imbalance_mean": float(np.mean(imbs)),

@@ -42,7 +42,7 @@ def test_missing_data_path_is_named(tmp_path):
 def test_preprocess_writes_what_megatron_reads(tmp_path):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from wlb.data.tokenizer import ByteTokenizer
+    from wlb.preprocess.tokenizer import ByteTokenizer
 
     texts = ["hello world", "a" * 1000, "ünïcode ✓", "x"]
     src = tmp_path / "docs.jsonl"

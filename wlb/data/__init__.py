@@ -1,6 +1,7 @@
-"""Data path: document sources, the per-iteration plan schedule, THD collation and CP slicing.
+"""Data path: document sources and THD collation of packed micro-batches (with CP slicing).
 
-Modules: ``sources`` (DocumentSource, MockDocuments), ``schedule`` (PlanSchedule),
-``collate`` (PackedMicroBatch, collate, shard_for_cp; the only one needing torch), ``corpus`` and
-``tokenizer``. Nothing is imported here, so numpy-only users (the packer soak) do not load torch.
+Modules: ``sources`` (DocumentSource, MockDocuments) and ``collate`` (PackedMicroBatch, collate,
+shard_for_cp; the only one needing torch). Plan-making lives in :mod:`wlb.packing`; corpus
+building and tokenizers serve only preprocessing (:mod:`wlb.preprocess`). Nothing is imported
+here, so numpy-only users (the packer soak) do not load torch.
 """

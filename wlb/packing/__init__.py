@@ -1,6 +1,6 @@
 """Packing layer: registry of packers, outlier queues, batcher, ledger and simulator."""
 
-from wlb.packing import fixed_greedy, megatron, wlb  # noqa: F401  (register packers)
+from wlb.packing import fixed_greedy, stock, wlb  # noqa: F401  (register packers)
 from wlb.packing.base import Packer, available_packers, build_packer, register_packer
 from wlb.packing.queues import OutlierQueues
 from wlb.packing.stream import DataError, GlobalBatcher

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wlb.cost_model import CostModel
+from wlb.packing.base import default_max_tokens
 from wlb.packing.simulate import simulate
 from wlb.packing.stream import validate_lengths
 from wlb.packing.wlb import WLBPacker
@@ -98,7 +99,7 @@ def auto_tune_outliers(
         TunedOutliers with the winner and its simulated figures.
     """
     lengths = validate_lengths(list(sample_lengths), "auto-tune sample")
-    cap = max_tokens or int(round(1.25 * seq_length))
+    cap = max_tokens or default_max_tokens(seq_length)
     best, best_key = None, None
     cands = candidate_settings(lengths, cost_model, num_microbatches, seq_length, release, cap)
     for ths, tol, wait in cands:

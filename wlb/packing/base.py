@@ -8,6 +8,17 @@ from collections.abc import Callable
 from wlb.cost_model import CostModel
 from wlb.packing.types import MicroBatch, Piece
 
+#: WLB's micro-batch token cap S_max defaults to this many times the sequence length
+DEFAULT_MAX_TOKENS_FACTOR = 1.25
+
+
+def default_max_tokens(seq_length: int) -> int:
+    """The default S_max for ``seq_length`` (the one place the 1.25 x rule is written).
+
+    Example: ``default_max_tokens(4096) == 5120``.
+    """
+    return int(round(DEFAULT_MAX_TOKENS_FACTOR * seq_length))
+
 
 class Packer(ABC):
     """Turns the pieces of one global batch into N micro-batches.

@@ -97,14 +97,15 @@ def optimality_gaps(
     """Gap of the greedy (paper) and greedy+refine placements to the MILP optimum.
 
     Each instance draws ``docs`` lengths from ``pool``, sets seq_length = ceil(sum / n) and the cap
-    to 1.25 x seq_length (at least the longest document), and places every document. Instances
-    where a heuristic cannot place every document, or HiGHS does not prove optimality, are
-    counted but not averaged.
+    to that seq_length's default S_max (at least the longest document), and places every
+    document. Instances where a heuristic cannot place every document, or HiGHS does not prove
+    optimality, are counted but not averaged.
 
     Returns:
         ``{"instances", "solved", "greedy_gap_mean", "greedy_gap_max", "refine_gap_mean",
         "refine_gap_max", "greedy_unplaced", "refine_unplaced"}`` with gaps as max/opt - 1.
     """
+    from wlb.packing.base import default_max_tokens
     from wlb.packing.placement import Bins, greedy_place, refine
     from wlb.packing.types import Piece
 
@@ -116,7 +117,7 @@ def optimality_gaps(
     for _ in range(instances):
         lens = sorted((int(x) for x in rng.choice(pool, docs)), reverse=True)
         seq = -(-sum(lens) // n)
-        cap = max(int(1.25 * seq), lens[0])
+        cap = max(default_max_tokens(seq), lens[0])
         ws = [cost.doc_workload(x) for x in lens]
         opt = solve_min_max(lens, ws, n, cap)
         if opt is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -11,8 +10,8 @@ import numpy as np
 from wlb.metrics import imbalance, summarize
 from wlb.packing.base import Packer
 from wlb.packing.ledger import TokenLedger
-from wlb.packing.stream import GlobalBatcher
-from wlb.packing.types import BatchPlan, assign_dp_ranks
+from wlb.packing.schedule import PlanSchedule
+from wlb.packing.types import BatchPlan, microbatch_workloads
 
 
 @dataclass
@@ -81,55 +80,45 @@ def simulate(
     """
     if num_batches <= 0:
         raise ValueError(f"num_batches must be > 0, got {num_batches}")
-    batcher = GlobalBatcher(
-        lengths,
-        packer.n * packer.seq_length,
-        split_at_budget=packer.split_at_budget,
-        max_piece=packer.max_piece,
-        shuffle=shuffle,
-        seed=seed,
-    )
+    schedule = PlanSchedule(lengths, packer, dp_size, shuffle=shuffle, seed=seed,
+                            balance_dp=True, wrap_epochs=False)
     ledger = TokenLedger()
     res = SimResult(packer=packer.name)
-    w = packer.cost.doc_workload
 
-    def record(step: int, mbs: list, in_series: bool) -> None:
-        loads = [sum(w(p.length) for p in mb) for mb in mbs]
-        plan = BatchPlan(step, mbs, assign_dp_ranks(loads, dp_size))
-        for mb in mbs:
+    def record(plan: BatchPlan, in_series: bool) -> None:
+        for mb in plan.microbatches:
             ledger.train(mb)
             for p in mb:
-                d = step - p.arrival
+                d = plan.step - p.arrival
                 res.delay_token_sum += d * p.length
                 res.delay_max = max(res.delay_max, d)
                 res.trained_tokens += p.length
         if in_series:
-            res.imbalances.append(imbalance(loads))
+            res.imbalances.append(imbalance(microbatch_workloads(plan.microbatches, packer.cost)))
             res.tokens.append(plan.num_tokens)
         if on_plan is not None:
             on_plan(plan)
 
-    step = 0
+    batcher, step = schedule.batcher, 0
     while step < num_batches:
-        pieces = batcher.next_batch()
-        if not pieces:
+        plan = schedule.next_plan()
+        if plan is None:
             res.data_exhausted = True
             break
-        ledger.consume(pieces)
-        t0 = time.perf_counter()
-        mbs = packer.pack(pieces)
-        res.pack_ms.append((time.perf_counter() - t0) * 1e3)
+        ledger.consume(schedule.last_pieces)
+        res.pack_ms.append(schedule.last_pack_ms)
         # The batch during which the data ran out is short (stock Megatron drops it): it is
         # trained and ledgered, but kept out of the balance series.
-        partial = batcher.exhausted and sum(p.length for p in pieces) < batcher.budget
-        record(step, mbs, not partial)
+        partial = batcher.exhausted and sum(
+            p.length for p in schedule.last_pieces) < batcher.budget
+        record(plan, not partial)
         step += 1
     if flush:
         while True:
             mbs = packer.flush()
             if not mbs:
                 break
-            record(step, mbs, False)
+            record(BatchPlan(step, mbs, schedule.deal(mbs)), False)
             res.flush_batches += 1
             step += 1
     res.ledger = ledger.check(packer.pending())

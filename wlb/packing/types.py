@@ -77,6 +77,15 @@ class BatchPlan:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def microbatch_workloads(mbs: list[MicroBatch], cost) -> list[float]:
+    """Cost-model workload of every micro-batch: the sum of its pieces' ``W(d)``.
+
+    ``cost`` is a :class:`wlb.cost_model.CostModel` (anything with ``doc_workload``).
+    """
+    w = cost.doc_workload
+    return [sum(w(p.length) for p in mb) for mb in mbs]
+
+
 def assign_dp_ranks(workloads: list[float], dp_size: int) -> list[int]:
     """Give N micro-batches to ``dp_size`` ranks, N/dp each, balancing per-rank total workload.
 

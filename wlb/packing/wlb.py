@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from wlb.cost_model import CostModel
-from wlb.packing.base import Packer, register_packer
+from wlb.packing.base import Packer, default_max_tokens, register_packer
 from wlb.packing.placement import Bins, fill_leftovers, greedy_place, refine
 from wlb.packing.queues import OutlierQueues
 from wlb.packing.release import match_release
@@ -29,7 +29,7 @@ class WLBPacker(Packer):
 
     Args:
         num_microbatches, seq_length, cost_model: see :class:`Packer`.
-        max_tokens: S_max, the token cap of a micro-batch (default 1.25 x seq_length).
+        max_tokens: S_max, the token cap of a micro-batch (default: ``default_max_tokens``).
         outlier_thresholds: ascending L_1 < L_2 < ...; empty disables outlier delay.
         placement: "greedy" (paper) or "refine".
         strict: the paper's strict ``<`` capacity test (pieces are then cut at S_max - 1).
@@ -57,7 +57,7 @@ class WLBPacker(Packer):
         max_wait: int | None = 32,
     ) -> None:
         super().__init__(num_microbatches, seq_length, cost_model)
-        cap = int(max_tokens) if max_tokens is not None else int(round(1.25 * seq_length))
+        cap = int(max_tokens) if max_tokens is not None else default_max_tokens(seq_length)
         if cap < seq_length:
             raise ValueError(f"max_tokens={cap} is below seq_length={seq_length}")
         if placement not in PLACEMENTS:
@@ -76,7 +76,7 @@ class WLBPacker(Packer):
         self.placement = placement
         self.strict = strict
         self.queues = OutlierQueues(outlier_thresholds, num_microbatches)
-        self.remained: list[Piece] = []
+        self.carry: list[Piece] = []
 
     @property
     def max_tokens(self) -> int:
@@ -89,7 +89,7 @@ class WLBPacker(Packer):
     def _place(self, new: list[Piece], seeds: list[list[Piece]] = ()) -> list[MicroBatch]:
         w = self.cost.doc_workload
         new.sort(key=lambda p: (-p.length, p.doc_id, p.offset))
-        order = self.remained + new
+        order = self.carry + new
         bins = Bins(self.n, self._cap)
         for j, group in enumerate(seeds):
             for p in group:
@@ -98,7 +98,7 @@ class WLBPacker(Packer):
         if self.placement == "refine":
             refine(bins, max_rounds=4 * self.n)
             left = fill_leftovers(bins, left, self.cost)
-        self.remained = left
+        self.carry = left
         return bins.pieces
 
     def pack(self, pieces: list[Piece]) -> list[MicroBatch]:
@@ -119,8 +119,8 @@ class WLBPacker(Packer):
         if not pool:
             return []
         w = self.cost.doc_workload
-        tokens = sum(p.length for p in base) + sum(p.length for p in self.remained)
-        work = sum(w(p.length) for p in base) + sum(w(p.length) for p in self.remained)
+        tokens = sum(p.length for p in base) + sum(p.length for p in self.carry)
+        work = sum(w(p.length) for p in base) + sum(w(p.length) for p in self.carry)
         rho = work / tokens if tokens else self.cost.linear_coef
         groups = match_release(
             [w(p.length) for p in pool],
@@ -137,25 +137,27 @@ class WLBPacker(Packer):
         return chosen
 
     def flush(self) -> list[MicroBatch]:
-        if not self.remained and not len(self.queues):
+        if not self.carry and not len(self.queues):
             return []
         return self._place(self.queues.flush())
 
     def pending(self) -> list[Piece]:
-        return self.remained + self.queues.pending()
+        return self.carry + self.queues.pending()
 
     def state_dict(self) -> dict:
         return {
             "name": self.name,
             "step": self.step,
-            "remained": [list(p) for p in self.remained],
+            "carry": [list(p) for p in self.carry],
             "queues": self.queues.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.step = int(state["step"])
-        self.remained = [Piece(*p) for p in state["remained"]]
+        # "remained": the key of checkpoints written before the carry-over got one name
+        carry = state["carry"] if "carry" in state else state["remained"]
+        self.carry = [Piece(*p) for p in carry]
         self.queues.load_state_dict(state["queues"])
 
 

@@ -18,8 +18,9 @@ import numpy as np
 from wlb.config import WLBConfig
 from wlb.cost_model import CostModel
 from wlb.cp.shard import ALL_STRATEGIES
-from wlb.data.schedule import PlanSchedule, build_run_packer
 from wlb.metrics import imbalance
+from wlb.packing.run_packer import build_run_packer
+from wlb.packing.schedule import PlanSchedule
 from wlb.packing.types import packed_doc_lens
 from wlb.sim.hardware import Hardware
 from wlb.sim.latency import MicroBatchTimes, choose_strategy, dp_sync_seconds, microbatch_times

@@ -14,9 +14,10 @@ from wlb.config import ConfigError, WLBConfig
 from wlb.cost_model import CostModel
 from wlb.cp.kernels import resolve_backend
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable
-from wlb.data.schedule import PlanSchedule, build_run_packer
 from wlb.data.sources import MockDocuments
 from wlb.megatron import cpu_shim
+from wlb.packing.run_packer import build_run_packer
+from wlb.packing.schedule import PlanSchedule
 from wlb.parallel import ParallelLayout
 from wlb.training.batches import StrategyChooser
 

@@ -7,7 +7,7 @@ from wlb.packing.types import MicroBatch, Piece
 
 
 @register_packer("megatron")
-class MegatronPacker(Packer):
+class StockMegatronPacker(Packer):
     """Documents concatenated in order and cut every ``seq_length`` tokens.
 
     The global batch already holds exactly N x seq_length tokens (the batcher splits the crossing

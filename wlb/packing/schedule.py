@@ -1,55 +1,30 @@
 """The per-iteration plan: global batch -> packer -> micro-batches -> DP ranks.
 
 Every rank builds the same :class:`PlanSchedule` and calls :meth:`next_plan` once per iteration,
-so no plan is broadcast; ``BatchPlan.digest()`` lets a run prove that ranks agree.
+so no plan is broadcast; ``BatchPlan.digest()`` lets a run prove that ranks agree. The packing
+simulator (:mod:`wlb.packing.simulate`) drives the same schedule over a finite stream.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import time
 
-from wlb.config import WLBConfig
-from wlb.cost_model import CostModel
-from wlb.packing import GlobalBatcher, build_packer
-from wlb.packing.autotune import auto_tune_outliers
 from wlb.packing.base import Packer
-from wlb.packing.types import BatchPlan, assign_dp_ranks
+from wlb.packing.stream import GlobalBatcher
+from wlb.packing.types import BatchPlan, MicroBatch, assign_dp_ranks, microbatch_workloads
 
 
-def build_run_packer(
-    cfg: WLBConfig, lengths: np.ndarray, num_microbatches: int, seq_length: int,
-    cost: CostModel, seed: int,
-) -> tuple[Packer, dict]:
-    """The packer ``cfg`` asks for, with 'auto' outlier thresholds tuned on ``lengths``.
+def deal_to_dp_ranks(mbs: list[MicroBatch], dp_size: int, packer: Packer, *,
+                     balance: bool) -> list[int]:
+    """DP rank of every micro-batch, N/DP each.
 
-    Returns:
-        (packer, info) where info records the thresholds used and where they came from.
+    ``balance`` (WLB) deals by workload (:func:`wlb.packing.types.assign_dp_ranks`); otherwise in
+    order, as stock Megatron: rank r takes micro-batches [r*N/dp, (r+1)*N/dp).
     """
-    kw: dict = {"num_microbatches": num_microbatches, "seq_length": seq_length,
-                "cost_model": cost}
-    info: dict = {"packer": cfg.packing}
-    if cfg.packing.startswith("wlb"):
-        kw["max_tokens"] = cfg.max_tokens
-        if cfg.thresholds == "auto":
-            rng = np.random.default_rng(seed + 1)
-            sample = rng.choice(lengths, max(1, int(0.3 * len(lengths))), replace=False)
-            tuned = auto_tune_outliers(
-                sample, num_microbatches=num_microbatches, seq_length=seq_length,
-                cost_model=cost, max_tokens=cfg.max_tokens, release="count",
-                delay_budget=cfg.delay_budget, seed=seed,
-            )
-            kw["outlier_thresholds"] = tuned.thresholds
-            if cfg.packing == "wlb":
-                kw["max_wait"] = min(tuned.max_wait, cfg.max_wait)
-            info.update(thresholds=tuned.thresholds, thresholds_from="auto",
-                        sim_imbalance=tuned.imbalance_mean, sim_delay=tuned.delay_iters_mean)
-        else:
-            ths = [] if cfg.thresholds == "none" else list(cfg.thresholds)
-            kw["outlier_thresholds"] = ths
-            if cfg.packing == "wlb":
-                kw["max_wait"] = cfg.max_wait
-            info.update(thresholds=ths, thresholds_from=str(cfg.outlier_thresholds))
-    return build_packer(cfg.packing, **kw), info
+    if balance:
+        return assign_dp_ranks(microbatch_workloads(mbs, packer.cost), dp_size)
+    per = len(mbs) // dp_size
+    return [j // per for j in range(len(mbs))]
 
 
 class PlanSchedule:
@@ -61,17 +36,18 @@ class PlanSchedule:
         dp_size: DP ranks; micro-batches are dealt N/dp per rank.
         shuffle, seed: seeded document order per epoch.
         balance_dp: deal micro-batches to DP ranks by workload (WLB); False deals them in order
-            (stock Megatron: rank r takes micro-batches [r*N/dp, (r+1)*N/dp)).
+            (see :func:`deal_to_dp_ranks`).
+        wrap_epochs: endless (training); False ends at the last document (the simulator).
     """
 
     def __init__(self, lengths, packer: Packer, dp_size: int, *, shuffle: bool, seed: int,
-                 balance_dp: bool) -> None:
+                 balance_dp: bool, wrap_epochs: bool = True) -> None:
         self.packer = packer
         self.dp_size = dp_size
         self.balance_dp = balance_dp
         self.batcher = GlobalBatcher(
             lengths, packer.n * packer.seq_length, split_at_budget=packer.split_at_budget,
-            max_piece=packer.max_piece, shuffle=shuffle, seed=seed, wrap_epochs=True,
+            max_piece=packer.max_piece, shuffle=shuffle, seed=seed, wrap_epochs=wrap_epochs,
         )
         # epoch of every consumed piece not yet fully trained: (doc, arrival) -> [[offset, length,
         # epoch, tokens left]]; a list because a batch straddling an epoch boundary can hold the
@@ -80,25 +56,32 @@ class PlanSchedule:
         #: [epoch, doc, offset, length] of what the last plan consumed and trained (plan log)
         self.last_consumed: list[list[int]] = []
         self.last_trained: list[list[list[int]]] = []
+        #: the pieces the last plan consumed, and milliseconds its packer took
+        self.last_pieces: list = []
+        self.last_pack_ms = 0.0
 
-    def next_plan(self) -> BatchPlan:
+    def next_plan(self) -> BatchPlan | None:
+        """The next iteration's plan; None only without ``wrap_epochs`` once the data ended."""
         step = self.batcher.step
         pieces = self.batcher.next_batch()
+        if not pieces:
+            return None
+        self.last_pieces = pieces
         self.last_consumed = []
         for p, ep in zip(pieces, self.batcher.piece_epochs):
             self._epochs.setdefault((p.doc_id, p.arrival), []).append(
                 [p.offset, p.length, ep, p.length])
             self.last_consumed.append([ep, p.doc_id, p.offset, p.length])
+        t0 = time.perf_counter()
         mbs = self.packer.pack(pieces)
+        self.last_pack_ms = (time.perf_counter() - t0) * 1e3
         self.last_trained = [[[self._pop_epoch(p), p.doc_id, p.offset, p.length] for p in mb]
                              for mb in mbs]
-        if self.balance_dp:
-            w = self.packer.cost.doc_workload
-            ranks = assign_dp_ranks([sum(w(p.length) for p in mb) for mb in mbs], self.dp_size)
-        else:
-            per = len(mbs) // self.dp_size
-            ranks = [j // per for j in range(len(mbs))]
-        return BatchPlan(step, mbs, ranks)
+        return BatchPlan(step, mbs, self.deal(mbs))
+
+    def deal(self, mbs: list[MicroBatch]) -> list[int]:
+        """DP rank of every micro-batch of ``mbs`` under this schedule's rule."""
+        return deal_to_dp_ranks(mbs, self.dp_size, self.packer, balance=self.balance_dp)
 
     def _find(self, p) -> list[int]:
         for entry in self._epochs[(p.doc_id, p.arrival)]:

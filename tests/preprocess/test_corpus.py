@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from wlb.data.corpus import default_corpus_files, iter_texts, split_definitions
+from wlb.preprocess.corpus import default_corpus_files, iter_texts, split_definitions
 
 
 def test_split_definitions_docstring_example():
