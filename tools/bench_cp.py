@@ -33,14 +33,14 @@ import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
-from wlb.cp import STRATEGIES, cp_attention, shard_indices  # noqa: E402
+from wlb.cp import PAPER_STRATEGIES, cp_attention, shard_indices  # noqa: E402
 from wlb.cp.attention import (  # noqa: E402
     attend_segments,
     attend_segments_backward,
     build_layout,
 )
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict  # noqa: E402
-from wlb.cp.shard import ALL_STRATEGIES  # noqa: E402
+from wlb.cp.strategy import ALL_STRATEGIES  # noqa: E402
 
 
 def make_microbatches(path: str, context: int, count: int, skip: int) -> list[list[int]]:
@@ -111,14 +111,14 @@ def worker(rank, world, port, mbs, a, out_path):
     dist.destroy_process_group()
 
 
-def summarize(rows, cp, table, strategies=STRATEGIES) -> dict:
+def summarize(rows, cp, table, strategies=PAPER_STRATEGIES) -> dict:
     res = {"cp": cp, "num_microbatches": len(rows)}
     iter_t = {s: 0.0 for s in strategies}
     ratio = {s: 0.0 for s in strategies}
     wall = {s: 0.0 for s in strategies}
     pred = {s: 0.0 for s in strategies}
     adaptive = oracle = adaptive_pred = oracle_all = 0.0
-    picks = {s: 0 for s in STRATEGIES}
+    picks = {s: 0 for s in PAPER_STRATEGIES}
     agree = 0
     for row in rows:
         slowest = {}
@@ -133,7 +133,7 @@ def summarize(rows, cp, table, strategies=STRATEGIES) -> dict:
         picks[choice] += 1
         adaptive += slowest[choice]
         adaptive_pred += p[choice] / 1e6
-        best = min(STRATEGIES, key=lambda s: slowest[s])
+        best = min(PAPER_STRATEGIES, key=lambda s: slowest[s])
         oracle += slowest[best]
         oracle_all += min(slowest.values())
         agree += best == choice
@@ -143,7 +143,7 @@ def summarize(rows, cp, table, strategies=STRATEGIES) -> dict:
     res["adaptive"] = {"iter_attn_s": adaptive, "predicted_s": adaptive_pred, "picks": picks,
                        "oracle_s": oracle, "gap_to_oracle": adaptive / oracle - 1,
                        "choice_matches_oracle": agree / len(rows)}
-    if len(strategies) > len(STRATEGIES):
+    if len(strategies) > len(PAPER_STRATEGIES):
         res["oracle_all_s"] = oracle_all  # per micro-batch best including "mixed"
         ad_all, picks_all = 0.0, {s: 0 for s in strategies}
         for row in rows:
@@ -173,7 +173,7 @@ def main(argv=None) -> int:
                         "ones per-seq)")
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    a.strategies = ALL_STRATEGIES if a.with_mixed else STRATEGIES
+    a.strategies = ALL_STRATEGIES if a.with_mixed else PAPER_STRATEGIES
     cps = [int(x) for x in a.cp_sizes.split(",")]
     for cp in cps:
         if cp < 2 or a.context_length < 2 * cp:

@@ -27,8 +27,10 @@ import torch  # noqa: E402
 
 from wlb.cp.attention import attend_segments, attend_segments_backward  # noqa: E402
 from wlb.cp.kernels import BACKENDS, resolve_backend, varlen_attention  # noqa: E402
-from wlb.cp.selector import _causal_pairs  # noqa: E402
-from wlb.cp.shard import Segment  # noqa: E402
+from wlb.cp.shard import (
+    Segment,  # noqa: E402
+    causal_pairs,  # noqa: E402
+)
 
 
 def _fwd_bwd(backend: str, q, k, v, seg, scale) -> None:
@@ -79,7 +81,7 @@ def measure_table(heads: int, kv_heads: int, head_dim: int, q_lens: list[int],
                 continue
             us = time_segment(q, kv, heads, kv_heads, head_dim, reps, device,
                               getattr(torch, dtype), backend)
-            row.append(_causal_pairs(q, kv) / us)
+            row.append(causal_pairs(q, kv) / us)
             log(f"q={q:>6} kv={kv:>6}  {us:10.1f} us  {row[-1]:10.2f} pairs/us")
         grid.append(row)
     return {

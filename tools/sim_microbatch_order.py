@@ -25,7 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from simulate_cluster import DEFAULT_LENGTHS, load_lengths  # noqa: E402
 
-from wlb.sim.cluster import SYSTEMS, replica_times, system_schedule  # noqa: E402
+from wlb.sim.cluster import (  # noqa: E402
+    SYSTEMS,
+    replica_times,
+    system_chooser,
+    system_schedule,
+)
 from wlb.sim.hardware import h100  # noqa: E402
 from wlb.sim.model import MODELS, PAPER_GRID  # noqa: E402
 from wlb.sim.pipeline import simulate_pipeline  # noqa: E402
@@ -47,10 +52,11 @@ def run(model_name: str, context: int, layout, system: str, iters: int, seed: in
     hw, model, sys_ = h100(), MODELS[model_name], SYSTEMS[system]
     lengths = load_lengths(DEFAULT_LENGTHS, context, None)
     schedule = system_schedule(sys_, model, layout, context, lengths, hw, seed=seed)
+    chooser = system_chooser(sys_.cp, model, layout, hw)
     total = dict.fromkeys(ORDERS, 0.0)
     for _ in range(iters):
         worst = dict.fromkeys(ORDERS, 0.0)
-        for mbs in replica_times(schedule.next_plan(), model, layout, hw, sys_.cp):
+        for mbs in replica_times(schedule.next_plan(), model, layout, hw, chooser):
             def makespan(order, mbs=mbs):
                 return simulate_pipeline([mbs[i].fwd for i in order], [mbs[i].bwd for i in order],
                                          layout.pp, layout.vpp, [mbs[i].p2p for i in order])[0]

@@ -9,9 +9,30 @@ from __future__ import annotations
 import argparse
 from dataclasses import MISSING, dataclass, field, fields
 
+from wlb.cp.strategy import ALL_STRATEGIES, PAPER_STRATEGIES, Strategy
 from wlb.packing import available_packers
 
-CP_SHARDINGS = ("per-seq", "per-doc", "mixed", "adaptive", "adaptive-paper")
+#: ``--wlb-cp-sharding`` spelling -> the strategies the per-micro-batch chooser picks from (the
+#: one place the flag's spelling meets the CP level's vocabulary, :mod:`wlb.cp.strategy`)
+CP_SHARDING: dict[str, tuple[Strategy, ...]] = {
+    "per-seq": ("per_seq",),
+    "per-doc": ("per_doc",),
+    "mixed": ("mixed",),
+    "adaptive": ALL_STRATEGIES,
+    "adaptive-paper": PAPER_STRATEGIES,
+}
+CP_SHARDINGS = tuple(CP_SHARDING)
+
+
+def cp_candidates(cp_sharding: str) -> tuple[Strategy, ...]:
+    """The strategies ``--wlb-cp-sharding cp_sharding`` chooses among.
+
+    Example: ``cp_candidates("per-doc") == ("per_doc",)``; ``cp_candidates("adaptive")`` is all
+    three, ``"adaptive-paper"`` the paper's two.
+    """
+    if cp_sharding not in CP_SHARDING:
+        raise ConfigError(f"--wlb-cp-sharding={cp_sharding!r}; choose from {CP_SHARDINGS}")
+    return CP_SHARDING[cp_sharding]
 
 
 class ConfigError(ValueError):

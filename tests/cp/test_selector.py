@@ -4,7 +4,7 @@ import math
 import pytest
 
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict
-from wlb.cp.shard import ALL_STRATEGIES
+from wlb.cp.strategy import ALL_STRATEGIES
 
 
 def flat_table(tmp_path, tput=10.0, tile=1):

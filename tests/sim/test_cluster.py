@@ -59,7 +59,7 @@ def test_fixed_reports_the_better_static_strategy():
     assert len(fixed.strategies) == 1
     runs = {s: simulate_system(SYSTEMS["fixed"].__class__("f", "fixed-greedy", s), model,
                                SMALL, 16384, lens, HW, iters=4).mean_iter_s
-            for s in ("per_seq", "per_doc")}
+            for s in ("per-seq", "per-doc")}
     assert fixed.mean_iter_s == pytest.approx(min(runs.values()))
 
 

@@ -8,10 +8,11 @@ import subprocess
 
 import pytest
 
+from wlb.cp.selector import choose_strategy
 from wlb.sim.hardware import FlashKernelModel, from_calibration, h100
 from wlb.sim.latency import (
+    attention_predictor,
     attention_rank_seconds,
-    choose_strategy,
     dp_sync_seconds,
     microbatch_times,
 )
@@ -52,13 +53,13 @@ def test_per_doc_balances_one_long_document_and_a_short_tail():
     doc = attention_rank_seconds(lens, 2, "per_doc", M7B, 8, HW)
     assert max(seq) / min(seq) > 2.0
     assert max(doc) / min(doc) == pytest.approx(1.0, abs=0.01)
-    assert choose_strategy(lens, 2, M7B, 8, HW) == "per_doc"
+    assert choose_strategy(lens, 2, attention_predictor(M7B, 8, HW))[0] == "per_doc"
 
 
 def test_per_seq_wins_on_many_tiny_documents():
     """Paper §5.2: per-doc cuts 200-token documents into 25-token shards, wasting the tile."""
-    assert choose_strategy([200] * 640, 4, M7B, 8, HW) == "per_seq"
-    assert choose_strategy([200] * 640, 1, M7B, 8, HW) == "per_seq"
+    assert choose_strategy([200] * 640, 4, attention_predictor(M7B, 8, HW))[0] == "per_seq"
+    assert choose_strategy([200] * 640, 1, attention_predictor(M7B, 8, HW))[0] == "per_seq"
 
 
 def test_stage_times_add_logits_to_the_last_stage_and_scale_with_tokens():

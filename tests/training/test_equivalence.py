@@ -61,7 +61,8 @@ def _grads(run) -> torch.Tensor:
 
 def _worker(rank, world, mode, extra, out_path):
     warnings.filterwarnings("ignore")
-    from wlb.training.batches import StrategyChooser
+    from wlb.config import cp_candidates
+    from wlb.cp.selector import StrategyChooser
     from wlb.training.loop import train_step
     from wlb.training.setup import build
 
@@ -75,7 +76,8 @@ def _worker(rank, world, mode, extra, out_path):
             mbs = layouts[v]
         else:
             mbs = layouts["wlb"]
-            run.chooser = StrategyChooser(v, run.groups.layout.cp, run.chooser.table)
+            run.chooser = StrategyChooser(cp_candidates(v), run.groups.layout.cp,
+                                          run.chooser.table)
         plan = BatchPlan(0, mbs, [0] * len(mbs))
         m = train_step(run, plan)
         results[v] = (m["lm_loss"], _grads(run), m["cp_strategy"])

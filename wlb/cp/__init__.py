@@ -1,4 +1,9 @@
-"""Context-parallel level: shard index math, all-gather CP attention, adaptive selection.
+"""Context-parallel level: strategies, shard index math, CP attention, adaptive selection.
+
+Modules, in data-flow order: ``strategy`` (the vocabulary), ``shard`` (which tokens each rank
+holds: pure index math), ``selector`` (the per-micro-batch strategy choice), ``layout`` (index
+tensors for the collectives), ``kernels`` (the attention-kernel registry; ``torch_kernel`` is its
+pure-torch entry) and ``attention`` (the collectives and their autograd functions).
 
 Public functional API::
 
@@ -8,26 +13,27 @@ Public functional API::
 """
 
 from wlb.cp.shard import (
-    ALL_STRATEGIES,
-    STRATEGIES,
     Segment,
+    causal_pairs,
     inverse_permutation,
+    pad_to_tile,
     per_seq_padding,
     rank_attention_pairs,
     rank_segments,
     rank_token_counts,
     shard_positions,
 )
+from wlb.cp.strategy import ALL_STRATEGIES, PAPER_STRATEGIES, Strategy
 
 
-def shard_indices(doc_lens, cp_size: int, cp_rank: int, strategy: str):
+def shard_indices(doc_lens, cp_size: int, cp_rank: int, strategy: Strategy):
     """Global token positions held by this rank, in its storage order, as a LongTensor."""
     import torch
 
     return torch.tensor(shard_positions(doc_lens, cp_size, cp_rank, strategy), dtype=torch.long)
 
 
-def cp_attention(q, k, v, doc_lens, cp_group, strategy: str, softmax_scale=None,
+def cp_attention(q, k, v, doc_lens, cp_group, strategy: Strategy, softmax_scale=None,
                  backend: str = "torch"):
     """All-gather-KV causal document-masked attention; see :mod:`wlb.cp.attention`.
 
@@ -40,10 +46,13 @@ def cp_attention(q, k, v, doc_lens, cp_group, strategy: str, softmax_scale=None,
 
 __all__ = [
     "ALL_STRATEGIES",
-    "STRATEGIES",
+    "PAPER_STRATEGIES",
     "Segment",
+    "Strategy",
+    "causal_pairs",
     "cp_attention",
     "inverse_permutation",
+    "pad_to_tile",
     "per_seq_padding",
     "rank_attention_pairs",
     "rank_segments",

@@ -4,7 +4,9 @@ Each strategy gives every CP rank a list of kernel shapes (query segments with t
 lengths). A segment's latency is predicted from an offline table of achieved throughput versus
 (query length, key length) -- measured by ``tools/profile_attention.py`` on the target backend --
 after padding the query length up to the kernel's tile (128 for FlashAttention, 1 for CPU SDPA).
-A strategy's latency is its slowest rank's; the faster strategy wins.
+A strategy's latency is its slowest rank's; the faster strategy wins (:func:`choose_strategy`,
+which also serves the cluster simulator with its own per-rank predictor).
+:class:`StrategyChooser` applies that choice to every micro-batch of a run.
 
 Table JSON format (extra keys are allowed and ignored; a cost-model calibration file from
 ``tools/calibrate_cost_model.py`` carries one under its ``kernel_table`` key)::
@@ -20,18 +22,16 @@ import bisect
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wlb.cp.shard import STRATEGIES, Segment, rank_segments
+from wlb.cp.shard import Segment, causal_pairs, pad_to_tile, rank_segments
+from wlb.cp.strategy import PAPER_STRATEGIES, Strategy
 
 DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "tables", "cpu_torch_sdpa.json")
 
-
-def _causal_pairs(q: int, kv: int) -> int:
-    """Pairs of a bottom-right-aligned causal block: q queries, the last sees kv keys."""
-    p = kv - q
-    return q * p + q * (q + 1) // 2
+#: predicted latency of every CP rank: (doc_lens, cp_size, strategy) -> [per-rank latency]
+RankPredictor = Callable[[Sequence[int], int, str], Sequence[float]]
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,12 @@ class KernelTable:
 
     def segment_us(self, q: int, kv: int) -> float:
         """Predicted fwd+bwd microseconds of one segment (tile-padded queries)."""
-        qp = -(-q // self.tile_q) * self.tile_q
-        kvp = kv + (qp - q)
-        return _causal_pairs(qp, kvp) / self._tput(qp, kvp)
+        qp, kvp = pad_to_tile(q, kv, self.tile_q)
+        return causal_pairs(qp, kvp) / self._tput(qp, kvp)
+
+    def predict(self, doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[float]:
+        """Predicted attention microseconds of every CP rank (a :data:`RankPredictor`)."""
+        return predict(doc_lens, cp_size, strategy, self)
 
 
 def predict_rank_us(segments: Sequence[Segment], table: KernelTable) -> float:
@@ -102,7 +105,7 @@ def predict_rank_us(segments: Sequence[Segment], table: KernelTable) -> float:
 
 
 def predict(
-    doc_lens: Sequence[int], cp_size: int, strategy: str, table: KernelTable
+    doc_lens: Sequence[int], cp_size: int, strategy: Strategy, table: KernelTable
 ) -> list[float]:
     """Predicted attention microseconds of every CP rank under ``strategy``."""
     out = []
@@ -113,19 +116,52 @@ def predict(
 
 
 def choose_strategy(
-    doc_lens: Sequence[int], cp_size: int, table: KernelTable,
-    candidates: Sequence[str] = STRATEGIES,
-) -> tuple[str, dict[str, float]]:
+    doc_lens: Sequence[int], cp_size: int, predictor: KernelTable | RankPredictor,
+    candidates: Sequence[Strategy] = PAPER_STRATEGIES,
+) -> tuple[Strategy, dict[str, float]]:
     """Pick the strategy with the lowest predicted slowest-rank latency.
 
     Args:
-        doc_lens, cp_size: the micro-batch and the CP group size.
-        table: achieved-throughput table of the attention backend.
+        doc_lens, cp_size: the micro-batch and the CP group size. At CP=1 every strategy is the
+            same layout: per_seq, with no prediction.
+        predictor: achieved-throughput table of the attention kernel, or any per-rank latency
+            predictor (the cluster simulator passes its hardware model).
         candidates: strategies to choose from (default: the paper's per_seq / per_doc; the
-            training default adds "mixed").
+            training default adds "mixed"). Ties go to the alphabetically first.
 
     Returns:
-        (strategy, {strategy: predicted max-rank microseconds}).
+        (strategy, {strategy: predicted max-rank latency}).
     """
-    pred = {s: max(predict(doc_lens, cp_size, s, table)) for s in candidates}
+    if cp_size == 1:
+        return "per_seq", {}
+    rank_latency = predictor.predict if isinstance(predictor, KernelTable) else predictor
+    pred = {s: max(rank_latency(doc_lens, cp_size, s)) for s in candidates}
     return min(candidates, key=lambda s: (pred[s], s)), pred
+
+
+class StrategyChooser:
+    """The CP strategy of every micro-batch of a run, from a set of candidates.
+
+    Args:
+        candidates: the strategies to pick from (``wlb.config.cp_candidates`` maps the
+            ``--wlb-cp-sharding`` flag to them); a single one is used as it is.
+        cp_size: the CP group size (CP=1: always per_seq, the one layout there is).
+        predictor: per-rank latency predictor for more than one candidate (a KernelTable).
+
+    Example:
+        >>> StrategyChooser(("per_doc",), 2, None)((5, 3))
+        'per_doc'
+    """
+
+    def __init__(self, candidates: Sequence[Strategy], cp_size: int,
+                 predictor: KernelTable | RankPredictor | None) -> None:
+        if len(candidates) > 1 and cp_size > 1 and predictor is None:
+            raise ValueError(f"choosing among {tuple(candidates)} needs a latency predictor")
+        self.candidates, self.cp, self.table = tuple(candidates), cp_size, predictor
+
+    def __call__(self, doc_lens: Sequence[int]) -> Strategy:
+        if self.cp == 1:
+            return "per_seq"
+        if len(self.candidates) == 1:
+            return self.candidates[0]
+        return choose_strategy(doc_lens, self.cp, self.table, self.candidates)[0]

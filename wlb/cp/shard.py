@@ -35,14 +35,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-#: the paper's two strategies: the adaptive selector's default candidates
-STRATEGIES = ("per_seq", "per_doc")
-#: every strategy the index math and the CP attention accept
-ALL_STRATEGIES = (*STRATEGIES, "mixed")
+from wlb.cp.strategy import ALL_STRATEGIES, Strategy
+
 #: "mixed": a document whose per-doc chunks would hold at least this many tokens (one
 #: FlashAttention query tile) is sharded per document; every maximal run of shorter documents
 #: between them is sharded as one per-sequence unit.
 MIXED_MIN_CHUNK = 128
+
+
+def causal_pairs(q: int, kv: int) -> int:
+    """Query-key pairs of a bottom-right-aligned causal block: ``q`` queries, the last of which
+    sees ``kv`` keys (so the first sees ``kv - q + 1``): ``q * (kv - q) + q * (q + 1) / 2``.
+
+    Example: ``causal_pairs(3, 7) == 3 * 4 + 6 == 18``; a whole causal document of d tokens is
+    ``causal_pairs(d, d) == d * (d + 1) / 2``.
+    """
+    return q * (kv - q) + q * (q + 1) // 2
+
+
+def pad_to_tile(q: int, kv: int, tile_q: int) -> tuple[int, int]:
+    """A segment's (queries, keys) as a kernel with ``tile_q``-row query tiles computes it: the
+    queries padded up to a multiple of the tile, the keys by as many (the padding rows sit in
+    front, so the last query still sees ``kv`` keys of its own).
+
+    Example: ``pad_to_tile(130, 1000, 128) == (256, 1126)``; ``tile_q=1`` pads nothing.
+    """
+    qp = -(-q // tile_q) * tile_q
+    return qp, kv + (qp - q)
 
 
 @dataclass(frozen=True)
@@ -64,10 +83,10 @@ class Segment:
     @property
     def pairs(self) -> int:
         """Query-key pairs under the causal document mask: s*p + s(s+1)/2."""
-        return self.length * self.start + self.length * (self.length + 1) // 2
+        return causal_pairs(self.length, self.start + self.length)
 
 
-def _check(doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str) -> None:
+def _check(doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: Strategy) -> None:
     if cp_size < 1:
         raise ValueError(f"cp_size must be >= 1, got {cp_size}")
     if not 0 <= cp_rank < cp_size:
@@ -161,13 +180,13 @@ _BUILDERS = {"per_seq": _per_seq, "per_doc": _per_doc, "mixed": _mixed}
 
 
 @lru_cache(maxsize=256)
-def _segments_cached(doc_lens: tuple[int, ...], cp: int, r: int, strategy: str):
+def _segments_cached(doc_lens: tuple[int, ...], cp: int, r: int, strategy: Strategy):
     front, back = _BUILDERS[strategy](doc_lens, cp, r)
     return tuple(front), tuple(back)
 
 
 def rank_segments(
-    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str
+    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: Strategy
 ) -> tuple[tuple[Segment, ...], tuple[Segment, ...]]:
     """The (front, back) query segments a rank holds, in storage order.
 
@@ -185,7 +204,7 @@ def rank_segments(
 
 
 def shard_positions(
-    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: str
+    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: Strategy
 ) -> list[int]:
     """Global token positions held by a rank, in the order the rank stores them."""
     front, back = rank_segments(doc_lens, cp_size, cp_rank, strategy)
@@ -196,7 +215,7 @@ def shard_positions(
     return out
 
 
-def rank_token_counts(doc_lens: Sequence[int], cp_size: int, strategy: str) -> list[int]:
+def rank_token_counts(doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[int]:
     """Tokens held by each rank."""
     return [
         sum(s.length for half in rank_segments(doc_lens, cp_size, r, strategy) for s in half)
@@ -204,7 +223,7 @@ def rank_token_counts(doc_lens: Sequence[int], cp_size: int, strategy: str) -> l
     ]
 
 
-def rank_attention_pairs(doc_lens: Sequence[int], cp_size: int, strategy: str) -> list[int]:
+def rank_attention_pairs(doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[int]:
     """Causal document-masked query-key pairs computed by each rank (its attention work)."""
     return [
         sum(s.pairs for half in rank_segments(doc_lens, cp_size, r, strategy) for s in half)
@@ -217,7 +236,7 @@ def per_seq_padding(doc_lens: Sequence[int], cp_size: int) -> int:
     return -sum(doc_lens) % (2 * cp_size)
 
 
-def inverse_permutation(doc_lens: Sequence[int], cp_size: int, strategy: str) -> list[int]:
+def inverse_permutation(doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[int]:
     """``inv`` such that ``concat(rank 0 tokens, rank 1 tokens, ...)[inv]`` is global order."""
     order = [p for r in range(cp_size) for p in shard_positions(doc_lens, cp_size, r, strategy)]
     inv = [0] * len(order)

@@ -49,9 +49,11 @@ class PackedMicroBatch:
 
 
 def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) -> PackedMicroBatch:
-    """Concatenate ``pieces`` into one THD micro-batch padded to a multiple of ``pad_multiple``."""
-    if not pieces:
-        raise ValueError("cannot collate an empty micro-batch")
+    """Concatenate ``pieces`` into one THD micro-batch padded to a multiple of ``pad_multiple``.
+
+    No pieces (a packer may leave a micro-batch empty) gives a padding-only micro-batch of
+    ``packed_doc_lens([], pad_multiple)`` tokens, which trains nothing.
+    """
     toks, labs, mask, pos, lens = [], [], [], [], []
     for p in pieces:
         doc_len = int(source.lengths[p.doc_id])

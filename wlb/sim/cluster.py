@@ -15,15 +15,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wlb.config import WLBConfig
+from wlb.config import WLBConfig, cp_candidates
 from wlb.cost_model import CostModel
-from wlb.cp.shard import ALL_STRATEGIES
+from wlb.cp.selector import StrategyChooser
 from wlb.metrics import imbalance
+from wlb.packing.base import default_max_tokens
 from wlb.packing.run_packer import build_run_packer
 from wlb.packing.schedule import PlanSchedule
 from wlb.packing.types import packed_doc_lens
 from wlb.sim.hardware import Hardware
-from wlb.sim.latency import MicroBatchTimes, choose_strategy, dp_sync_seconds, microbatch_times
+from wlb.sim.latency import (
+    MicroBatchTimes,
+    attention_predictor,
+    dp_sync_seconds,
+    microbatch_times,
+)
 from wlb.sim.model import Layout, ModelSpec
 from wlb.sim.pipeline import simulate_pipeline
 
@@ -35,9 +41,10 @@ class System:
     Attributes:
         name: label.
         packing: packer registry name ("megatron" = stock fixed-length packing in stream order).
-        cp: "per_seq" | "per_doc" | "mixed" | "adaptive" (per micro-batch, the paper's two) |
-            "adaptive-mixed" (per micro-batch, all three) | "best-static" (the better static
-            choice of per_seq / per_doc for the whole run, as the paper's Fixed-4D reports).
+        cp: a ``--wlb-cp-sharding`` value ("per-seq", "per-doc", "mixed", "adaptive-paper": per
+            micro-batch the paper's two, "adaptive": per micro-batch all three), or
+            "best-static" (the better static choice of per-seq / per-doc for the whole run, as
+            the paper's Fixed-4D reports).
         thresholds: outlier-queue thresholds for the WLB packer ("none" or "auto").
     """
 
@@ -50,16 +57,16 @@ class System:
 SYSTEMS: dict[str, System] = {
     s.name: s
     for s in (
-        System("plain", "megatron", "per_seq"),
+        System("plain", "megatron", "per-seq"),
         System("fixed", "fixed-greedy", "best-static"),
-        System("cp-per-doc", "megatron", "per_doc"),
-        System("cp-adaptive", "megatron", "adaptive"),
-        System("pp-packing", "wlb", "per_seq", "auto"),
-        System("wlb-nodelay", "wlb", "adaptive", "none"),
-        System("wlb", "wlb", "adaptive", "auto"),
+        System("cp-per-doc", "megatron", "per-doc"),
+        System("cp-adaptive", "megatron", "adaptive-paper"),
+        System("pp-packing", "wlb", "per-seq", "auto"),
+        System("wlb-nodelay", "wlb", "adaptive-paper", "none"),
+        System("wlb", "wlb", "adaptive-paper", "auto"),
         System("cp-mixed", "megatron", "mixed"),
-        System("cp-adaptive-mixed", "megatron", "adaptive-mixed"),
-        System("wlb-mixed", "wlb", "adaptive-mixed", "auto"),
+        System("cp-adaptive-mixed", "megatron", "adaptive"),
+        System("wlb-mixed", "wlb", "adaptive", "auto"),
     )
 }
 
@@ -101,8 +108,16 @@ def fit_cost_model(model: ModelSpec, layout: Layout, hw: Hardware, max_len: int)
     return CostModel(float(coef[0] / coef[1]), 1.0, float(coef[2] / coef[1]), source="sim-fit")
 
 
+def system_chooser(cp_sharding: str, model: ModelSpec, layout: Layout,
+                   hw: Hardware) -> StrategyChooser:
+    """The CP strategy of each micro-batch for ``cp_sharding`` (a ``--wlb-cp-sharding`` value),
+    chosen by the simulated hardware's attention latency, as training's chooser by its table."""
+    return StrategyChooser(cp_candidates(cp_sharding), layout.cp,
+                           attention_predictor(model, layout.tp, hw))
+
+
 def replica_times(plan, model: ModelSpec, layout: Layout, hw: Hardware,
-                  strategy: str | Callable[[tuple[int, ...]], str], pad_multiple: int = 1,
+                  chooser: Callable[[tuple[int, ...]], str], pad_multiple: int = 1,
                   strategies: dict[str, int] | None = None) -> list[list[MicroBatchTimes]]:
     """Every DP replica's micro-batch times for ``plan``, in plan order.
 
@@ -112,14 +127,7 @@ def replica_times(plan, model: ModelSpec, layout: Layout, hw: Hardware,
     replicas: list[list[MicroBatchTimes]] = [[] for _ in range(layout.dp)]
     for mb, rank in zip(plan.microbatches, plan.dp_ranks):
         lens = packed_doc_lens([p.length for p in mb], pad_multiple)
-        if callable(strategy):
-            s = strategy(lens)
-        elif strategy == "adaptive":
-            s = choose_strategy(lens, layout.cp, model, layout.tp, hw)
-        elif strategy == "adaptive-mixed":
-            s = choose_strategy(lens, layout.cp, model, layout.tp, hw, ALL_STRATEGIES)
-        else:
-            s = strategy
+        s = chooser(lens)
         if strategies is not None:
             strategies[s] = strategies.get(s, 0) + 1
         replicas[rank].append(microbatch_times(lens, s, model, layout, hw))
@@ -127,18 +135,18 @@ def replica_times(plan, model: ModelSpec, layout: Layout, hw: Hardware,
 
 
 def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
-                       strategy: str | Callable[[tuple[int, ...]], str], report: SimReport,
+                       chooser: Callable[[tuple[int, ...]], str], report: SimReport,
                        pad_multiple: int = 1) -> None:
     """Append one iteration's simulated time and imbalance to ``report``.
 
     Args:
         plan: a ``BatchPlan`` (micro-batches of pieces, and their DP ranks).
-        strategy: "per_seq" | "per_doc" | "adaptive" (selector on ``hw``), or a function of the
-            micro-batch's document lengths (e.g. the training run's own chooser, for replays).
+        chooser: the CP strategy of a micro-batch from its document lengths
+            (:func:`system_chooser`, or the training run's own chooser for replays).
         pad_multiple: micro-batches padded with a pad document to a multiple of this, as
             ``wlb.data.collate`` does in training.
     """
-    replicas = replica_times(plan, model, layout, hw, strategy, pad_multiple, report.strategies)
+    replicas = replica_times(plan, model, layout, hw, chooser, pad_multiple, report.strategies)
     per_mb = [t.total for mbs in replicas for t in mbs]
     cp_imb = [imbalance(t.attn_rank_s) for mbs in replicas for t in mbs]
     makespans = []
@@ -160,7 +168,7 @@ def system_schedule(system: System, model: ModelSpec, layout: Layout, context: i
                     cost: CostModel | None = None) -> PlanSchedule:
     """The seeded plan schedule ``system``'s packer produces (one global batch of PP x DP
     context-length micro-batches per iteration), as training would build it."""
-    cost = cost or fit_cost_model(model, layout, hw, int(1.25 * context))
+    cost = cost or fit_cost_model(model, layout, hw, default_max_tokens(context))
     cfg = WLBConfig(packing=system.packing, outlier_thresholds=system.thresholds)
     packer, _ = build_run_packer(cfg, lengths, layout.pp * layout.dp, context, cost, seed)
     return PlanSchedule(lengths, packer, layout.dp, shuffle=True, seed=seed,
@@ -174,10 +182,11 @@ def simulate_system(system: System, model: ModelSpec, layout: Layout, context: i
     if system.cp == "best-static":
         runs = [simulate_system(System(system.name, system.packing, s, system.thresholds), model,
                                 layout, context, lengths, hw, iters=iters, seed=seed, cost=cost)
-                for s in ("per_seq", "per_doc")]
+                for s in ("per-seq", "per-doc")]
         return min(runs, key=lambda r: r.mean_iter_s)
     schedule = system_schedule(system, model, layout, context, lengths, hw, seed=seed, cost=cost)
     report = SimReport(system.name, [], [], [], {}, [])
+    chooser = system_chooser(system.cp, model, layout, hw)
     for _ in range(iters):
-        simulate_iteration(schedule.next_plan(), model, layout, hw, system.cp, report)
+        simulate_iteration(schedule.next_plan(), model, layout, hw, chooser, report)
     return report

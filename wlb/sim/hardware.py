@@ -19,7 +19,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from wlb.cp.selector import _causal_pairs
+from wlb.cp.shard import causal_pairs, pad_to_tile
 
 #: gloo on one machine (loopback), 2 processes, all_gather, measured on this project's 2-core VM
 #: (2026-11-25): 1.07 ms for 4 KB per rank, 3.1 ms for 2 MB, 6.4 ms for 8 MB (~1.3 GB/s).
@@ -67,9 +67,8 @@ class FlashKernelModel:
         return e * kv / (kv + self.kv_half)
 
     def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
-        qp = -(-q // self.tile_q) * self.tile_q
-        kvp = kv + (qp - q)
-        flops = _causal_pairs(qp, kvp) * flops_per_pair * (1 + ATTN_BWD_FACTOR)
+        qp, kvp = pad_to_tile(q, kv, self.tile_q)
+        flops = causal_pairs(qp, kvp) * flops_per_pair * (1 + ATTN_BWD_FACTOR)
         return flops / (self.peak_flops * self.efficiency(qp, kvp)) + self.segment_s
 
 
@@ -82,7 +81,7 @@ class CalibratedKernel:
     segment_s: float
 
     def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
-        return _causal_pairs(q, kv) * flops_per_pair * self.seconds_per_flop + self.segment_s
+        return causal_pairs(q, kv) * flops_per_pair * self.seconds_per_flop + self.segment_s
 
 
 @dataclass(frozen=True)
@@ -106,7 +105,7 @@ class CurveKernel:
     segment_s: float = 0.0
 
     def segment_seconds(self, q: int, kv: int, flops_per_pair: float) -> float:
-        x = float(_causal_pairs(q, kv))
+        x = float(causal_pairs(q, kv))
         if x <= 0:
             return 0.0
         xs, ys = self.pairs, self.seconds

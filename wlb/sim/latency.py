@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wlb.cp.shard import STRATEGIES, rank_segments, rank_token_counts
+from wlb.cp.selector import RankPredictor
+from wlb.cp.shard import rank_segments, rank_token_counts
 from wlb.sim.hardware import ATTN_BWD_FACTOR, GEMM_BWD_FACTOR, Hardware
 from wlb.sim.model import Layout, ModelSpec
 
@@ -52,13 +53,14 @@ def attention_rank_seconds(doc_lens: Sequence[int], cp: int, strategy: str, mode
     return out
 
 
-def choose_strategy(doc_lens: Sequence[int], cp: int, model: ModelSpec, tp: int,
-                    hw: Hardware, candidates: Sequence[str] = STRATEGIES) -> str:
-    """The adaptive selector on the simulated hardware: the lower slowest-rank attention time."""
-    if cp == 1:
-        return "per_seq"
-    pred = {s: max(attention_rank_seconds(doc_lens, cp, s, model, tp, hw)) for s in candidates}
-    return min(candidates, key=lambda s: (pred[s], s))
+def attention_predictor(model: ModelSpec, tp: int, hw: Hardware) -> RankPredictor:
+    """The adaptive selector's per-rank latency on the simulated hardware (for
+    :func:`wlb.cp.selector.choose_strategy` / ``StrategyChooser``)."""
+
+    def predict(doc_lens: Sequence[int], cp: int, strategy: str) -> list[float]:
+        return attention_rank_seconds(doc_lens, cp, strategy, model, tp, hw)
+
+    return predict
 
 
 def _ring_s(bytes_total: float, group: int, bw: float, latency: float) -> float:

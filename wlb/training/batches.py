@@ -1,4 +1,10 @@
-"""Per-iteration micro-batches for the schedule, CP strategy choice, predicted imbalance."""
+"""Per-iteration micro-batches for the schedule: layout, CP strategy, collation, predictions.
+
+The CP strategy of every micro-batch is chosen once per iteration (:func:`lay_out`), on exactly
+the document lengths that are trained (the packed pieces plus the pad document collation adds),
+and that one choice feeds both the tensors this rank trains (:func:`build_inputs`) and the logged
+predictions (:func:`plan_predictions`).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,32 @@ import numpy as np
 import torch
 
 from wlb.cost_model import CostModel
-from wlb.cp.selector import KernelTable, choose_strategy
-from wlb.cp.shard import ALL_STRATEGIES, STRATEGIES, rank_segments
-from wlb.data.collate import PackedMicroBatch, collate, shard_for_cp
+from wlb.cp.selector import StrategyChooser
+from wlb.cp.shard import rank_segments
+from wlb.cp.strategy import Strategy
+from wlb.data.collate import collate, shard_for_cp
 from wlb.data.sources import DocumentSource
 from wlb.metrics import imbalance, imbalance_floor
-from wlb.packing.types import BatchPlan, packed_doc_lens
+from wlb.packing.types import BatchPlan, MicroBatch, packed_doc_lens
 
-_STRATEGY = {"per-seq": "per_seq", "per-doc": "per_doc", "mixed": "mixed"}
+
+@dataclass(frozen=True)
+class MicroBatchLayout:
+    """How one micro-batch of the plan is trained (the same on every rank).
+
+    Attributes:
+        index: micro-batch index in the iteration's plan (0..N-1).
+        pieces: its pieces (empty: a padding-only micro-batch).
+        dp_rank: the DP rank that trains it.
+        doc_lens: the trained document lengths: the pieces, then the pad document.
+        strategy: its CP sharding.
+    """
+
+    index: int
+    pieces: MicroBatch
+    dp_rank: int
+    doc_lens: tuple[int, ...]
+    strategy: Strategy
 
 
 @dataclass
@@ -27,7 +51,7 @@ class MicroBatchInput:
         index: micro-batch index in the iteration's plan (0..N-1).
         tokens, labels, loss_mask, positions: [t_local] tensors (this CP rank's rows).
         doc_lens: document lengths of the whole micro-batch (incl. a pad document).
-        strategy: CP sharding used ("per_seq" | "per_doc" | "mixed").
+        strategy: CP sharding used.
     """
 
     index: int
@@ -36,61 +60,51 @@ class MicroBatchInput:
     loss_mask: torch.Tensor
     positions: torch.Tensor
     doc_lens: tuple[int, ...]
-    strategy: str
+    strategy: Strategy
 
 
-class StrategyChooser:
-    """Maps the ``--wlb-cp-sharding`` choice to a strategy per micro-batch."""
-
-    def __init__(self, mode: str, cp_size: int, table: KernelTable | None) -> None:
-        self.mode, self.cp, self.table = mode, cp_size, table
-
-    def __call__(self, doc_lens: tuple[int, ...]) -> str:
-        if self.cp == 1:
-            return "per_seq"  # identical layouts at CP=1
-        if not self.mode.startswith("adaptive"):
-            return _STRATEGY[self.mode]
-        candidates = STRATEGIES if self.mode == "adaptive-paper" else ALL_STRATEGIES
-        return choose_strategy(doc_lens, self.cp, self.table, candidates)[0]
-
-
-def build_inputs(plan: BatchPlan, dp_rank: int, source: DocumentSource, *, pad_multiple: int,
-                 cp_size: int, cp_rank: int, chooser: StrategyChooser) -> list[MicroBatchInput]:
-    """This DP rank's micro-batches of ``plan``, collated and sliced for this CP rank."""
+def lay_out(plan: BatchPlan, pad_multiple: int, chooser: StrategyChooser
+            ) -> list[MicroBatchLayout]:
+    """Every micro-batch of ``plan`` with its trained lengths and its one CP strategy."""
     out = []
     for j, (mb, r) in enumerate(zip(plan.microbatches, plan.dp_ranks)):
-        if r != dp_rank:
-            continue
-        packed = collate(mb, source, pad_multiple) if mb else _empty(source, pad_multiple)
-        strategy = chooser(packed.doc_lens)
-        local = shard_for_cp(packed, cp_size, cp_rank, strategy)
-        out.append(MicroBatchInput(index=j, doc_lens=packed.doc_lens, strategy=strategy,
-                                   **local))
+        doc_lens = packed_doc_lens([p.length for p in mb], pad_multiple)
+        out.append(MicroBatchLayout(j, mb, r, doc_lens, chooser(doc_lens)))
     return out
 
 
-def _empty(source: DocumentSource, pad_multiple: int):
-    """A padding-only micro-batch (a packer may leave one empty); it trains nothing."""
-    (n,) = packed_doc_lens([], pad_multiple)
-    z = torch.full((n,), source.eod, dtype=torch.long)
-    return PackedMicroBatch(z, z.clone(), torch.zeros(n), torch.arange(n), (n,), n)
+def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: DocumentSource, *,
+                 pad_multiple: int, cp_size: int, cp_rank: int) -> list[MicroBatchInput]:
+    """This DP rank's micro-batches, collated and sliced for this CP rank."""
+    out = []
+    for lay in layouts:
+        if lay.dp_rank != dp_rank:
+            continue
+        packed = collate(lay.pieces, source, pad_multiple)
+        assert packed.doc_lens == lay.doc_lens, (packed.doc_lens, lay.doc_lens)
+        local = shard_for_cp(packed, cp_size, cp_rank, lay.strategy)
+        out.append(MicroBatchInput(index=lay.index, doc_lens=lay.doc_lens,
+                                   strategy=lay.strategy, **local))
+    return out
 
 
-def plan_predictions(plan: BatchPlan, cost: CostModel, cp_size: int,
-                     chooser: StrategyChooser) -> dict:
-    """Cost-model predictions for the iteration (same on every rank)."""
+def plan_predictions(plan: BatchPlan, layouts: list[MicroBatchLayout], cost: CostModel,
+                     cp_size: int) -> dict:
+    """Cost-model predictions for the iteration (same on every rank).
+
+    The micro-batch and DP figures count the plan's pieces; the CP figures describe the layouts
+    that are trained (pad document included), under the strategy each one runs.
+    """
     piece_loads = [[cost.doc_workload(p.length) for p in mb] for mb in plan.microbatches]
     loads = [sum(w) for w in piece_loads]
-    strategies: Counter = Counter()
+    strategies: Counter = Counter(lay.strategy for lay in layouts)
     cp_imb = []
-    for mb in plan.microbatches:
-        lens = tuple(p.length for p in mb) or (2,)
-        s = chooser(lens)
-        strategies[s] += 1
-        if cp_size > 1:
+    if cp_size > 1:
+        for lay in layouts:
             work = []
             for r in range(cp_size):
-                segs = [x for half in rank_segments(lens, cp_size, r, s) for x in half]
+                segs = [x for half in rank_segments(lay.doc_lens, cp_size, r, lay.strategy)
+                        for x in half]
                 work.append(sum(cost.attn_coef * 2 * x.pairs + cost.linear_coef * x.length
                                 for x in segs))
             cp_imb.append(imbalance(work))

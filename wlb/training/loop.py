@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from wlb.megatron.attention import WLBPackedSeqParams
 from wlb.metrics import imbalance
-from wlb.training.batches import MicroBatchInput, build_inputs, plan_predictions
+from wlb.training.batches import MicroBatchInput, build_inputs, lay_out, plan_predictions
 
 
 def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -21,7 +21,7 @@ def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
     return loss_sum, n, {"lm loss": torch.stack([loss_sum.detach(), n.float()])}
 
 
-class _Timed:
+class TimedForwardStep:
     """Forward step that moves each micro-batch to ``device`` and records its forward compute
     time on this rank (CUDA events on a GPU, so the launch is not mistaken for the work)."""
 
@@ -86,10 +86,11 @@ def train_step(run, plan) -> dict:
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
     g, layout = run.groups, run.groups.layout
-    inputs = build_inputs(plan, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
-                          cp_size=layout.cp, cp_rank=g.cp_rank, chooser=run.chooser)
+    layouts = lay_out(plan, layout.pad_multiple, run.chooser)  # one CP strategy per micro-batch
+    inputs = build_inputs(layouts, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
+                          cp_size=layout.cp, cp_rank=g.cp_rank)
     data = [iter(inputs) for _ in run.model] if len(run.model) > 1 else iter(inputs)
-    timed = _Timed(run.device)
+    timed = TimedForwardStep(run.device)
     for m in run.model:
         m.zero_grad_buffer()
     run.optimizer.zero_grad()
@@ -127,5 +128,5 @@ def train_step(run, plan) -> dict:
                                                     [x[0] for x in gathered],
                                                     len(plan.microbatches)),
     }
-    out.update(plan_predictions(plan, run.cost, layout.cp, run.chooser))
+    out.update(plan_predictions(plan, layouts, run.cost, layout.cp))
     return out

@@ -10,16 +10,16 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from wlb.config import ConfigError, WLBConfig
+from wlb.config import ConfigError, WLBConfig, cp_candidates
 from wlb.cost_model import CostModel
 from wlb.cp.kernels import resolve_backend
-from wlb.cp.selector import DEFAULT_TABLE, KernelTable
+from wlb.cp.selector import DEFAULT_TABLE, KernelTable, StrategyChooser
 from wlb.data.sources import MockDocuments
 from wlb.megatron import cpu_shim
+from wlb.packing.base import default_max_tokens
 from wlb.packing.run_packer import build_run_packer
 from wlb.packing.schedule import PlanSchedule
 from wlb.parallel import ParallelLayout
-from wlb.training.batches import StrategyChooser
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_LENGTHS = os.path.join(ROOT, "data", "doc_lengths", "doc_lengths_wlbllm.json")
@@ -194,7 +194,7 @@ def build_schedule(args, wlb: WLBConfig, layout: ParallelLayout, source, cost: C
     if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
         table = KernelTable.from_json(wlb.kernel_table or _table_in(wlb.cost_model)
                                       or DEFAULT_TABLE)
-    return schedule, info, StrategyChooser(wlb.cp_sharding, layout.cp, table)
+    return schedule, info, StrategyChooser(cp_candidates(wlb.cp_sharding), layout.cp, table)
 
 
 def build(args) -> Run:
@@ -222,7 +222,7 @@ def build(args) -> Run:
     device = run_device()
     kernel = attention_kernel(args.attention_backend, device, config.params_dtype)
     tied = not args.untie_embeddings_and_output_weights
-    max_tokens = wlb.max_tokens or int(round(1.25 * args.seq_length))
+    max_tokens = wlb.max_tokens or default_max_tokens(args.seq_length)
     rope = args.rotary_base if args.position_embedding_type == "rope" else None
     chunks = build_model_chunks(config, groups, vocab_size=vocab, max_seq_length=max_tokens,
                                 rotary_base=rope, tie_embeddings=tied,
