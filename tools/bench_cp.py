@@ -34,13 +34,10 @@ import torch.distributed as dist  # noqa: E402
 import torch.multiprocessing as mp  # noqa: E402
 
 from wlb.cp import PAPER_STRATEGIES, cp_attention, shard_indices  # noqa: E402
-from wlb.cp.attention import (  # noqa: E402
-    attend_segments,
-    attend_segments_backward,
-    build_layout,
-)
+from wlb.cp.layout import build_layout  # noqa: E402
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict  # noqa: E402
 from wlb.cp.strategy import ALL_STRATEGIES  # noqa: E402
+from wlb.cp.torch_kernel import attend_segments, attend_segments_backward  # noqa: E402
 
 
 def make_microbatches(path: str, context: int, count: int, skip: int) -> list[list[int]]:

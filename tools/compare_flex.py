@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from wlb.cp.attention import attend_segments, attend_segments_backward  # noqa: E402
 from wlb.cp.shard import rank_segments  # noqa: E402
+from wlb.cp.torch_kernel import attend_segments, attend_segments_backward  # noqa: E402
 
 
 def best_ms(fn, reps: int) -> float:

@@ -2,7 +2,7 @@
 """Measure attention throughput vs (query length, key length) and write a selector table.
 
 Times forward+backward of one bottom-right-causal segment with one of the project's attention
-kernels (``--attention-backend``: ``torch`` = ``wlb.cp.attention.attend_segments``, or a GPU
+kernels (``--attention-backend``: ``torch`` = ``wlb.cp.torch_kernel.attend_segments``, or a GPU
 varlen kernel of ``wlb.cp.kernels``) on this machine, for a grid of query and key lengths,
 and writes the JSON that ``wlb.cp.selector.KernelTable`` reads.
 
@@ -25,12 +25,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from wlb.cp.attention import attend_segments, attend_segments_backward  # noqa: E402
 from wlb.cp.kernels import BACKENDS, resolve_backend, varlen_attention  # noqa: E402
 from wlb.cp.shard import (
     Segment,  # noqa: E402
     causal_pairs,  # noqa: E402
 )
+from wlb.cp.torch_kernel import attend_segments, attend_segments_backward  # noqa: E402
 
 
 def _fwd_bwd(backend: str, q, k, v, seg, scale) -> None:

@@ -7,8 +7,8 @@ import torch
 import torch.distributed as dist
 
 from tests.helpers.dist import run_distributed
+from tests.helpers.reference import reference_attention
 from wlb.cp import cp_attention, shard_indices
-from wlb.cp.attention import reference_attention
 
 
 def cases(cp: int):
@@ -112,56 +112,3 @@ def test_bad_shapes_named():
     with pytest.raises(ValueError, match="kv_heads=2"):
         cp_attention(torch.zeros(5, 3, 4), torch.zeros(5, 2, 4), torch.zeros(5, 2, 4), [5], None,
                      "per_doc")
-
-
-@pytest.mark.parametrize("start, length", [(0, 50), (7, 40), (33, 17)])
-def test_query_blocks_match_dense_reference(monkeypatch, start, length):
-    """Segments longer than QUERY_BLOCK are computed block by block (forward and backward)."""
-    import wlb.cp.attention as attn
-    from wlb.cp.shard import Segment
-
-    monkeypatch.setattr(attn, "QUERY_BLOCK", 8)
-    torch.manual_seed(start)
-    doc = start + length + 5
-    q = torch.randn(doc, 4, 8, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(doc, 2, 8, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(doc, 2, 8, dtype=torch.float64, requires_grad=True)
-    ref = attn.reference_attention(q, k, v, [doc])[start : start + length]
-    seg = [Segment(0, 0, start, length)]
-    out = attn.attend_segments(q[start : start + length], k, v, seg, 8**-0.5)
-    torch.testing.assert_close(out, ref)
-    g = torch.randn_like(ref)
-    dq, dk, dv = attn.attend_segments_backward(q[start : start + length].detach(), k.detach(),
-                                               v.detach(), seg, 8**-0.5, g)
-    rq, rk, rv = torch.autograd.grad(ref, (q, k, v), g)
-    torch.testing.assert_close(dq, rq[start : start + length])
-    torch.testing.assert_close(dk, rk)
-    torch.testing.assert_close(dv, rv)
-
-
-@pytest.mark.parametrize("strategy", ["per_seq", "per_doc"])
-def test_batched_short_segments_equal_one_call_each(monkeypatch, strategy):
-    """The padded batched path for short segments gives the per-segment results (fwd + bwd)."""
-    import wlb.cp.attention as attn
-    from wlb.cp.shard import rank_segments
-
-    torch.manual_seed(1)
-    lens = [3, 17, 1, 40, 9, 130, 2, 64, 5]
-    segs = [s for half in rank_segments(lens, 2, 1, strategy) for s in half]
-    t_local = sum(s.length for s in segs)
-    q = torch.randn(t_local, 4, 8, dtype=torch.float64)
-    k = torch.randn(sum(lens), 2, 8, dtype=torch.float64)
-    v = torch.randn(sum(lens), 2, 8, dtype=torch.float64)
-    g = torch.randn(t_local, 4, 8, dtype=torch.float64)
-    results = []
-    for small, elems in ((0, 1 << 22), (512, 1 << 22), (512, 600)):  # none / all / many groups
-        monkeypatch.setattr(attn, "SMALL_KV", small)
-        monkeypatch.setattr(attn, "BATCH_ELEMS", elems)
-        attn._plan.cache_clear()
-        out = attn.attend_segments(q, k, v, segs, 8**-0.5)
-        results.append((out, *attn.attend_segments_backward(q, k, v, segs, 8**-0.5, g)))
-    attn._plan.cache_clear()
-    assert len(attn._plan(tuple(segs))[1]) > 0  # default SMALL_KV restored: batches exist
-    for other in results[1:]:
-        for a, b in zip(results[0], other):
-            torch.testing.assert_close(a, b)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from tests.helpers.reference import reference_attention
 from tests.helpers.varlen_standin import standin_varlen, top_left_varlen
 from wlb.cp import cp_attention, shard_indices
-from wlb.cp.attention import reference_attention
 from wlb.cp.kernels import (
     AUTO_ORDER,
     KERNELS,
@@ -94,8 +94,8 @@ def test_unknown_backend_named():
 def test_gpu_kernel_matches_torch_backend(name, strategy):
     """Real kernels on CUDA bf16 against the fp32 torch backend, on each rank's segments of a
     CP=2 shard (queries fewer than keys: the bottom-right alignment matters)."""
-    from wlb.cp.attention import attend_segments
     from wlb.cp.kernels import varlen_attention
+    from wlb.cp.torch_kernel import attend_segments
 
     try:
         resolve_backend(name, torch.zeros(1, 1, 8, device="cuda", dtype=torch.bfloat16))

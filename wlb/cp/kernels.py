@@ -8,8 +8,8 @@ mask aligned **bottom-right** (the last query sees every key).
 
 Backends (``--attention-backend``):
 
-- ``torch``: SDPA per segment with short segments batched (:mod:`wlb.cp.attention`); CPU and
-  GPU, any dtype. The reference everything else is tested against.
+- ``torch``: SDPA per segment with short segments batched (:mod:`wlb.cp.torch_kernel`); CPU
+  and GPU, any dtype. The reference everything else is tested against.
 - ``varlen``: ``torch.nn.attention.varlen.varlen_attn``, PyTorch's own FlashAttention-2 varlen
   kernel (CUDA, fp16/bf16; no extra package).
 - ``flash``: ``flash_attn.flash_attn_varlen_func`` (flash-attn >= 2.1; CUDA, fp16/bf16).
@@ -35,6 +35,7 @@ from functools import lru_cache
 import torch
 
 from wlb.cp.shard import Segment
+from wlb.cp.torch_kernel import torch_kernel
 
 BACKENDS = ("auto", "torch", "varlen", "flash", "te")
 #: order in which ``auto`` tries the GPU kernels
@@ -92,19 +93,28 @@ VarlenKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, VarlenPlan, f
                         torch.Tensor]
 
 
+#: kernel(q [t_local, h, d], kv [T, hkv, 2d] gathered K|V in global order, segments, scale)
+#: -> [t_local, h, d]; differentiable w.r.t. q and kv
+SegmentKernel = Callable[[torch.Tensor, torch.Tensor, Sequence[Segment], float], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class KernelEntry:
-    """A registered varlen kernel.
+    """A registered attention kernel.
 
     Attributes:
-        fn: the kernel (see :data:`VarlenKernel`).
+        fn: a varlen kernel (:data:`VarlenKernel`: the rank's segments as one ``cu_seqlens``
+            batch, checked for bottom-right alignment once) or, with ``varlen=False``, a
+            :data:`SegmentKernel` that takes the segments and the gathered K|V buffer itself.
         module: Python module it needs (checked with ``find_spec``), or None.
         needs_cuda: refuse CPU tensors with a clear error.
+        varlen: which of the two contracts ``fn`` follows.
     """
 
-    fn: VarlenKernel
+    fn: VarlenKernel | SegmentKernel
     module: str | None
     needs_cuda: bool
+    varlen: bool = True
 
 
 @lru_cache(maxsize=4)
@@ -161,6 +171,7 @@ def _te_varlen(q, k, v, plan: VarlenPlan, scale: float):
 
 
 KERNELS: dict[str, KernelEntry] = {
+    "torch": KernelEntry(torch_kernel, None, needs_cuda=False, varlen=False),
     "varlen": KernelEntry(_torch_varlen, "torch.nn.attention.varlen", needs_cuda=True),
     "flash": KernelEntry(_flash_varlen, "flash_attn", needs_cuda=True),
     "te": KernelEntry(_te_varlen, "transformer_engine", needs_cuda=True),
@@ -191,8 +202,6 @@ def resolve_backend(name: str, q: torch.Tensor) -> str:
 
     ``auto`` -> first importable of :data:`AUTO_ORDER` for CUDA fp16/bf16, else ``torch``.
     """
-    if name == "torch":
-        return name
     if name == "auto":
         if q.is_cuda and q.dtype in _HALF:
             for cand in AUTO_ORDER:
@@ -276,3 +285,14 @@ def varlen_attention(name: str, q, k_g, v_g, segments: Sequence[Segment], scale:
     kp = k_g.index_select(0, plan.kv_idx)  # [sum k_len, hkv, d]
     vp = v_g.index_select(0, plan.kv_idx)
     return KERNELS[name].fn(q, kp, vp, plan, scale)
+
+
+def attend(name: str, q: torch.Tensor, kv: torch.Tensor, segments: Sequence[Segment],
+           scale: float) -> torch.Tensor:
+    """Causal document attention of local queries ``q`` [t_local, h, d] against the gathered
+    K|V buffer ``kv`` [T, hkv, 2d] (global order) through the registered kernel ``name``."""
+    entry = KERNELS[name]
+    if not entry.varlen:
+        return entry.fn(q, kv, segments, scale)
+    d = q.shape[-1]
+    return varlen_attention(name, q, kv[..., :d], kv[..., d:], segments, scale)
