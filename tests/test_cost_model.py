@@ -89,3 +89,16 @@ def test_imbalance_floor_is_the_largest_piece_or_perfect_balance():
                for bins in itertools.product(range(3), repeat=len(pieces)))
     assert best >= imbalance_floor(pieces, 3) - 1e-12
     assert imbalance_floor(pieces, 3) == 5.0 * 3 / 13
+
+
+def test_one_flop_formula_for_the_cost_model_and_the_simulator():
+    from wlb.cost_model import layer_gemm_flops
+    from wlb.sim.model import MODELS
+
+    assert layer_gemm_flops(4096, 4096, 11008) == 404_750_336  # LLaMA-7B, by hand
+    m = MODELS["7b"]
+    assert m.linear_flops_per_token(tp=4) == 404_750_336 / 4
+    cost = CostModel.from_flops(num_layers=1, hidden_size=4096, ffn_hidden_size=11008,
+                                num_attention_heads=32, normalize=False)
+    # linear part: the GEMMs plus the causal diagonal's d term of attention (4h / 2 per token)
+    assert cost.linear_coef == 404_750_336 + 2 * 4096 and cost.attn_coef == 2 * 4096

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/simulate
 
 import numpy as np  # noqa: E402
 
+from wlb.parallel import ParallelDims  # noqa: E402
 from wlb.sim.cluster import SYSTEMS, SimReport, simulate_system  # noqa: E402
 from wlb.sim.hardware import from_calibration, h100  # noqa: E402
 from wlb.sim.model import (  # noqa: E402
@@ -36,7 +37,6 @@ from wlb.sim.model import (  # noqa: E402
     PAPER_ABLATION_7B_128K,
     PAPER_GRID,
     PAPER_SPEEDUP,
-    Layout,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,7 +60,7 @@ def load_lengths(path: str, context: int, scale: float | None) -> np.ndarray:
     return np.maximum(1, np.round(raw * s)).astype(np.int64)
 
 
-def run_config(model: str, layout: Layout, context: int, systems: list[str], a) -> dict:
+def run_config(model: str, layout: ParallelDims, context: int, systems: list[str], a) -> dict:
     hw = h100() if a.hardware == "h100" else from_calibration(a.hardware, MODELS[model])
     if a.attn_tflops:
         hw = replace(hw, attention=replace(hw.attention, peak_flops=a.attn_tflops * 1e12))
@@ -70,7 +70,7 @@ def run_config(model: str, layout: Layout, context: int, systems: list[str], a) 
         hw = replace(hw, comm_exposed=a.comm_exposed)
     lengths = load_lengths(a.doc_lengths, context, a.length_scale)
     out: dict = {"model": model, "context": context, "layout": layout.describe(),
-                 "gpus": layout.world, "systems": {}}
+                 "gpus": layout.world_size, "systems": {}}
     for name in systems:
         t0 = time.perf_counter()
         rep: SimReport = simulate_system(SYSTEMS[name], MODELS[model], layout, context, lengths,
@@ -97,7 +97,7 @@ def cmd_grid(a) -> list[dict]:
         rows.append(r)
         s = r["systems"]
         print(_fmt_row([
-            model, f"{ctx // 1024}K", layout.describe(), layout.world,
+            model, f"{ctx // 1024}K", layout.describe(), layout.world_size,
             f"{s['plain']['iter_s_mean']:.3f}", f"{s['fixed']['speedup']:.3f}x",
             f"{s['wlb']['speedup']:.3f}x",
             f"{s['plain']['pp_imbalance_mean']:.2f} -> {s['wlb']['pp_imbalance_mean']:.2f}",
@@ -130,9 +130,9 @@ def cmd_ablation(a) -> list[dict]:
 def cmd_config(a) -> list[dict]:
     if a.model not in MODELS:
         raise SystemExit(f"--model {a.model!r}: choose from {sorted(MODELS)}")
-    layout = Layout(a.tp, a.cp, a.pp, a.dp, a.vpp)
+    layout = ParallelDims(a.tp, a.cp, a.pp, a.dp, a.vpp)
     r = run_config(a.model, layout, a.context, a.systems.split(","), a)
-    print(f"{a.model} {a.context} tokens, {layout.describe()} ({layout.world} GPUs), "
+    print(f"{a.model} {a.context} tokens, {layout.describe()} ({layout.world_size} GPUs), "
           f"{a.iters} iterations:")
     for name, s in r["systems"].items():
         print(f"  {name:12s} {s['iter_s_mean']:.4f} s/iter  {s['tokens_per_s']:.4g} tok/s  "

@@ -23,6 +23,29 @@ import numpy as np
 LLAMA7B_LINEAR_PER_ATTN = 49408.0
 
 
+def layer_gemm_flops(hidden_size: int, kv_dim: int, ffn_hidden_size: int,
+                     swiglu: bool = True) -> int:
+    """Forward GEMM FLOPs of one transformer layer for one token (the one FLOP formula, shared by
+    :meth:`CostModel.from_flops` and the cluster simulator's ``ModelSpec``).
+
+    QKV projection ``2*h*(h + 2*kv)``, output projection ``2*h*h``, MLP ``2*h*ffn*(3 if swiglu
+    else 2)``. Example: LLaMA-7B (h=4096, kv=4096, ffn=11008) -> 404,750,336.
+    """
+    h = hidden_size
+    mlp_mats = 3 if swiglu else 2
+    return 2 * h * (h + 2 * kv_dim) + 2 * h * h + 2 * h * ffn_hidden_size * mlp_mats
+
+
+def attn_flops_per_pair(hidden_size: int) -> int:
+    """Forward FLOPs of one (query, key) pair in one layer: ``QK^T`` and ``PV``, ``4*h``."""
+    return 4 * hidden_size
+
+
+def logit_flops(hidden_size: int, vocab_size: int) -> int:
+    """Forward FLOPs of the output-logit GEMM for one token, ``2*h*V``."""
+    return 2 * hidden_size * vocab_size
+
+
 class CostModelError(ValueError):
     """A cost model with missing, negative or non-finite coefficients."""
 
@@ -99,8 +122,9 @@ class CostModel:
     ) -> CostModel:
         """Analytic forward FLOPs per GPU (backward is ~2x both parts, so ratios are unchanged).
 
-        Per layer and token: QKV projection ``2*h*(h + 2*kv)``, output projection ``2*h*h``, MLP
-        ``2*h*ffn*(3 if swiglu else 2)``; attention ``4*h`` FLOPs per (query, key) pair and a causal
+        Per layer and token: :func:`layer_gemm_flops` (QKV ``2*h*(h + 2*kv)``, output ``2*h*h``,
+        MLP ``2*h*ffn*(3 if swiglu else 2)``); attention ``4*h`` FLOPs per (query, key) pair
+        (:func:`attn_flops_per_pair`) and a causal
         document of length d has ``d*(d+1)/2`` pairs, so attn = ``2*h*d^2 + 2*h*d``. TP divides
         everything; CP divides the per-document work (each CP rank holds 1/CP of the tokens).
 
@@ -127,10 +151,9 @@ class CostModel:
             )
         h = hidden_size
         kv = h // num_attention_heads * groups
-        mlp_mats = 3 if swiglu else 2
-        lin_layer = 2 * h * (h + 2 * kv) + 2 * h * h + 2 * h * ffn_hidden_size * mlp_mats
-        attn_pair = 4 * h
-        linear = num_layers * (lin_layer + attn_pair / 2) + 2 * h * vocab_size
+        lin_layer = layer_gemm_flops(h, kv, ffn_hidden_size, swiglu)
+        attn_pair = attn_flops_per_pair(h)
+        linear = num_layers * (lin_layer + attn_pair / 2) + logit_flops(h, vocab_size)
         attn = num_layers * attn_pair / 2
         split = tensor_parallel_size * context_parallel_size
         linear, attn = linear / split, attn / split

@@ -1,4 +1,9 @@
-"""One validated object for the 4D layout (TP x CP x PP x DP) and the batch it trains."""
+"""The 4D layout (TP x CP x PP x DP): its sizes, and the validated layout of a training run.
+
+:class:`ParallelDims` is the one definition of the four sizes (the cluster simulator's layouts
+are these); :class:`ParallelLayout` is a run's layout, validated against its model and batch,
+and hands out its :attr:`ParallelLayout.dims`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,39 @@ from dataclasses import dataclass
 
 class LayoutError(ValueError):
     """A parallel size or batch size that does not fit (the message prints every factor)."""
+
+
+@dataclass(frozen=True)
+class ParallelDims:
+    """The parallel sizes of one job.
+
+    Attributes:
+        tp: tensor-model-parallel size.
+        cp: context-parallel size.
+        pp: pipeline-model-parallel size.
+        dp: data-parallel size (replicas).
+        vpp: virtual pipeline stages per PP rank (1: no interleaving).
+    """
+
+    tp: int = 1
+    cp: int = 1
+    pp: int = 1
+    dp: int = 1
+    vpp: int = 1
+
+    def __post_init__(self) -> None:
+        for k in ("tp", "cp", "pp", "dp", "vpp"):
+            if getattr(self, k) < 1:
+                raise LayoutError(f"layout {k}={getattr(self, k)} must be >= 1")
+
+    @property
+    def world_size(self) -> int:
+        return self.tp * self.cp * self.pp * self.dp
+
+    def describe(self) -> str:
+        """Short label, e.g. ``TP8 CP2 PP4 DP1 vpp=2``."""
+        v = f" vpp={self.vpp}" if self.vpp > 1 else ""
+        return f"TP{self.tp} CP{self.cp} PP{self.pp} DP{self.dp}{v}"
 
 
 @dataclass(frozen=True)
@@ -95,6 +133,10 @@ class ParallelLayout:
     @property
     def dp(self) -> int:
         return self.world_size // (self.tp * self.pp * self.cp)
+
+    @property
+    def dims(self) -> ParallelDims:
+        return ParallelDims(self.tp, self.cp, self.pp, self.dp, self.vpp)
 
     @property
     def microbatches_per_rank(self) -> int:

@@ -1,4 +1,4 @@
-"""The collective index tensors of wlb.cp.layout against the module docstring's hand-written case."""
+"""The collective index tensors of wlb.cp.layout against the docstring's hand-written case."""
 
 from wlb.cp.layout import build_layout
 

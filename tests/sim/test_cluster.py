@@ -9,14 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+from wlb.parallel import ParallelDims
 from wlb.sim.cluster import SYSTEMS, fit_cost_model, simulate_system
 from wlb.sim.hardware import h100
 from wlb.sim.latency import microbatch_times
-from wlb.sim.model import MODELS, PAPER_GRID, Layout
+from wlb.sim.model import MODELS, PAPER_GRID
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HW = h100()
-SMALL = Layout(tp=1, cp=2, pp=2, dp=2, vpp=1)
+SMALL = ParallelDims(tp=1, cp=2, pp=2, dp=2, vpp=1)
 
 
 def _lengths(n=3000, seed=0, context=16384):

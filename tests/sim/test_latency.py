@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from wlb.cp.selector import choose_strategy
+from wlb.parallel import ParallelDims
 from wlb.sim.hardware import FlashKernelModel, from_calibration, h100
 from wlb.sim.latency import (
     attention_predictor,
@@ -16,7 +17,7 @@ from wlb.sim.latency import (
     dp_sync_seconds,
     microbatch_times,
 )
-from wlb.sim.model import MODELS, PAPER_GRID, Layout, ModelSpec
+from wlb.sim.model import MODELS, PAPER_GRID, ModelSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HW = h100()
@@ -63,7 +64,7 @@ def test_per_seq_wins_on_many_tiny_documents():
 
 
 def test_stage_times_add_logits_to_the_last_stage_and_scale_with_tokens():
-    layout = Layout(tp=8, cp=2, pp=4, dp=1, vpp=2)
+    layout = ParallelDims(tp=8, cp=2, pp=4, dp=1, vpp=2)
     t = microbatch_times([2048] * 32, "per_seq", M7B, layout, HW)
     assert len(t.fwd) == len(t.bwd) == 8
     assert t.fwd[-1] > t.fwd[0] and t.fwd[:-1] == (t.fwd[0],) * 7
@@ -71,19 +72,19 @@ def test_stage_times_add_logits_to_the_last_stage_and_scale_with_tokens():
     t2 = microbatch_times([2048] * 64, "per_seq", M7B, layout, HW)
     assert 1.8 < t2.total / t.total < 2.2  # linear work dominates short documents
     with pytest.raises(ValueError, match="do not split"):
-        microbatch_times([8], "per_seq", M7B, Layout(1, 1, 3, 1), HW)
+        microbatch_times([8], "per_seq", M7B, ParallelDims(1, 1, 3, 1), HW)
 
 
 def test_quadratic_document_dominates_at_long_context():
-    layout = Layout(tp=8, cp=2, pp=4, dp=1, vpp=2)
+    layout = ParallelDims(tp=8, cp=2, pp=4, dp=1, vpp=2)
     one = microbatch_times([131072], "per_doc", M7B, layout, HW).total
     many = microbatch_times([2048] * 64, "per_doc", M7B, layout, HW).total
     assert one > 2 * many
 
 
 def test_dp_sync_only_with_data_parallelism():
-    assert dp_sync_seconds(M7B, Layout(8, 2, 4, 1), HW) == 0.0
-    assert dp_sync_seconds(M7B, Layout(8, 2, 4, 2), HW) > 0.0
+    assert dp_sync_seconds(M7B, ParallelDims(8, 2, 4, 1), HW) == 0.0
+    assert dp_sync_seconds(M7B, ParallelDims(8, 2, 4, 2), HW) > 0.0
 
 
 def test_calibrated_profile_reproduces_its_fit(tmp_path):
@@ -96,7 +97,7 @@ def test_calibrated_profile_reproduces_its_fit(tmp_path):
     model = ModelSpec("tiny", 2, 64, 256, 4, 4, vocab_size=256)
     hw = from_calibration(str(path), model)
     lens = [1000, 300, 17]
-    t = microbatch_times(lens, "per_seq", model, Layout(1, 1, 1, 1), hw)
+    t = microbatch_times(lens, "per_seq", model, ParallelDims(1, 1, 1, 1), hw)
     expect = (fit["attn_ms_per_d2"] * sum(d * (d + 1) for d in lens)
               + fit["linear_ms_per_token"] * sum(lens) + fit["doc_ms"] * len(lens)
               + fit["microbatch_ms"])
@@ -121,12 +122,12 @@ def test_calibration_samples_give_a_measured_attention_curve(tmp_path):
     model = ModelSpec("tiny", 2, 64, 256, 4, 4, vocab_size=256)
     hw = from_calibration(str(path), model)
     for d, ms in measured.items():
-        t = microbatch_times([d], "per_seq", model, Layout(1, 1, 1, 1), hw)
+        t = microbatch_times([d], "per_seq", model, ParallelDims(1, 1, 1, 1), hw)
         assert t.total * 1e3 == pytest.approx(ms, rel=1e-9)
-    mid = microbatch_times([3000], "per_seq", model, Layout(1, 1, 1, 1), hw).total * 1e3
+    mid = microbatch_times([3000], "per_seq", model, ParallelDims(1, 1, 1, 1), hw).total * 1e3
     assert 120.0 < mid < 700.0
     # two documents: two attention curves and two per-document costs, one micro-batch cost
-    two = microbatch_times([1024, 1024], "per_seq", model, Layout(1, 1, 1, 1), hw).total * 1e3
+    two = microbatch_times([1024, 1024], "per_seq", model, ParallelDims(1, 1, 1, 1), hw).total * 1e3
     curve = 20.0 - 1e-3 * 1024 - fit["doc_ms"] - fit["microbatch_ms"]
     expect = 2 * curve + 2 * fit["doc_ms"] + 1e-3 * 2048 + fit["microbatch_ms"]
     assert two == pytest.approx(expect, rel=1e-9)
@@ -145,6 +146,6 @@ def test_several_calibrations_are_averaged(tmp_path):
     one = from_calibration(paths[0], model)
     mean = from_calibration(paths, model)
     assert mean.step_s == pytest.approx(4e-3)
-    t1 = microbatch_times([500, 20], "per_seq", model, Layout(1, 1, 1, 1), one).total
-    tm = microbatch_times([500, 20], "per_seq", model, Layout(1, 1, 1, 1), mean).total
+    t1 = microbatch_times([500, 20], "per_seq", model, ParallelDims(1, 1, 1, 1), one).total
+    tm = microbatch_times([500, 20], "per_seq", model, ParallelDims(1, 1, 1, 1), mean).total
     assert tm == pytest.approx(2 * t1)

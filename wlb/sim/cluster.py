@@ -23,6 +23,7 @@ from wlb.packing.base import default_max_tokens
 from wlb.packing.run_packer import build_run_packer
 from wlb.packing.schedule import PlanSchedule
 from wlb.packing.types import packed_doc_lens
+from wlb.parallel import ParallelDims
 from wlb.sim.hardware import Hardware
 from wlb.sim.latency import (
     MicroBatchTimes,
@@ -30,7 +31,7 @@ from wlb.sim.latency import (
     dp_sync_seconds,
     microbatch_times,
 )
-from wlb.sim.model import Layout, ModelSpec
+from wlb.sim.model import ModelSpec
 from wlb.sim.pipeline import simulate_pipeline
 
 
@@ -97,7 +98,7 @@ class SimReport:
         }
 
 
-def fit_cost_model(model: ModelSpec, layout: Layout, hw: Hardware, max_len: int) -> CostModel:
+def fit_cost_model(model: ModelSpec, layout: ParallelDims, hw: Hardware, max_len: int) -> CostModel:
     """What ``tools/calibrate_cost_model.py`` would fit on this hardware: single-document
     micro-batch latency over a length sweep, ``W = A d^2 + B d + C`` by relative least squares."""
     lens = np.unique(np.geomspace(64, max_len, 24).astype(int))
@@ -108,7 +109,7 @@ def fit_cost_model(model: ModelSpec, layout: Layout, hw: Hardware, max_len: int)
     return CostModel(float(coef[0] / coef[1]), 1.0, float(coef[2] / coef[1]), source="sim-fit")
 
 
-def system_chooser(cp_sharding: str, model: ModelSpec, layout: Layout,
+def system_chooser(cp_sharding: str, model: ModelSpec, layout: ParallelDims,
                    hw: Hardware) -> StrategyChooser:
     """The CP strategy of each micro-batch for ``cp_sharding`` (a ``--wlb-cp-sharding`` value),
     chosen by the simulated hardware's attention latency, as training's chooser by its table."""
@@ -116,7 +117,7 @@ def system_chooser(cp_sharding: str, model: ModelSpec, layout: Layout,
                            attention_predictor(model, layout.tp, hw))
 
 
-def replica_times(plan, model: ModelSpec, layout: Layout, hw: Hardware,
+def replica_times(plan, model: ModelSpec, layout: ParallelDims, hw: Hardware,
                   chooser: Callable[[tuple[int, ...]], str], pad_multiple: int = 1,
                   strategies: dict[str, int] | None = None) -> list[list[MicroBatchTimes]]:
     """Every DP replica's micro-batch times for ``plan``, in plan order.
@@ -134,7 +135,7 @@ def replica_times(plan, model: ModelSpec, layout: Layout, hw: Hardware,
     return replicas
 
 
-def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
+def simulate_iteration(plan, model: ModelSpec, layout: ParallelDims, hw: Hardware,
                        chooser: Callable[[tuple[int, ...]], str], report: SimReport,
                        pad_multiple: int = 1) -> None:
     """Append one iteration's simulated time and imbalance to ``report``.
@@ -163,7 +164,7 @@ def simulate_iteration(plan, model: ModelSpec, layout: Layout, hw: Hardware,
     report.tokens.append(plan.num_tokens)
 
 
-def system_schedule(system: System, model: ModelSpec, layout: Layout, context: int,
+def system_schedule(system: System, model: ModelSpec, layout: ParallelDims, context: int,
                     lengths: np.ndarray, hw: Hardware, *, seed: int = 1234,
                     cost: CostModel | None = None) -> PlanSchedule:
     """The seeded plan schedule ``system``'s packer produces (one global batch of PP x DP
@@ -175,7 +176,7 @@ def system_schedule(system: System, model: ModelSpec, layout: Layout, context: i
                         balance_dp=system.packing != "megatron")
 
 
-def simulate_system(system: System, model: ModelSpec, layout: Layout, context: int,
+def simulate_system(system: System, model: ModelSpec, layout: ParallelDims, context: int,
                     lengths: np.ndarray, hw: Hardware, *, iters: int, seed: int = 1234,
                     cost: CostModel | None = None) -> SimReport:
     """Simulate ``iters`` iterations of ``system`` (fresh packer, same seeded document stream)."""

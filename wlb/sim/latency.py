@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from wlb.cp.selector import RankPredictor
 from wlb.cp.shard import rank_segments, rank_token_counts
+from wlb.parallel import ParallelDims
 from wlb.sim.hardware import ATTN_BWD_FACTOR, GEMM_BWD_FACTOR, Hardware
-from wlb.sim.model import Layout, ModelSpec
+from wlb.sim.model import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ def _ring_s(bytes_total: float, group: int, bw: float, latency: float) -> float:
     return (group - 1) / group * bytes_total / bw + latency if group > 1 else 0.0
 
 
-def microbatch_times(doc_lens: Sequence[int], strategy: str, model: ModelSpec, layout: Layout,
+def microbatch_times(doc_lens: Sequence[int], strategy: str, model: ModelSpec, layout: ParallelDims,
                      hw: Hardware) -> MicroBatchTimes:
     """Forward and backward seconds of every virtual stage for one micro-batch.
 
@@ -111,10 +112,10 @@ def microbatch_times(doc_lens: Sequence[int], strategy: str, model: ModelSpec, l
     return MicroBatchTimes(tuple(fwd), tuple(bwd), p2p if layout.pp > 1 else 0.0, tuple(attn))
 
 
-def dp_sync_seconds(model: ModelSpec, layout: Layout, hw: Hardware) -> float:
+def dp_sync_seconds(model: ModelSpec, layout: ParallelDims, hw: Hardware) -> float:
     """Exposed gradient reduce-scatter + parameter all-gather over DP (FSDP / distributed opt.)."""
     if layout.dp == 1:
         return 0.0
     shard_bytes = model.num_params() / (layout.tp * layout.pp) * hw.bytes_per_elem
-    one = _ring_s(shard_bytes, layout.dp, hw.link_bw(layout.world), hw.link_latency_s)
+    one = _ring_s(shard_bytes, layout.dp, hw.link_bw(layout.world_size), hw.link_latency_s)
     return hw.dp_exposed * 2 * one

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from wlb.cost_model import attn_flops_per_pair, layer_gemm_flops, logit_flops
+from wlb.parallel import ParallelDims
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -41,17 +44,15 @@ class ModelSpec:
 
     def linear_flops_per_token(self, tp: int = 1) -> float:
         """Forward GEMM FLOPs of one layer for one token on one GPU (TP splits every GEMM)."""
-        h = self.hidden_size
-        gemm = 2 * h * (h + 2 * self.kv_dim) + 2 * h * h + 2 * 3 * h * self.ffn_hidden_size
-        return gemm / tp
+        return layer_gemm_flops(self.hidden_size, self.kv_dim, self.ffn_hidden_size) / tp
 
     def logit_flops_per_token(self, tp: int = 1) -> float:
-        return 2.0 * self.hidden_size * self.vocab_size / tp
+        return float(logit_flops(self.hidden_size, self.vocab_size)) / tp
 
     def attn_flops_per_pair(self, tp: int = 1) -> float:
         """Forward FLOPs of one (query, key) pair in one layer on one GPU: QK^T and PV."""
         heads = max(self.num_attention_heads // tp, 1)
-        return 4.0 * heads * self.head_dim
+        return float(attn_flops_per_pair(heads * self.head_dim))
 
     def megatron_args(self) -> list[str]:
         """The model flags of ``scripts/pretrain_gpt.sh MODEL=<name>`` (kept equal by a test)."""
@@ -77,41 +78,17 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-@dataclass(frozen=True)
-class Layout:
-    """4D layout of one simulated job (global batch = pp * dp sequences, as in the paper §7.1)."""
-
-    tp: int
-    cp: int
-    pp: int
-    dp: int
-    vpp: int = 1
-
-    def __post_init__(self) -> None:
-        for k in ("tp", "cp", "pp", "dp", "vpp"):
-            if getattr(self, k) < 1:
-                raise ValueError(f"layout {k}={getattr(self, k)} must be >= 1")
-
-    @property
-    def world(self) -> int:
-        return self.tp * self.cp * self.pp * self.dp
-
-    def describe(self) -> str:
-        v = f" vpp={self.vpp}" if self.vpp > 1 else ""
-        return f"TP{self.tp} CP{self.cp} PP{self.pp} DP{self.dp}{v}"
-
-
 #: Paper Table 1: (model, context) -> (TP, CP, PP, DP). The paper runs interleaved 1F1B but does not
 #: say how many chunks; we use 2 per rank.
-PAPER_GRID: dict[tuple[str, int], Layout] = {
-    ("550m", 65536): Layout(2, 2, 4, 2, 2),
-    ("550m", 131072): Layout(2, 4, 4, 1, 2),
-    ("7b", 65536): Layout(4, 2, 4, 1, 2),
-    ("7b", 131072): Layout(8, 2, 4, 1, 2),
-    ("30b", 65536): Layout(8, 2, 4, 1, 2),
-    ("30b", 131072): Layout(8, 4, 4, 1, 2),
-    ("70b", 65536): Layout(16, 4, 4, 1, 2),
-    ("70b", 131072): Layout(16, 4, 4, 1, 2),
+PAPER_GRID: dict[tuple[str, int], ParallelDims] = {
+    ("550m", 65536): ParallelDims(2, 2, 4, 2, 2),
+    ("550m", 131072): ParallelDims(2, 4, 4, 1, 2),
+    ("7b", 65536): ParallelDims(4, 2, 4, 1, 2),
+    ("7b", 131072): ParallelDims(8, 2, 4, 1, 2),
+    ("30b", 65536): ParallelDims(8, 2, 4, 1, 2),
+    ("30b", 131072): ParallelDims(8, 4, 4, 1, 2),
+    ("70b", 65536): ParallelDims(16, 4, 4, 1, 2),
+    ("70b", 131072): ParallelDims(16, 4, 4, 1, 2),
 }
 
 #: Speed-ups over Plain-4D the paper reports (Fig. 12 text, Fig. 13 ablation on 7B-128K).

@@ -15,7 +15,7 @@ import numpy as np
 from wlb.config import WLBConfig
 from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
-from wlb.sim.model import Layout, ModelSpec
+from wlb.sim.model import ModelSpec
 from wlb.training.setup import (
     build_schedule,
     build_source,
@@ -60,7 +60,7 @@ def replay(args, nproc: int, calibration: str | list[str], log_path: str,
                       args.num_attention_heads,
                       args.num_query_groups or args.num_attention_heads, vocab)
     hw = from_calibration(calibration, model)
-    sim_layout = Layout(layout.tp, layout.cp, layout.pp, layout.dp, layout.vpp)
+    sim_layout = layout.dims
     rows = _read_log(log_path)
     report = SimReport("replay", [], [], [], {}, [])
     for row in rows:
