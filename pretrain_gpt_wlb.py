@@ -20,11 +20,11 @@ warnings.filterwarnings("ignore", message=".*CPU RNG state changed within GPU RN
 def main(argv=None) -> int:
     from wlb.config import ConfigError
     from wlb.parallel import LayoutError
-    from wlb.training.arguments import ArgumentError, build_parser, validate
+    from wlb.training.arguments import ArgumentError, build_parser, run_config
 
     args = build_parser().parse_args(argv)
     try:
-        validate(args)
+        cfg = run_config(args)
         from wlb.cost_model import CostModelError
         from wlb.megatron.indexed import IndexedDataError
         from wlb.packing import DataError
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
         from wlb.training.run import TrainingError, run_training
 
         try:
-            return run_training(args)
+            return run_training(cfg)
         except (IndexedDataError, CheckpointError, CostModelError, DataError) as e:
             raise ArgumentError(str(e)) from e
         except TrainingError as e:

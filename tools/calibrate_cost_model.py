@@ -65,7 +65,7 @@ def design(max_len: int) -> list[tuple[int, ...]]:
 
 
 def main(argv=None) -> int:
-    from wlb.training.arguments import build_parser, validate
+    from wlb.training.arguments import build_parser, run_config
 
     parser = build_parser()
     parser.add_argument("--out", required=True, help="cost-model JSON to write")
@@ -79,15 +79,16 @@ def main(argv=None) -> int:
     args.wlb_outlier_thresholds = "none"
     if not args.mock_data and not args.data_path:
         args.mock_data = True
-    validate(args)
+    cfg = run_config(args)
     import numpy as np
     import torch
 
     from wlb.cost_model import CostModel
     from wlb.megatron.attention import WLBPackedSeqParams
+    from wlb.packing.base import default_max_tokens
     from wlb.training.setup import build
 
-    run = build(args)
+    run = build(cfg)
     model = run.model[0]
     dev = run.device
 
@@ -96,7 +97,7 @@ def main(argv=None) -> int:
             torch.cuda.synchronize(dev)
 
     vocab = run.source.vocab_size
-    cap = int(round(1.25 * args.seq_length))  # S_max: the longest micro-batch WLB may pack
+    cap = default_max_tokens(args.seq_length)  # S_max: the longest micro-batch WLB may pack
     rows, times, measured = [], [], []
     for lens in design(cap):
         t_tok = sum(lens)

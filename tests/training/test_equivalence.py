@@ -17,13 +17,10 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 N, SEQ = 8, 256
 
 
-def _args(extra: list[str]):
-    from wlb.training.arguments import build_parser, validate
+def _config(extra: list[str]):
+    from wlb.training.arguments import parse
 
-    args = build_parser().parse_args(TINY + ["--clip-grad", "0", "--wlb-outlier-thresholds",
-                                             "none"] + extra)
-    validate(args)
-    return args
+    return parse(TINY + ["--clip-grad", "0", "--wlb-outlier-thresholds", "none"] + extra)
 
 
 def _sequential(pieces, n: int, cap: int):
@@ -70,7 +67,7 @@ def _worker(rank, world, mode, extra, out_path):
     variants = ["sequential", "fixed-greedy", "wlb"] if mode == "packing" else \
         ["per-seq", "per-doc", "mixed", "adaptive", "adaptive-paper"]
     for v in variants:
-        run = build(_args(extra))
+        run = build(_config(extra))
         layouts = _layouts(run.schedule.batcher.lengths, run.cost)
         if mode == "packing":
             mbs = layouts[v]

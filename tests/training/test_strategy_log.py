@@ -29,7 +29,7 @@ def _worker(rank, world, out_path):
     warnings.filterwarnings("ignore")
     import wlb.megatron.attention as mattn
     from wlb.cp.selector import StrategyChooser
-    from wlb.training.arguments import build_parser, validate
+    from wlb.training.arguments import parse
     from wlb.training.loop import train_step
     from wlb.training.setup import build
 
@@ -41,10 +41,9 @@ def _worker(rank, world, out_path):
         return real(q, k, v, doc_lens, group, strategy, *a)
 
     mattn.cp_attention = spy
-    args = build_parser().parse_args(TINY + ["--context-parallel-size", "2", "--wlb-packing",
-                                             "wlb", "--wlb-outlier-thresholds", "none"])
-    validate(args)
-    run = build(args)
+    cfg = parse(TINY + ["--context-parallel-size", "2", "--wlb-packing", "wlb",
+                        "--wlb-outlier-thresholds", "none"])
+    run = build(cfg)
     run.chooser = StrategyChooser(("per_seq", "per_doc", "mixed"), 2, _predictor)
     rows = []
     for _ in range(3):
@@ -52,7 +51,7 @@ def _worker(rank, world, out_path):
         m = train_step(run, run.schedule.next_plan())
         rows.append((m["cp_strategy"], dict(Counter(ran))))
     if rank == 0:
-        torch.save({"rows": rows, "layers": args.num_layers}, out_path)
+        torch.save({"rows": rows, "layers": cfg.model.num_layers}, out_path)
 
 
 def test_logged_strategies_are_the_ones_that_ran(tmp_path):

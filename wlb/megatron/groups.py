@@ -1,4 +1,5 @@
-"""Megatron's process groups, read once from ``parallel_state`` into one explicit object."""
+"""Megatron's process groups, read once from ``parallel_state`` into one explicit object, and
+the model-parallel RNG tracker they seed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
+from megatron.core.tensor_parallel import get_cuda_rng_tracker, model_parallel_cuda_manual_seed
+from torch.distributed import ProcessGroup
 
 from wlb.parallel import ParallelLayout
 
@@ -18,6 +21,7 @@ class Groups:
         layout: the validated sizes.
         rank: global rank.
         tp_rank, pp_rank, cp_rank, dp_rank: this process's coordinates.
+        pp_last_rank: global rank of the last pipeline stage of this process's pipeline.
         tp, pp, cp, dp, dp_cp, mp: process groups (dp_cp: DP x CP, where gradients are summed;
             mp: megatron's model-parallel group, TP x PP).
     """
@@ -28,23 +32,22 @@ class Groups:
     pp_rank: int
     cp_rank: int
     dp_rank: int
-    tp: object
-    pp: object
-    cp: object
-    dp: object
-    dp_cp: object
-    mp: object
+    pp_last_rank: int
+    tp: ProcessGroup
+    pp: ProcessGroup
+    cp: ProcessGroup
+    dp: ProcessGroup
+    dp_cp: ProcessGroup
+    mp: ProcessGroup
 
     def is_first_stage(self, vp_stage: int | None = None) -> bool:
-        return ps.is_pipeline_first_stage(ignore_virtual=vp_stage is None, vp_stage=vp_stage)
+        """First pipeline stage (and, given ``vp_stage``, its first virtual chunk)."""
+        return self.pp_rank == 0 and (vp_stage is None or vp_stage == 0)
 
     def is_last_stage(self, vp_stage: int | None = None) -> bool:
-        return ps.is_pipeline_last_stage(ignore_virtual=vp_stage is None, vp_stage=vp_stage)
-
-    @property
-    def pp_last_rank(self) -> int:
-        """Global rank of the last pipeline stage of this process's pipeline."""
-        return ps.get_pipeline_model_parallel_last_rank()
+        """Last pipeline stage (and, given ``vp_stage``, its last virtual chunk)."""
+        last_chunk = vp_stage is None or vp_stage == self.layout.vpp - 1
+        return self.pp_rank == self.layout.pp - 1 and last_chunk
 
 
 def initialize(layout: ParallelLayout, seed: int) -> Groups:
@@ -62,8 +65,6 @@ def initialize(layout: ParallelLayout, seed: int) -> Groups:
         virtual_pipeline_model_parallel_size=layout.vpp if layout.vpp > 1 else None,
         context_parallel_size=layout.cp,
     )
-    from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
-
     model_parallel_cuda_manual_seed(seed)  # dropout / SP regions fork this tracker
     return Groups(
         layout=layout,
@@ -72,6 +73,7 @@ def initialize(layout: ParallelLayout, seed: int) -> Groups:
         pp_rank=ps.get_pipeline_model_parallel_rank(),
         cp_rank=ps.get_context_parallel_rank(),
         dp_rank=ps.get_data_parallel_rank(),
+        pp_last_rank=ps.get_pipeline_model_parallel_last_rank(),
         tp=ps.get_tensor_model_parallel_group(),
         pp=ps.get_pipeline_model_parallel_group(),
         cp=ps.get_context_parallel_group(),
@@ -83,3 +85,13 @@ def initialize(layout: ParallelLayout, seed: int) -> Groups:
 
 def destroy() -> None:
     ps.destroy_model_parallel()
+
+
+def rng_tracker_states() -> dict:
+    """States of megatron's model-parallel RNG tracker (for checkpoints)."""
+    return get_cuda_rng_tracker().get_states()
+
+
+def set_rng_tracker_states(states: dict) -> None:
+    """Restore what :func:`rng_tracker_states` returned."""
+    get_cuda_rng_tracker().set_states(states)

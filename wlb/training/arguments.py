@@ -1,4 +1,7 @@
-"""Megatron-style command line (megatron's own flag names and meanings) plus the --wlb-* group."""
+"""Megatron-style command line (megatron's own flag names and meanings) plus the --wlb-* group.
+
+:func:`parse` turns a command line into the run's typed :class:`wlb.run_config.RunConfig`, once.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 
 from wlb.config import WLBConfig
 from wlb.cp.kernels import BACKENDS
+from wlb.run_config import RunConfig
 
 
 class ArgumentError(ValueError):
@@ -145,3 +149,14 @@ def validate(args: argparse.Namespace) -> None:
                 f"{pp}"
             )
         args.vpp = args.num_layers // (vpp_layers * pp)
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """Validate ``args`` (in place) and group them into the run's typed configuration."""
+    validate(args)
+    return RunConfig.from_namespace(args)
+
+
+def parse(argv: list[str] | None = None) -> RunConfig:
+    """Parse and validate a command line into a :class:`wlb.run_config.RunConfig`."""
+    return run_config(build_parser().parse_args(argv))

@@ -22,6 +22,8 @@ import shutil
 import torch
 import torch.distributed as dist
 
+from wlb.megatron.groups import rng_tracker_states, set_rng_tracker_states
+
 TRACKER = "latest_checkpointed_iteration.txt"
 
 
@@ -46,12 +48,10 @@ def _layout_meta(run) -> dict:
     lay = run.groups.layout
     return {"world_size": lay.world_size, "tp": lay.tp, "pp": lay.pp, "cp": lay.cp,
             "vpp": lay.vpp, "dp": lay.dp, "sequence_parallel": lay.sequence_parallel,
-            "distributed_optimizer": bool(run.args.use_distributed_optimizer)}
+            "distributed_optimizer": bool(run.cfg.parallel.use_distributed_optimizer)}
 
 
 def _rank_state(run) -> dict:
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
     return {
         "model": [m.module.state_dict() for m in run.model],
         "optimizer": [
@@ -60,7 +60,7 @@ def _rank_state(run) -> dict:
             for opt in _leaf_optimizers(run.optimizer)
         ],
         "scheduler": run.scheduler.state_dict(),
-        "rng": {"torch": torch.get_rng_state(), "tracker": get_cuda_rng_tracker().get_states(),
+        "rng": {"torch": torch.get_rng_state(), "tracker": rng_tracker_states(),
                 "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None},
     }
 
@@ -145,10 +145,8 @@ def load_checkpoint(load_dir: str, run) -> int:
             for p, s in zip(group, saved):
                 p.data.copy_(s)
     run.scheduler.load_state_dict(state["scheduler"])
-    from megatron.core.tensor_parallel import get_cuda_rng_tracker
-
     torch.set_rng_state(state["rng"]["torch"])
-    get_cuda_rng_tracker().set_states(state["rng"]["tracker"])
+    set_rng_tracker_states(state["rng"]["tracker"])
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng"]["cuda"])
     run.schedule.load_state_dict(meta["data"])

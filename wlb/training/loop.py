@@ -9,6 +9,7 @@ import torch
 import torch.distributed as dist
 
 from wlb.megatron.attention import WLBPackedSeqParams
+from wlb.megatron.schedule import forward_backward
 from wlb.metrics import imbalance
 from wlb.training.batches import MicroBatchInput, build_inputs, lay_out, plan_predictions
 
@@ -83,8 +84,6 @@ def measured_imbalance(records_by_rank: list, pp_ranks: list[int], n: int) -> fl
 
 def train_step(run, plan) -> dict:
     """One iteration on this rank; returns the metrics (identical on every rank)."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     g, layout = run.groups, run.groups.layout
     layouts = lay_out(plan, layout.pad_multiple, run.chooser)  # one CP strategy per micro-batch
     inputs = build_inputs(layouts, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
@@ -94,16 +93,9 @@ def train_step(run, plan) -> dict:
     for m in run.model:
         m.zero_grad_buffer()
     run.optimizer.zero_grad()
-    fb = get_forward_backward_func()
-    reports = fb(
-        forward_step_func=timed,
-        data_iterator=data,
-        model=run.model if len(run.model) > 1 else run.model[0],
-        num_microbatches=len(inputs),
-        seq_length=run.args.seq_length,
-        micro_batch_size=1,
-        forward_only=False,
-    )
+    reports = forward_backward(timed, data, run.model if len(run.model) > 1 else run.model[0],
+                               num_microbatches=len(inputs), seq_length=run.cfg.model.seq_length,
+                               pp_size=layout.pp, vpp_size=layout.vpp)
     lr = float(run.optimizer.param_groups[0]["lr"])  # the rate this step applies
     ok, grad_norm, _ = run.optimizer.step()
     run.scheduler.step(increment=1)

@@ -12,17 +12,11 @@ import json
 
 import numpy as np
 
-from wlb.config import WLBConfig
+from wlb.run_config import RunConfig
 from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
 from wlb.sim.model import ModelSpec
-from wlb.training.setup import (
-    build_schedule,
-    build_source,
-    make_cost_model,
-    padded_vocab,
-    parallel_layout,
-)
+from wlb.training.setup import build_schedule, build_source, make_cost_model, padded_vocab
 
 
 def _read_log(path: str) -> list[dict]:
@@ -38,27 +32,27 @@ def _read_log(path: str) -> list[dict]:
     return rows
 
 
-def replay(args, nproc: int, calibration: str | list[str], log_path: str,
+def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: str,
            skip: int = 1) -> dict:
     """Predicted and measured iteration times of the run logged in ``log_path``.
 
     Args:
-        args: the run's parsed pretrain flags.
+        cfg: the run's configuration (from its pretrain flags).
         nproc: world size of the run.
         calibration: ``tools/calibrate_cost_model.py`` JSON(s) of the same model on this
             machine (several are averaged).
         log_path: the run's ``--log-json`` file.
         skip: leading iterations left out of the summary (warm-up).
     """
-    wlb = WLBConfig.from_args(args)
-    layout = parallel_layout(args, nproc)
-    source = build_source(args)
-    vocab = padded_vocab(args, source.vocab_size)
-    cost = make_cost_model(args, wlb, layout, vocab)
-    schedule, _, chooser = build_schedule(args, wlb, layout, source, cost)
-    model = ModelSpec("run", args.num_layers, args.hidden_size, args.ffn_hidden_size,
-                      args.num_attention_heads,
-                      args.num_query_groups or args.num_attention_heads, vocab)
+    spec = cfg.model
+    layout = cfg.layout(nproc)
+    source = build_source(cfg.data, spec, cfg.training.seed)
+    vocab = padded_vocab(spec, source.vocab_size)
+    cost = make_cost_model(spec, cfg.wlb, layout, vocab)
+    schedule, _, chooser = build_schedule(cfg, layout, source, cost)
+    model = ModelSpec("run", spec.num_layers, spec.hidden_size, spec.ffn_hidden_size,
+                      spec.num_attention_heads,
+                      spec.num_query_groups or spec.num_attention_heads, vocab)
     hw = from_calibration(calibration, model)
     sim_layout = layout.dims
     rows = _read_log(log_path)
@@ -98,16 +92,14 @@ def replay(args, nproc: int, calibration: str | list[str], log_path: str,
 
 def validate(a, rest: list[str]) -> int:
     """``tools/simulate_cluster.py validate``: parse the run's flags from ``rest`` and replay."""
-    from wlb.training.arguments import build_parser
-    from wlb.training.arguments import validate as validate_args
+    from wlb.training.arguments import parse
 
     if rest and rest[0] == "--":
         rest = rest[1:]
-    args = build_parser().parse_args(rest)
-    validate_args(args)
+    cfg = parse(rest)
     results = []
     for path in a.log:
-        r = replay(args, a.nproc, a.calibration, path, a.skip)
+        r = replay(cfg, a.nproc, a.calibration, path, a.skip)
         results.append(r)
         print(f"{path}: {r['layout']}, {r['iterations']} iterations: measured "
               f"{r['measured_mean_ms']:.0f} ms/iter, predicted {r['predicted_mean_ms']:.0f} "

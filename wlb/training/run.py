@@ -11,6 +11,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from wlb.run_config import RunConfig
 from wlb.training.log import MetricsLogger
 from wlb.training.loop import train_step
 from wlb.training.setup import build
@@ -37,11 +38,11 @@ def check_plan_agreement(digest: str, iteration: int, device=None) -> None:
         )
 
 
-def check_finite(m: dict, iteration: int, args) -> None:
+def check_finite(m: dict, iteration: int, save_dir: str | None) -> None:
     bad = [k for k in ("lm_loss", "grad_norm") if m.get(k) is not None and not
            math.isfinite(m[k])]
     if bad:
-        where = f"; last good checkpoint: {args.save}" if args.save else ""
+        where = f"; last good checkpoint: {save_dir}" if save_dir else ""
         raise TrainingError(
             f"iteration {iteration}: non-finite {' and '.join(bad)} "
             f"({', '.join(f'{k}={m[k]}' for k in bad)}); stopping before any checkpoint is "
@@ -54,11 +55,12 @@ def _maybe_crash(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def run_training(args) -> int:
-    run = build(args)
-    g = run.groups
-    log = MetricsLogger(rank=g.rank, train_iters=args.train_iters, log_interval=args.log_interval,
-                        json_path=args.log_json, tensorboard_dir=args.tensorboard_dir)
+def run_training(cfg: RunConfig) -> int:
+    run = build(cfg)
+    g, ck, lg = run.groups, cfg.checkpoint, cfg.logging
+    train_iters = cfg.training.train_iters
+    log = MetricsLogger(rank=g.rank, train_iters=train_iters, log_interval=lg.log_interval,
+                        json_path=lg.log_json, tensorboard_dir=lg.tensorboard_dir)
     log.info(f"layout: {g.layout.describe()}; packing={run.wlb.packing} "
              f"cp_sharding={run.wlb.cp_sharding} attention={run.attention_kernel} "
              f"{run.packer_info}")
@@ -66,14 +68,14 @@ def run_training(args) -> int:
     for w in run.warnings:
         log.info(f"warning: {w}")
     start = 0
-    if args.load:
+    if ck.load:
         from wlb.training.checkpoint import load_checkpoint
 
-        start = load_checkpoint(args.load, run)
-        log.info(f"resumed from {args.load} at iteration {start}")
-    plans = open(args.log_plans, "a") if args.log_plans and g.rank == 0 else None  # noqa: SIM115
+        start = load_checkpoint(ck.load, run)
+        log.info(f"resumed from {ck.load} at iteration {start}")
+    plans = open(lg.log_plans, "a") if lg.log_plans and g.rank == 0 else None  # noqa: SIM115
     try:
-        for it in range(start + 1, args.train_iters + 1):
+        for it in range(start + 1, train_iters + 1):
             plan = run.schedule.next_plan()
             digest = plan.digest()
             check_plan_agreement(digest, it, run.device)
@@ -85,7 +87,7 @@ def run_training(args) -> int:
             ms = ms.cpu()
             m.update(iteration=it, iter_ms=float(ms),
                      tokens_per_s=plan.num_tokens / float(ms) * 1e3, plan_digest=digest)
-            check_finite(m, it, args)
+            check_finite(m, it, ck.save)
             log.iteration(m)
             if plans:
                 plans.write(json.dumps({
@@ -93,13 +95,13 @@ def run_training(args) -> int:
                     "trained": run.schedule.last_trained,
                     "pending": run.schedule.pending_with_epochs()}) + "\n")
                 plans.flush()
-            last = it == args.train_iters
-            if args.save and ((args.save_interval and it % args.save_interval == 0) or last):
+            last = it == train_iters
+            if ck.save and ((ck.save_interval and it % ck.save_interval == 0) or last):
                 from wlb.training.checkpoint import save_checkpoint
 
-                save_checkpoint(args.save, it, run,
+                save_checkpoint(ck.save, it, run,
                                 crash_hook=lambda it=it: _maybe_crash(f"save:{it}"))
-                log.info(f"saved checkpoint at iteration {it} to {args.save}")
+                log.info(f"saved checkpoint at iteration {it} to {ck.save}")
     finally:
         if plans:
             plans.close()
