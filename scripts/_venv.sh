@@ -15,5 +15,9 @@ if [[ "$(cat "${STAMP}" 2>/dev/null)" != "${WANT}" ]]; then
   "${VENV}/bin/python" -m pip install -q -r "${ROOT}/requirements.txt"
   echo "${WANT}" > "${STAMP}"
 fi
+# The repository on the venv's import path, so `python tools/NAME.py` finds wlb from anywhere
+# (`python -m tools.NAME` from the repository root needs nothing).
+PTH="$("${VENV}/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/wlb-repo.pth"
+[[ "$(cat "${PTH}" 2>/dev/null)" == "${ROOT}" ]] || echo "${ROOT}" > "${PTH}"
 export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 VPY="${VENV}/bin/python"

@@ -26,7 +26,7 @@ TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}"
 COST="${OUT}/cost_model_l${LAYERS:-2}_h${HIDDEN:-64}_a${HEADS:-4}_s${SEQ:-8192}.json"
 if [[ ! -f "${COST}" || -n "${RECALIBRATE:-}" ]]; then
   echo "[bench_cpu] calibrating the cost model on this machine -> ${COST}"
-  "${VPY}" tools/calibrate_cost_model.py --out "${COST}" "${MODEL[@]}" "${DATA[@]}" \
+  "${VPY}" -m tools.calibrate_cost_model --out "${COST}" "${MODEL[@]}" "${DATA[@]}" \
     | grep '^\[calibrate\] W'
 fi
 declare -A LAYOUT=(
@@ -56,6 +56,6 @@ for cfg in ${CONFIGS}; do
   run "${cfg}_wlb" "${flags[@]}" --wlb-packing wlb --wlb-cp-sharding adaptive \
     --wlb-outlier-thresholds "${DELAY}" "${WLB_EXTRA[@]}"
   echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
-  "${VPY}" tools/compare_runs.py "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
+  "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
     | tee "${OUT}/${cfg}_compare.txt"
 done

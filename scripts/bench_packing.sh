@@ -7,7 +7,7 @@ cd "${ROOT}"
 for data in doc_lengths_wlbllm doc_lengths_prolong; do
   for n in 4 16; do
     echo "== ${data}.json  N=${n}"
-    "${VPY}" tools/simulate_packing.py --doc-lengths "data/doc_lengths/${data}.json" \
+    "${VPY}" -m tools.simulate_packing --doc-lengths "data/doc_lengths/${data}.json" \
       --context-length 131072 --num-microbatches "${n}" --packer all \
       --attn-coef "$(python3 -c 'print(1/49408)')" --linear-coef 1 --num-batches 300 "$@"
   done

@@ -20,7 +20,7 @@ for mode in baseline wlb; do
     || { tail -30 "${OUT}/${mode}.log"; echo "[compare] ${mode} run failed" >&2; exit 1; }
   grep -E '^ \[' "${OUT}/${mode}.log" | tail -2 || true
 done
-"${VPY}" tools/compare_report.py "${OUT}/baseline.jsonl" "${OUT}/wlb.jsonl" --out "${OUT}" \
+"${VPY}" -m tools.compare_report "${OUT}/baseline.jsonl" "${OUT}/wlb.jsonl" --out "${OUT}" \
   --nproc $(( ${TP:-1} * ${PP:-1} * ${CP:-1} * ${DP:-1} )) \
   --title "baseline vs WLB: MODEL=${MODEL:-tiny} TP=${TP:-1} PP=${PP:-1} CP=${CP:-1} DP=${DP:-1}"
 echo "[compare] report: ${OUT}/summary.md"

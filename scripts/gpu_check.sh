@@ -50,11 +50,11 @@ for mode in baseline wlb; do
 done
 
 echo "== 3. attention table for the selector (the kernel auto picks)"
-"${PY}" tools/profile_attention.py --attention-backend auto --dtype bfloat16 --heads 16 \
+"${PY}" -m tools.profile_attention --attention-backend auto --dtype bfloat16 --heads 16 \
   --kv-heads 4 --head-dim 64 --tile-q 128 --reps 3 --out "${OUT}/attention_table.json" \
   2>&1 | tail -3
 
 echo "== 4. cost-model calibration on this GPU"
-"${PY}" tools/calibrate_cost_model.py "${MODEL[@]}" "${DATA[@]}" --attention-backend auto \
+"${PY}" -m tools.calibrate_cost_model "${MODEL[@]}" "${DATA[@]}" --attention-backend auto \
   --out "${OUT}/calibration.json" 2>&1 | tee "${OUT}/calibration.log" | tail -8
 echo "[gpu_check] wrote ${OUT}"

@@ -13,7 +13,7 @@ export OUT_DIR="${OUT_DIR:-${ROOT}/reports/quickstart}"
 CORPUS="${CORPUS:-${ROOT}/data/corpus/stdlib}"
 mkdir -p "${OUT_DIR}"
 if [[ ! -f "${CORPUS}.idx" ]]; then
-  "${VPY}" tools/preprocess_data.py --input default --output-prefix "${CORPUS}"
+  "${VPY}" -m tools.preprocess_data --input default --output-prefix "${CORPUS}"
 fi
 export MODEL="${MODEL:-tiny}" TP="${TP:-1}" PP="${PP:-2}" CP="${CP:-2}" DP="${DP:-2}"
 export SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-16}" LR="${LR:-1e-3}"
@@ -23,7 +23,7 @@ export COST_MODEL="${COST_MODEL:-${OUT_DIR}/cost_model_${MODEL}_${SEQ}.json}"
 if [[ ! -f "${COST_MODEL}" ]]; then
   echo "[quickstart] calibrating the WLB cost model for MODEL=${MODEL} on this machine"
   mapfile -t MODEL_FLAGS < <(PRINT_MODEL_ARGS=1 bash scripts/pretrain_gpt.sh)
-  "${VPY}" tools/calibrate_cost_model.py --out "${COST_MODEL}" "${MODEL_FLAGS[@]}" \
+  "${VPY}" -m tools.calibrate_cost_model --out "${COST_MODEL}" "${MODEL_FLAGS[@]}" \
     --seq-length "${SEQ}" --data-path "${CORPUS}" | grep '^\[calibrate\] W'
 fi
 bash scripts/compare.sh "$@"

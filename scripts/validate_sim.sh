@@ -26,9 +26,9 @@ TRAIN=(--train-iters "${ITERS}" --lr-decay-iters 1000 --seed 1234 --wlb-cost-mod
 CAL="${OUT}/calib_loaded.json"
 if [[ "${REUSE:-0}" != 1 || ! -f "${CAL}" ]]; then
   echo "[validate_sim] calibrating under load (two calibrations at once) -> ${CAL}"
-  MASTER_PORT=29611 "${VPY}" tools/calibrate_cost_model.py --out "${CAL}" "${MODEL[@]}" \
+  MASTER_PORT=29611 "${VPY}" -m tools.calibrate_cost_model --out "${CAL}" "${MODEL[@]}" \
     "${DATA[@]}" > "${OUT}/calib_loaded.log" 2>&1 &
-  MASTER_PORT=29612 "${VPY}" tools/calibrate_cost_model.py --out "${OUT}/calib_loaded_2.json" \
+  MASTER_PORT=29612 "${VPY}" -m tools.calibrate_cost_model --out "${OUT}/calib_loaded_2.json" \
     "${MODEL[@]}" "${DATA[@]}" > "${OUT}/calib_loaded_2.log" 2>&1 &
   wait
 fi
@@ -39,11 +39,11 @@ declare -A LAYOUT=([cp2]="--context-parallel-size 2" [dp2]=""
 for cfg in cp2 dp2 pp2; do
   # shellcheck disable=SC2086
   flags=(${LAYOUT[$cfg]})
-  "${VPY}" tools/simulate_cluster.py validate --calibration "${CALS[@]}" \
+  "${VPY}" -m tools.simulate_cluster validate --calibration "${CALS[@]}" \
     --log "${OUT}/${cfg}_baseline.jsonl" --json "${OUT}/${cfg}_baseline_validate.json" -- \
     "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" "${flags[@]}" \
     --wlb-packing megatron --wlb-cp-sharding per-seq
-  "${VPY}" tools/simulate_cluster.py validate --calibration "${CALS[@]}" \
+  "${VPY}" -m tools.simulate_cluster validate --calibration "${CALS[@]}" \
     --log "${OUT}/${cfg}_wlb.jsonl" --json "${OUT}/${cfg}_wlb_validate.json" -- \
     "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" "${flags[@]}" \
     --wlb-packing wlb --wlb-cp-sharding adaptive --wlb-outlier-thresholds none

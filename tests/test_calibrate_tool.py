@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     out = tmp_path / "cal.json"
     proc = subprocess.run(
-        [sys.executable, "tools/calibrate_cost_model.py", "--out", str(out), "--mock-data",
+        [sys.executable, "-m", "tools.calibrate_cost_model", "--out", str(out), "--mock-data",
          "--mock-num-docs", "50", "--seq-length", "256", "--num-layers", "1", "--hidden-size",
          "32", "--num-attention-heads", "2", "--repeats", "1"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,

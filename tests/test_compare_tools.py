@@ -23,8 +23,8 @@ def _report(tmp_path, *extra, wlb_imbalance=1.2):
     base = _log(tmp_path / "b.jsonl", [500.0, 200.0, 200.0], 5.0)
     wlb = _log(tmp_path / "w.jsonl", [500.0, 100.0, 100.0], 5.0, wlb_imbalance)
     out = tmp_path / "report"
-    proc = subprocess.run([sys.executable, "tools/compare_report.py", base, wlb, "--out", str(out),
-                           *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "tools.compare_report", base, wlb, "--out",
+                           str(out), *extra], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return (out / "summary.md").read_text(), out
 
@@ -51,7 +51,7 @@ def test_compare_runs_prints_the_floor_and_na_for_logs_without_it(tmp_path):
     _log(wlb, [500.0, 100.0, 100.0], 5.0, 1.2)
     rows = [dict(json.loads(x), pp_imbalance_floor=1.25) for x in wlb.read_text().splitlines()]
     wlb.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    proc = subprocess.run([sys.executable, "tools/compare_runs.py", base, str(wlb)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "tools.compare_runs", base, str(wlb)], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     (line,) = [x for x in proc.stdout.splitlines() if "pp_imbalance_floor" in x]

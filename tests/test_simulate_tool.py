@@ -7,12 +7,10 @@ import pytest
 
 from tests.conftest import ROOT, SHARED_DATA
 
-TOOL = os.path.join(ROOT, "tools", "simulate_packing.py")
-
 
 def run(*args):
-    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-m", "tools.simulate_packing", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

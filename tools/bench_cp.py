@@ -14,7 +14,7 @@ that two cores shared by four processes do not distort the ratio. It reports:
 * the wall time of the full cp_attention call (all-gather, compute, reduce-scatter) per strategy.
 
 Example:
-    python tools/bench_cp.py --cp-sizes 2,4 --num-microbatches 50
+    python -m tools.bench_cp --cp-sizes 2,4 --num-microbatches 50
 """
 
 from __future__ import annotations
@@ -26,18 +26,16 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
-
-from wlb.cp import PAPER_STRATEGIES, cp_attention, shard_indices  # noqa: E402
-from wlb.cp.layout import build_layout  # noqa: E402
-from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict  # noqa: E402
-from wlb.cp.strategy import ALL_STRATEGIES  # noqa: E402
-from wlb.cp.torch_kernel import attend_segments, attend_segments_backward  # noqa: E402
+from wlb.cp import PAPER_STRATEGIES, cp_attention, shard_indices
+from wlb.cp.layout import build_layout
+from wlb.cp.selector import DEFAULT_TABLE, KernelTable, choose_strategy, predict
+from wlb.cp.strategy import ALL_STRATEGIES
+from wlb.cp.torch_kernel import attend_segments, attend_segments_backward
+from wlb.data.lengths import DEFAULT_LENGTHS
 
 
 def make_microbatches(path: str, context: int, count: int, skip: int) -> list[list[int]]:
@@ -154,8 +152,7 @@ def summarize(rows, cp, table, strategies=PAPER_STRATEGIES) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--doc-lengths", default=os.path.join(ROOT, "data", "doc_lengths",
-                                                         "doc_lengths_wlbllm.json"))
+    p.add_argument("--doc-lengths", default=DEFAULT_LENGTHS)
     p.add_argument("--context-length", type=int, default=4096)
     p.add_argument("--cp-sizes", default="2,4")
     p.add_argument("--num-microbatches", type=int, default=50)

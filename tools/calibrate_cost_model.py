@@ -10,7 +10,7 @@ Writes one JSON that ``--wlb-cost-model`` reads: the training run takes the cost
 and the selector's table too unless ``--wlb-kernel-table`` is given. The raw samples are kept for
 the cluster simulator (``tools/simulate_cluster.py validate``). Example:
 
-    python tools/calibrate_cost_model.py --out cost.json --seq-length 8192 --num-layers 2 \\
+    python -m tools.calibrate_cost_model --out cost.json --seq-length 8192 --num-layers 2 \\
         --hidden-size 64 --num-attention-heads 4 --mock-data
 
 Any pretrain flag is accepted; parallel sizes are forced to 1. The fit and its error are printed.
@@ -18,14 +18,11 @@ Any pretrain flag is accepted; parallel sizes are forced to 1. The fit and its e
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/profile_attention
 warnings.filterwarnings("ignore")
 
 
@@ -134,7 +131,7 @@ def main(argv=None) -> int:
     extra = {}
     if not args.no_attention_table:
         # the adaptive CP selector's table, with this model's heads, on this machine
-        from profile_attention import KV_LENS, Q_LENS, measure_table
+        from wlb.cp.profile import KV_LENS, Q_LENS, measure_table
 
         heads, dim = args.num_attention_heads, args.hidden_size // args.num_attention_heads
         q_lens = [x for x in Q_LENS if x <= args.seq_length]

@@ -9,23 +9,20 @@ Times, on one packed micro-batch with a causal document mask (1 thread, fp32):
   on CPU; the tool reports the error text rather than a time).
 
 Example:
-    python tools/compare_flex.py --doc-lens 1900,700,500,300,200,150,100,90,80,50,20,6
+    python -m tools.compare_flex --doc-lens 1900,700,500,300,200,150,100,90,80,50,20,6
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from wlb.cp.shard import rank_segments  # noqa: E402
-from wlb.cp.torch_kernel import attend_segments, attend_segments_backward  # noqa: E402
+from wlb.cp.shard import rank_segments
+from wlb.cp.torch_kernel import attend_segments, attend_segments_backward
 
 
 def best_ms(fn, reps: int) -> float:

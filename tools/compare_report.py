@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a baseline-vs-WLB report folder from two --log-json runs: summary.md + PNG plots.
 
-    python tools/compare_report.py BASELINE.jsonl WLB.jsonl --out reports/compare [--skip 1]
+    python -m tools.compare_report BASELINE.jsonl WLB.jsonl --out reports/compare [--skip 1]
 
 Plots: iteration time per step, imbalance (predicted and measured) per step, loss curves, and the
 per-micro-batch predicted workload of every iteration (sorted, baseline vs WLB).
@@ -13,9 +13,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from compare_runs import cell, load, summarize  # noqa: E402
+from wlb.training.runlog import cell, load, summarize
 
 
 def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:

@@ -2,8 +2,8 @@
 """Turn JSONL, a directory of text files, or the default corpus into Megatron .bin/.idx.
 
 Examples:
-    python tools/preprocess_data.py --input default --output-prefix data/corpus/stdlib
-    python tools/preprocess_data.py --input docs.jsonl --json-key text \\
+    python -m tools.preprocess_data --input default --output-prefix data/corpus/stdlib
+    python -m tools.preprocess_data --input docs.jsonl --json-key text \\
         --tokenizer tokenizer.json --output-prefix data/mycorpus
 """
 
@@ -14,10 +14,8 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from wlb.preprocess.corpus import iter_texts  # noqa: E402
-from wlb.preprocess.tokenizer import build_tokenizer  # noqa: E402
+from wlb.preprocess.corpus import iter_texts
+from wlb.preprocess.tokenizer import build_tokenizer
 
 
 def parse(argv=None) -> argparse.Namespace:

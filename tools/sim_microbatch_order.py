@@ -10,30 +10,25 @@ replica's 1F1B / interleaved schedule under several orders of its micro-batches:
 Prints the speed-up of each order over the packer's own order (iteration = slowest replica).
 
 Example:
-    python tools/sim_microbatch_order.py --iters 24
+    python -m tools.sim_microbatch_order --iters 24
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from simulate_cluster import DEFAULT_LENGTHS, load_lengths  # noqa: E402
-
-from wlb.sim.cluster import (  # noqa: E402
+from wlb.data.lengths import DEFAULT_LENGTHS, scaled_lengths
+from wlb.sim.cluster import (
     SYSTEMS,
     replica_times,
     system_chooser,
     system_schedule,
 )
-from wlb.sim.hardware import h100  # noqa: E402
-from wlb.sim.model import MODELS, PAPER_GRID  # noqa: E402
-from wlb.sim.pipeline import simulate_pipeline  # noqa: E402
+from wlb.sim.hardware import h100
+from wlb.sim.model import MODELS, PAPER_GRID
+from wlb.sim.pipeline import simulate_pipeline
 
 ORDERS = ("given", "asc", "desc", "mid", "best")
 
@@ -50,7 +45,7 @@ def run(model_name: str, context: int, layout, system: str, iters: int, seed: in
     """Speed-up of every order over the given one for ``system`` ("plain" or "wlb" of
     ``wlb.sim.cluster.SYSTEMS``), summed over ``iters`` iterations."""
     hw, model, sys_ = h100(), MODELS[model_name], SYSTEMS[system]
-    lengths = load_lengths(DEFAULT_LENGTHS, context, None)
+    lengths = scaled_lengths(DEFAULT_LENGTHS, context)
     schedule = system_schedule(sys_, model, layout, context, lengths, hw, seed=seed)
     chooser = system_chooser(sys_.cp, model, layout, hw)
     total = dict.fromkeys(ORDERS, 0.0)

@@ -4,10 +4,10 @@
 Runs the project's own packers and CP selector over a document-length stream and megatron's
 (interleaved) 1F1B schedule over per-micro-batch stage latencies (``wlb/sim``). Subcommands:
 
-    python tools/simulate_cluster.py grid        # the paper's Table 1 grid vs its Fig. 12 figures
-    python tools/simulate_cluster.py ablation    # 7B-128K ablation vs the paper's Fig. 13
-    python tools/simulate_cluster.py config --model 7b --tp 8 --cp 2 --pp 4 --dp 1 --context 131072
-    python tools/simulate_cluster.py validate --calibration cost.json --log run.jsonl --nproc 2 \\
+    python -m tools.simulate_cluster grid        # the paper's Table 1 grid vs its Fig. 12 figures
+    python -m tools.simulate_cluster ablation    # 7B-128K ablation vs the paper's Fig. 13
+    python -m tools.simulate_cluster config --model 7b --tp 8 --cp 2 --pp 4 --dp 1 --context 131072
+    python -m tools.simulate_cluster validate --calibration cost.json --log run.jsonl --nproc 2 \\
         -- <the pretrain_gpt_wlb.py flags of that run>   # predicted vs measured iteration time
 
 Hardware: ``--hardware h100`` (assumed figures, see wlb/sim/hardware.py) or a calibration JSON
@@ -19,45 +19,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import replace
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # tools/simulate_packing
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from wlb.parallel import ParallelDims  # noqa: E402
-from wlb.sim.cluster import SYSTEMS, SimReport, simulate_system  # noqa: E402
-from wlb.sim.hardware import from_calibration, h100  # noqa: E402
-from wlb.sim.model import (  # noqa: E402
+from wlb.data.lengths import DEFAULT_LENGTHS, scaled_lengths
+from wlb.packing.stream import DataError
+from wlb.parallel import ParallelDims
+from wlb.sim.cluster import SYSTEMS, SimReport, simulate_system
+from wlb.sim.hardware import from_calibration, h100
+from wlb.sim.model import (
     MODELS,
     PAPER_ABLATION_7B_128K,
     PAPER_GRID,
     PAPER_SPEEDUP,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_LENGTHS = os.path.join(ROOT, "data", "doc_lengths", "doc_lengths_wlbllm.json")
-#: the shipped sample was drawn from 128K-context training data (max 124,913 tokens)
-SAMPLE_CONTEXT = 131072
-
 
 def load_lengths(path: str, context: int, scale: float | None) -> np.ndarray:
-    """Document lengths for a ``context``-token window: the sample (read and checked as
-    ``tools/simulate_packing.py`` does) scaled by context/128K unless ``scale`` is given,
-    clipped to at least 1 token."""
-    from simulate_packing import UsageError
-    from simulate_packing import load_lengths as read_lengths
-
+    """The sample at ``path`` scaled to a ``context``-token window (``wlb.data.lengths``)."""
     try:
-        raw = read_lengths(path).astype(np.float64)
-    except UsageError as e:
+        return scaled_lengths(path, context, scale)
+    except DataError as e:
         raise SystemExit(f"simulate_cluster.py: {e}") from None
-    s = context / SAMPLE_CONTEXT if scale is None else scale
-    return np.maximum(1, np.round(raw * s)).astype(np.int64)
 
 
 def run_config(model: str, layout: ParallelDims, context: int, systems: list[str], a) -> dict:

@@ -2,7 +2,7 @@
 """Simulate packers on a document-length file and report balance, delay, speed and the ledger.
 
 Example:
-    python tools/simulate_packing.py --doc-lengths ../shared/data/doc_lengths_wlbllm.json \\
+    python -m tools.simulate_packing --doc-lengths ../shared/data/doc_lengths_wlbllm.json \\
         --context-length 131072 --num-microbatches 4 --packer megatron,fixed-greedy,wlb --json
 
 CPU only; needs numpy (highspy for --reference-gap, matplotlib for --plot), not torch.
@@ -15,15 +15,14 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from wlb.cost_model import CostModel, CostModelError  # noqa: E402
-from wlb.packing import available_packers, build_packer  # noqa: E402
-from wlb.packing.run_packer import resolve_outliers  # noqa: E402
-from wlb.packing.simulate import simulate  # noqa: E402
-from wlb.packing.stream import DataError, validate_lengths  # noqa: E402
+from wlb.cost_model import CostModel, CostModelError
+from wlb.data.lengths import read_lengths
+from wlb.packing import available_packers, build_packer
+from wlb.packing.run_packer import resolve_outliers
+from wlb.packing.simulate import simulate
+from wlb.packing.stream import DataError
 
 KEYS = ("packer", "num_batches", "imbalance_mean", "imbalance_p50", "imbalance_p99",
         "imbalance_max", "delay_iters_mean", "delay_iters_max", "pack_ms_mean",
@@ -68,16 +67,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_lengths(path: str) -> np.ndarray:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"--doc-lengths file {path!r} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"--doc-lengths file {path!r} is not valid JSON: {e}") from None
-    if not isinstance(data, list):
-        raise UsageError(f"--doc-lengths file {path!r} must hold a JSON list of integers")
-    try:
-        return validate_lengths(data, f"--doc-lengths {path}")
+        return read_lengths(path, "--doc-lengths")
     except DataError as e:
         raise UsageError(str(e)) from None
 

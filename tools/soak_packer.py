@@ -6,31 +6,26 @@ carry-over (max over the window), the documents in flight and the process RSS, s
 that memory stays bounded and balance stays stable. Every document is checked to be trained
 exactly once per epoch (never more than its length; none left half-trained with nothing held).
 
-    python tools/soak_packer.py --num-batches 100000 --num-microbatches 8
+    python -m tools.soak_packer --num-batches 100000 --num-microbatches 8
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from wlb.cost_model import CostModel  # noqa: E402
-from wlb.metrics import imbalance  # noqa: E402
-from wlb.packing import build_packer  # noqa: E402
-from wlb.packing.run_packer import resolve_outliers  # noqa: E402
-from wlb.packing.schedule import PlanSchedule  # noqa: E402
-from wlb.packing.types import microbatch_workloads  # noqa: E402
-
-DEFAULT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data",
-                       "doc_lengths", "doc_lengths_wlbllm.json")
+from wlb.cost_model import CostModel
+from wlb.data.lengths import DEFAULT_LENGTHS, read_lengths
+from wlb.metrics import imbalance
+from wlb.packing import DataError, build_packer
+from wlb.packing.run_packer import resolve_outliers
+from wlb.packing.schedule import PlanSchedule
+from wlb.packing.types import microbatch_workloads
 
 
 def rss_mb() -> float:
@@ -39,7 +34,7 @@ def rss_mb() -> float:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--doc-lengths", default=DEFAULT)
+    p.add_argument("--doc-lengths", default=DEFAULT_LENGTHS)
     p.add_argument("--num-batches", type=int, default=100_000)
     p.add_argument("--num-microbatches", type=int, default=8)
     p.add_argument("--context-length", type=int, default=131072)
@@ -52,8 +47,11 @@ def main(argv=None) -> int:
     if a.num_batches <= 0 or a.windows <= 0:
         print("soak_packer: --num-batches and --windows must be > 0", file=sys.stderr)
         return 2
-    with open(a.doc_lengths) as f:
-        lengths = np.asarray(json.load(f), dtype=np.int64)
+    try:
+        lengths = read_lengths(a.doc_lengths)
+    except DataError as e:
+        print(f"soak_packer: {e}", file=sys.stderr)
+        return 2
     cost = CostModel.default()
     kw = {}
     if a.packer.startswith("wlb"):

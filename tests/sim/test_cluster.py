@@ -65,7 +65,7 @@ def test_fixed_reports_the_better_static_strategy():
 
 
 def _tool(*args):
-    return subprocess.run([sys.executable, "tools/simulate_cluster.py", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "tools.simulate_cluster", *args], cwd=ROOT,
                           capture_output=True, text=True)
 
 
@@ -86,8 +86,7 @@ def test_tool_errors_name_the_bad_value():
 
 
 def test_microbatch_order_tool_orders_and_given_order_is_the_reference():
-    sys.path.insert(0, os.path.join(ROOT, "tools"))
-    from sim_microbatch_order import orders, run
+    from tools.sim_microbatch_order import orders, run
 
     o = orders([3.0, 1.0, 2.0, 5.0])
     assert o["given"] == [0, 1, 2, 3] and o["asc"] == [1, 2, 0, 3] and o["desc"] == [3, 0, 2, 1]

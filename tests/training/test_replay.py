@@ -19,7 +19,7 @@ CAL = {"attn_coef": 0.01, "linear_coef": 1.0, "doc_coef": 50.0, "step_ms": 5.0,
 
 def _validate(cal, log, flags, *extra):
     return subprocess.run(
-        [sys.executable, "tools/simulate_cluster.py", "validate", "--calibration", str(cal),
+        [sys.executable, "-m", "tools.simulate_cluster", "validate", "--calibration", str(cal),
          "--log", str(log), "--nproc", "2", *extra, "--", *flags],
         cwd=ROOT, capture_output=True, text=True, env=ENV, timeout=120)
 

@@ -22,8 +22,6 @@ import shutil
 import torch
 import torch.distributed as dist
 
-from wlb.megatron.groups import rng_tracker_states, set_rng_tracker_states
-
 TRACKER = "latest_checkpointed_iteration.txt"
 
 
@@ -52,6 +50,8 @@ def _layout_meta(run) -> dict:
 
 
 def _rank_state(run) -> dict:
+    from wlb.megatron.groups import rng_tracker_states
+
     return {
         "model": [m.module.state_dict() for m in run.model],
         "optimizer": [
@@ -145,6 +145,8 @@ def load_checkpoint(load_dir: str, run) -> int:
             for p, s in zip(group, saved):
                 p.data.copy_(s)
     run.scheduler.load_state_dict(state["scheduler"])
+    from wlb.megatron.groups import set_rng_tracker_states
+
     torch.set_rng_state(state["rng"]["torch"])
     set_rng_tracker_states(state["rng"]["tracker"])
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():

@@ -20,6 +20,7 @@ from wlb.config import ConfigError, WLBConfig, cp_candidates
 from wlb.cost_model import CostModel
 from wlb.cp.kernels import resolve_backend
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, StrategyChooser
+from wlb.data.lengths import DEFAULT_LENGTHS
 from wlb.data.sources import DocumentSource, MockDocuments
 from wlb.megatron import cpu_shim
 from wlb.packing.base import default_max_tokens
@@ -34,8 +35,6 @@ if TYPE_CHECKING:
     from wlb.megatron.optim import MegatronOptimizer, OptimizerParamScheduler
     from wlb.megatron.transformer import TransformerConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_LENGTHS = os.path.join(ROOT, "data", "doc_lengths", "doc_lengths_wlbllm.json")
 
 
 @dataclass
