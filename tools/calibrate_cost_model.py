@@ -100,7 +100,7 @@ def main(argv=None) -> int:
         t_tok = sum(lens)
         tokens = torch.randint(0, vocab, (1, t_tok)).to(dev)
         pos = torch.cat([torch.arange(d) for d in lens])[None].to(dev)
-        params = WLBPackedSeqParams(qkv_format="thd", doc_lens=lens, cp_strategy="per_seq",
+        params = WLBPackedSeqParams(qkv_format="thd", seq_lens=lens, cp_strategy="per_seq",
                                     positions=pos[0])
         samples = []
         for rep in range(args.repeats + 1):

@@ -23,7 +23,7 @@ class _Docs:
 
 def test_collate_worked_example_from_docstring():
     mb = collate([Piece(0, 0, 3, 0), Piece(1, 2, 2, 0)], _Docs(), pad_multiple=4)
-    assert mb.doc_lens == (3, 2, 3) and mb.num_pad == 3
+    assert mb.seq_lens == (3, 2, 3) and mb.num_pad == 3
     assert mb.tokens.tolist() == [10, 11, 99, 22, 23, 99, 99, 99]
     # labels come from the document: B's piece [22, 23] predicts [23, 24] (24 is outside it)
     assert mb.labels.tolist()[:5] == [11, 99, 99, 23, 24]

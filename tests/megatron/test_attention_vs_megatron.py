@@ -49,7 +49,7 @@ def _compare(rank, world, doc_lens, backend="auto"):
     allowed = (ids[:, None] == ids[None, :]) & (pos[None, :] <= pos[:, None])
     mask = (~allowed)[None, None]  # megatron: True = masked out, [b, 1, sq, sk]
     ref = theirs(q[:, None], k[:, None], v[:, None], mask)  # [s, b=1, h*d]
-    params = WLBPackedSeqParams(qkv_format="thd", doc_lens=tuple(doc_lens),
+    params = WLBPackedSeqParams(qkv_format="thd", seq_lens=tuple(doc_lens),
                                 cp_strategy="per_seq", positions=None)
     out = ours(q, k, v, None, packed_seq_params=params)  # [t, h*d]
     torch.testing.assert_close(out, ref[:, 0], atol=2e-5, rtol=1e-4)

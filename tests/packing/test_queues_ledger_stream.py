@@ -93,10 +93,10 @@ def test_batcher_wraps_epochs_and_records_piece_epochs():
     assert b.piece_epochs == [2, 2, 2]
 
 
-def test_packed_doc_lens_matches_the_collated_layout():
-    from wlb.packing.types import packed_doc_lens
+def test_packed_seq_lens_matches_the_collated_layout():
+    from wlb.packing.types import packed_seq_lens
 
-    assert packed_doc_lens([3, 2], 4) == (3, 2, 3)  # 5 tokens + a 3-token pad document
-    assert packed_doc_lens([4, 4], 4) == (4, 4)  # already a multiple: no pad document
-    assert packed_doc_lens([], 4) == (4,)  # an empty micro-batch is one pad document
-    assert packed_doc_lens([], 1) == (2,)
+    assert packed_seq_lens([3, 2], 4) == (3, 2, 3)  # 5 tokens + a 3-token pad document
+    assert packed_seq_lens([4, 4], 4) == (4, 4)  # already a multiple: no pad document
+    assert packed_seq_lens([], 4) == (4,)  # an empty micro-batch is one pad document
+    assert packed_seq_lens([], 1) == (2,)

@@ -56,7 +56,7 @@ def test_cp_strategy_is_chosen_once_on_the_trained_lengths():
     plan = _plan([[3, 4], [4, 4], []], dp_ranks=[0, 0, 0])
     lays = lay_out(plan, 4, StrategyChooser(("per_seq", "per_doc"), 2, _pad_sensitive))
     # trained layouts: 3 + 4 + pad 1; 4 + 4 (no pad); an empty micro-batch is one pad document
-    assert [lay.doc_lens for lay in lays] == [(3, 4, 1), (4, 4), (4,)]
+    assert [lay.seq_lens for lay in lays] == [(3, 4, 1), (4, 4), (4,)]
     assert [lay.strategy for lay in lays] == ["per_doc", "per_seq", "per_seq"]
     got = plan_predictions(plan, lays, cost, 2)
     assert got["cp_strategy"] == {"per_doc": 1, "per_seq": 2}

@@ -7,7 +7,7 @@ pieces, never on how they were packed -- which is what makes the loss packing-in
 
 Worked example (pad_multiple=4): pieces of docs A (3 tokens, whole) and B (offset 2, 2 tokens of
 a 6-token doc) -> 5 tokens, padded with a 3-token pad document to 8:
-    doc_lens  = (3, 2, 3)
+    seq_lens  = (3, 2, 3)
     positions = [0, 1, 2, 0, 1, 0, 1, 2]   (per piece, as Megatron's --reset-position-ids)
     loss_mask = [1, 1, 0, 1, 1, 0, 0, 0]   (A ends; B continues; padding)
 """
@@ -21,7 +21,7 @@ import torch
 
 from wlb.cp import shard_indices
 from wlb.data.sources import DocumentSource
-from wlb.packing.types import Piece, packed_doc_lens
+from wlb.packing.types import Piece, packed_seq_lens
 
 
 @dataclass
@@ -32,7 +32,7 @@ class PackedMicroBatch:
         tokens, labels: int64 [T].
         loss_mask: float32 [T] (0 at document ends and padding).
         positions: int64 [T], position of each token inside its piece (the attention unit).
-        doc_lens: lengths of the packed pieces, then the pad document if any (sum = T).
+        seq_lens: lengths of the packed pieces, then the pad document if any (sum = T).
         num_pad: padding tokens at the end.
     """
 
@@ -40,7 +40,7 @@ class PackedMicroBatch:
     labels: torch.Tensor
     loss_mask: torch.Tensor
     positions: torch.Tensor
-    doc_lens: tuple[int, ...]
+    seq_lens: tuple[int, ...]
     num_pad: int
 
     @property
@@ -52,7 +52,7 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
     """Concatenate ``pieces`` into one THD micro-batch padded to a multiple of ``pad_multiple``.
 
     No pieces (a packer may leave a micro-batch empty) gives a padding-only micro-batch of
-    ``packed_doc_lens([], pad_multiple)`` tokens, which trains nothing.
+    ``packed_seq_lens([], pad_multiple)`` tokens, which trains nothing.
     """
     toks, labs, mask, pos, lens = [], [], [], [], []
     for p in pieces:
@@ -71,7 +71,7 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
         mask.append(m)
         pos.append(np.arange(p.length, dtype=np.int64))
         lens.append(p.length)
-    pad = sum(packed_doc_lens(lens, pad_multiple)) - sum(lens)
+    pad = sum(packed_seq_lens(lens, pad_multiple)) - sum(lens)
     if pad:
         toks.append(np.full(pad, source.eod, dtype=np.int64))
         labs.append(np.full(pad, source.eod, dtype=np.int64))
@@ -83,7 +83,7 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
         labels=torch.from_numpy(np.concatenate(labs)),
         loss_mask=torch.from_numpy(np.concatenate(mask)),
         positions=torch.from_numpy(np.concatenate(pos)),
-        doc_lens=tuple(lens),
+        seq_lens=tuple(lens),
         num_pad=pad,
     )
 
@@ -95,7 +95,7 @@ def shard_for_cp(mb: PackedMicroBatch, cp_size: int, cp_rank: int, strategy: str
         dict with ``tokens``, ``labels``, ``loss_mask``, ``positions`` ([t_local] each, in the
         rank's storage order).
     """
-    idx = shard_indices(mb.doc_lens, cp_size, cp_rank, strategy)
+    idx = shard_indices(mb.seq_lens, cp_size, cp_rank, strategy)
     return {
         "tokens": mb.tokens[idx],
         "labels": mb.labels[idx],

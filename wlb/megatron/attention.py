@@ -27,12 +27,13 @@ class WLBPackedSeqParams(PackedSeqParams):
     """``PackedSeqParams`` (``qkv_format="thd"``) plus what CP attention needs.
 
     Attributes:
-        doc_lens: document lengths of the whole micro-batch, before CP sharding.
+        seq_lens: the micro-batch's attention units before CP sharding (its pieces, then the
+            pad document): the ``doc_lens`` of the CP attention.
         cp_strategy: "per_seq", "per_doc" or "mixed" for this micro-batch.
         positions: [t_local] position of each local token inside its document (RoPE).
     """
 
-    doc_lens: tuple[int, ...] = ()
+    seq_lens: tuple[int, ...] = ()
     cp_strategy: str = "per_doc"
     positions: torch.Tensor | None = None
 
@@ -114,7 +115,7 @@ class WLBCoreAttention(MegatronModule):
         if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
             cp_group = None
         out = cp_attention(
-            query, key, value, p.doc_lens, cp_group, p.cp_strategy, self.softmax_scale,
+            query, key, value, p.seq_lens, cp_group, p.cp_strategy, self.softmax_scale,
             self.attention_backend,
         )
         return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]

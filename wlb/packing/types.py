@@ -27,12 +27,13 @@ class Piece(NamedTuple):
 MicroBatch = list[Piece]
 
 
-def packed_doc_lens(lengths: list[int], pad_multiple: int = 1) -> tuple[int, ...]:
-    """Document lengths of a micro-batch as training lays it out: its pieces, then one pad
-    document up to a multiple of ``pad_multiple``; an empty micro-batch is a single pad document
-    of ``max(pad_multiple, 2)`` tokens (``wlb.data.collate`` and the simulator's replay agree).
+def packed_seq_lens(lengths: list[int], pad_multiple: int = 1) -> tuple[int, ...]:
+    """A micro-batch's ``seq_lens``: the lengths of its attention units as training lays them
+    out, its pieces, then one pad document up to a multiple of ``pad_multiple``; an empty
+    micro-batch is a single pad document of ``max(pad_multiple, 2)`` tokens (``wlb.data.collate``
+    and the simulator's replay agree).
 
-    Example: ``packed_doc_lens([3, 2], 4) == (3, 2, 3)``; ``packed_doc_lens([], 4) == (4,)``.
+    Example: ``packed_seq_lens([3, 2], 4) == (3, 2, 3)``; ``packed_seq_lens([], 4) == (4,)``.
     """
     if not lengths:
         return (max(pad_multiple, 2),)

@@ -22,7 +22,7 @@ from wlb.metrics import imbalance
 from wlb.packing.base import default_max_tokens
 from wlb.packing.run_packer import build_run_packer
 from wlb.packing.schedule import PlanSchedule
-from wlb.packing.types import packed_doc_lens
+from wlb.packing.types import packed_seq_lens
 from wlb.parallel import ParallelDims
 from wlb.sim.hardware import Hardware
 from wlb.sim.latency import (
@@ -127,7 +127,7 @@ def replica_times(plan, model: ModelSpec, layout: ParallelDims, hw: Hardware,
     """
     replicas: list[list[MicroBatchTimes]] = [[] for _ in range(layout.dp)]
     for mb, rank in zip(plan.microbatches, plan.dp_ranks):
-        lens = packed_doc_lens([p.length for p in mb], pad_multiple)
+        lens = packed_seq_lens([p.length for p in mb], pad_multiple)
         s = chooser(lens)
         if strategies is not None:
             strategies[s] = strategies.get(s, 0) + 1

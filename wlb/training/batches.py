@@ -21,7 +21,7 @@ from wlb.cp.strategy import Strategy
 from wlb.data.collate import collate, shard_for_cp
 from wlb.data.sources import DocumentSource
 from wlb.metrics import imbalance, imbalance_floor
-from wlb.packing.types import BatchPlan, MicroBatch, packed_doc_lens
+from wlb.packing.types import BatchPlan, MicroBatch, packed_seq_lens
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,14 @@ class MicroBatchLayout:
         index: micro-batch index in the iteration's plan (0..N-1).
         pieces: its pieces (empty: a padding-only micro-batch).
         dp_rank: the DP rank that trains it.
-        doc_lens: the trained document lengths: the pieces, then the pad document.
+        seq_lens: the trained document lengths: the pieces, then the pad document.
         strategy: its CP sharding.
     """
 
     index: int
     pieces: MicroBatch
     dp_rank: int
-    doc_lens: tuple[int, ...]
+    seq_lens: tuple[int, ...]
     strategy: Strategy
 
 
@@ -50,7 +50,7 @@ class MicroBatchInput:
     Attributes:
         index: micro-batch index in the iteration's plan (0..N-1).
         tokens, labels, loss_mask, positions: [t_local] tensors (this CP rank's rows).
-        doc_lens: document lengths of the whole micro-batch (incl. a pad document).
+        seq_lens: document lengths of the whole micro-batch (incl. a pad document).
         strategy: CP sharding used.
     """
 
@@ -59,7 +59,7 @@ class MicroBatchInput:
     labels: torch.Tensor
     loss_mask: torch.Tensor
     positions: torch.Tensor
-    doc_lens: tuple[int, ...]
+    seq_lens: tuple[int, ...]
     strategy: Strategy
 
 
@@ -68,8 +68,8 @@ def lay_out(plan: BatchPlan, pad_multiple: int, chooser: StrategyChooser
     """Every micro-batch of ``plan`` with its trained lengths and its one CP strategy."""
     out = []
     for j, (mb, r) in enumerate(zip(plan.microbatches, plan.dp_ranks)):
-        doc_lens = packed_doc_lens([p.length for p in mb], pad_multiple)
-        out.append(MicroBatchLayout(j, mb, r, doc_lens, chooser(doc_lens)))
+        seq_lens = packed_seq_lens([p.length for p in mb], pad_multiple)
+        out.append(MicroBatchLayout(j, mb, r, seq_lens, chooser(seq_lens)))
     return out
 
 
@@ -81,9 +81,9 @@ def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: Document
         if lay.dp_rank != dp_rank:
             continue
         packed = collate(lay.pieces, source, pad_multiple)
-        assert packed.doc_lens == lay.doc_lens, (packed.doc_lens, lay.doc_lens)
+        assert packed.seq_lens == lay.seq_lens, (packed.seq_lens, lay.seq_lens)
         local = shard_for_cp(packed, cp_size, cp_rank, lay.strategy)
-        out.append(MicroBatchInput(index=lay.index, doc_lens=lay.doc_lens,
+        out.append(MicroBatchInput(index=lay.index, seq_lens=lay.seq_lens,
                                    strategy=lay.strategy, **local))
     return out
 
@@ -103,7 +103,7 @@ def plan_predictions(plan: BatchPlan, layouts: list[MicroBatchLayout], cost: Cos
         for lay in layouts:
             work = []
             for r in range(cp_size):
-                segs = [x for half in rank_segments(lay.doc_lens, cp_size, r, lay.strategy)
+                segs = [x for half in rank_segments(lay.seq_lens, cp_size, r, lay.strategy)
                         for x in half]
                 work.append(sum(cost.attn_coef * 2 * x.pairs + cost.linear_coef * x.length
                                 for x in segs))

@@ -52,7 +52,7 @@ class TimedForwardStep:
         tokens, labels, positions, loss_mask = (
             x.to(dev, non_blocking=True) for x in (mb.tokens, mb.labels, mb.positions,
                                                    mb.loss_mask))
-        params = WLBPackedSeqParams(qkv_format="thd", doc_lens=mb.doc_lens,
+        params = WLBPackedSeqParams(qkv_format="thd", seq_lens=mb.seq_lens,
                                     cp_strategy=mb.strategy, positions=positions)
         output = model(
             input_ids=tokens[None],

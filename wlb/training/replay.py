@@ -90,7 +90,7 @@ def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: s
     }
 
 
-def validate(a, rest: list[str]) -> int:
+def validate(tool_args, rest: list[str]) -> int:
     """``tools/simulate_cluster.py validate``: parse the run's flags from ``rest`` and replay."""
     from wlb.training.arguments import parse
 
@@ -98,14 +98,14 @@ def validate(a, rest: list[str]) -> int:
         rest = rest[1:]
     cfg = parse(rest)
     results = []
-    for path in a.log:
-        r = replay(cfg, a.nproc, a.calibration, path, a.skip)
-        results.append(r)
-        print(f"{path}: {r['layout']}, {r['iterations']} iterations: measured "
-              f"{r['measured_mean_ms']:.0f} ms/iter, predicted {r['predicted_mean_ms']:.0f} "
-              f"({r['mean_error']:+.1%}); per-iteration |error| mean "
-              f"{r['per_iter_abs_error_mean']:.1%}")
-    if a.json:
-        with open(a.json, "w", encoding="utf-8") as f:
+    for path in tool_args.log:
+        result = replay(cfg, tool_args.nproc, tool_args.calibration, path, tool_args.skip)
+        results.append(result)
+        print(f"{path}: {result['layout']}, {result['iterations']} iterations: measured "
+              f"{result['measured_mean_ms']:.0f} ms/iter, predicted {result['predicted_mean_ms']:.0f} "
+              f"({result['mean_error']:+.1%}); per-iteration |error| mean "
+              f"{result['per_iter_abs_error_mean']:.1%}")
+    if tool_args.json:
+        with open(tool_args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
     return 0
