@@ -102,9 +102,9 @@ def validate(tool_args, rest: list[str]) -> int:
         result = replay(cfg, tool_args.nproc, tool_args.calibration, path, tool_args.skip)
         results.append(result)
         print(f"{path}: {result['layout']}, {result['iterations']} iterations: measured "
-              f"{result['measured_mean_ms']:.0f} ms/iter, predicted {result['predicted_mean_ms']:.0f} "
-              f"({result['mean_error']:+.1%}); per-iteration |error| mean "
-              f"{result['per_iter_abs_error_mean']:.1%}")
+              f"{result['measured_mean_ms']:.0f} ms/iter, predicted "
+              f"{result['predicted_mean_ms']:.0f} ({result['mean_error']:+.1%}); "
+              f"per-iteration |error| mean {result['per_iter_abs_error_mean']:.1%}")
     if tool_args.json:
         with open(tool_args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
