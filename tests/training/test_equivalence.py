@@ -11,6 +11,7 @@ import torch
 from tests.helpers.dist import run_distributed
 from tests.helpers.torchrun import TINY
 from wlb.packing import GlobalBatcher, build_packer
+from wlb.packing.base import default_max_tokens
 from wlb.packing.types import BatchPlan
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
@@ -37,7 +38,7 @@ def _layouts(lengths, cost) -> dict:
     # 85% of the token budget, so that every packer can place every piece now (no carry-over)
     batcher = GlobalBatcher(lengths, int(0.85 * N * SEQ), split_at_budget=False, max_piece=SEQ)
     pieces = batcher.next_batch()
-    cap = int(1.25 * SEQ)
+    cap = default_max_tokens(SEQ)
     out = {"sequential": _sequential(pieces, N, cap)}
     for name in ("fixed-greedy", "wlb"):
         kw = {"outlier_thresholds": []} if name == "wlb" else {}
