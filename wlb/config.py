@@ -140,6 +140,13 @@ class WLBConfig:
             out.append("--wlb-kernel-table only applies to --wlb-cp-sharding adaptive with CP > 1")
         return out
 
+    def packer_options(self) -> dict:
+        """Keyword arguments of ``wlb.packing.run_packer.build_run_packer`` for these options."""
+        return {"packing": self.packing, "max_tokens": self.max_tokens,
+                "thresholds": self.thresholds, "max_wait": self.max_wait,
+                "delay_budget": self.delay_budget,
+                "thresholds_label": str(self.outlier_thresholds)}
+
     @property
     def is_baseline(self) -> bool:
         return self.packing == "megatron" and self.cp_sharding == "per-seq"

@@ -2,7 +2,8 @@
 
 One function resolves the ``auto`` / ``none`` / explicit threshold spelling for training, the
 packing and cluster simulators and the packer soak (:func:`resolve_outliers`);
-:func:`build_run_packer` builds a training run's packer from its :class:`wlb.config.WLBConfig`.
+:func:`build_run_packer` builds a training run's packer (its options come from
+``wlb.config.WLBConfig.packer_options()``; this package does not import the config).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wlb.config import WLBConfig
 from wlb.cost_model import CostModel
 from wlb.packing.autotune import TunedOutliers, auto_tune_outliers
 from wlb.packing.base import Packer, build_packer
@@ -69,36 +69,41 @@ def resolve_outliers(
 
 
 def build_run_packer(
-    cfg: WLBConfig, lengths: np.ndarray, num_microbatches: int, seq_length: int,
-    cost: CostModel, seed: int,
+    lengths: np.ndarray, num_microbatches: int, seq_length: int, cost: CostModel, seed: int, *,
+    packing: str, max_tokens: int | None, thresholds: str | Sequence[int], max_wait: int,
+    delay_budget: float, thresholds_label: str,
 ) -> tuple[Packer, dict]:
-    """The packer ``cfg`` asks for, with 'auto' outlier thresholds tuned on ``lengths``.
+    """The packer ``packing`` with 'auto' outlier thresholds tuned on ``lengths``.
 
     Training's rules: the paper's count release, and of the tuned options only ``max_wait``
-    (capped by ``--wlb-max-wait``).
+    (capped by ``max_wait``, i.e. ``--wlb-max-wait``).
+
+    Args:
+        lengths, num_microbatches, seq_length, cost, seed: the documents and the batch.
+        packing, max_tokens, thresholds, max_wait, delay_budget: the ``--wlb-*`` options.
+        thresholds_label: how the thresholds were spelled, for ``info`` when not tuned.
 
     Returns:
         (packer, info) where info records the thresholds used and where they came from.
     """
     kw: dict = {"num_microbatches": num_microbatches, "seq_length": seq_length,
                 "cost_model": cost}
-    info: dict = {"packer": cfg.packing}
-    if cfg.packing.startswith("wlb"):
-        kw["max_tokens"] = cfg.max_tokens
-        spec = cfg.thresholds if isinstance(cfg.thresholds, str) else list(cfg.thresholds)
+    info: dict = {"packer": packing}
+    if packing.startswith("wlb"):
+        kw["max_tokens"] = max_tokens
+        spec = thresholds if isinstance(thresholds, str) else list(thresholds)
         out = resolve_outliers(spec, lengths, num_microbatches=num_microbatches,
-                               seq_length=seq_length, cost_model=cost,
-                               max_tokens=cfg.max_tokens, release="count",
-                               delay_budget=cfg.delay_budget, seed=seed)
+                               seq_length=seq_length, cost_model=cost, max_tokens=max_tokens,
+                               release="count", delay_budget=delay_budget, seed=seed)
         kw["outlier_thresholds"] = out.thresholds
         if out.tuned is not None:
-            if cfg.packing == "wlb":
-                kw["max_wait"] = min(out.tuned.max_wait, cfg.max_wait)
+            if packing == "wlb":
+                kw["max_wait"] = min(out.tuned.max_wait, max_wait)
             info.update(thresholds=out.thresholds, thresholds_from="auto",
                         sim_imbalance=out.tuned.imbalance_mean,
                         sim_delay=out.tuned.delay_iters_mean)
         else:
-            if cfg.packing == "wlb":
-                kw["max_wait"] = cfg.max_wait
-            info.update(thresholds=out.thresholds, thresholds_from=str(cfg.outlier_thresholds))
-    return build_packer(cfg.packing, **kw), info
+            if packing == "wlb":
+                kw["max_wait"] = max_wait
+            info.update(thresholds=out.thresholds, thresholds_from=thresholds_label)
+    return build_packer(packing, **kw), info

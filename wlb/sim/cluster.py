@@ -171,7 +171,8 @@ def system_schedule(system: System, model: ModelSpec, layout: ParallelDims, cont
     context-length micro-batches per iteration), as training would build it."""
     cost = cost or fit_cost_model(model, layout, hw, default_max_tokens(context))
     cfg = WLBConfig(packing=system.packing, outlier_thresholds=system.thresholds)
-    packer, _ = build_run_packer(cfg, lengths, layout.pp * layout.dp, context, cost, seed)
+    packer, _ = build_run_packer(lengths, layout.pp * layout.dp, context, cost, seed,
+                                 **cfg.packer_options())
     return PlanSchedule(lengths, packer, layout.dp, shuffle=True, seed=seed,
                         balance_dp=system.packing != "megatron")
 

@@ -165,8 +165,9 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, source: DocumentSourc
     wlb, seed = cfg.wlb, cfg.training.seed
     lengths = train_lengths(source, cfg.data.split_weights)
     try:
-        packer, info = build_run_packer(wlb, lengths, layout.global_batch_size,
-                                        cfg.model.seq_length, cost, seed)
+        packer, info = build_run_packer(lengths, layout.global_batch_size,
+                                        cfg.model.seq_length, cost, seed,
+                                        **wlb.packer_options())
     except ValueError as e:  # packer options that do not fit this run
         raise ConfigError(f"WLB packer: {e}") from None
     schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=seed,
