@@ -9,8 +9,16 @@
 # WLB=0 gives stock Megatron behaviour (--wlb-packing megatron --wlb-cp-sharding per-seq).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PYTHON="${PYTHON:-${ROOT}/.venv/bin/python}"
-[[ -x "${PYTHON}" ]] || PYTHON="python3"
+# The project's venv (WLB_VENV, as scripts/_venv.sh), or PYTHON; never a silent fallback to a
+# python3 that lacks the packages.
+VENV="${WLB_VENV:-${ROOT}/.venv}"
+PYTHON="${PYTHON:-${VENV}/bin/python}"
+if [[ "${PRINT_MODEL_ARGS:-0}" != 1 && ! -x "${PYTHON}" ]] \
+   && ! command -v "${PYTHON}" > /dev/null; then
+  echo "pretrain_gpt.sh: no Python at ${PYTHON}: create the venv (bash scripts/run_tests.sh or" \
+       "scripts/quickstart.sh do), or set WLB_VENV=DIR or PYTHON=EXE" >&2
+  exit 2
+fi
 
 MODEL="${MODEL:-tiny}"
 TP="${TP:-1}"; PP="${PP:-1}"; CP="${CP:-1}"; DP="${DP:-1}"

@@ -49,6 +49,63 @@ def test_sbatch_dry_run_one_command_per_node():
         assert f"--nnodes 3 --node-rank {rank} --master-addr gpu-a --master-port 29742" in ln
 
 
+@pytest.mark.parametrize("spec, hosts", [
+    ("node[01-03]", ["node01", "node02", "node03"]),
+    ("gpu[08-10],cpu[1,3]-ib", ["gpu08", "gpu09", "gpu10", "cpu1-ib", "cpu3-ib"]),
+    ("r[1-2]-n[9-10]", ["r1-n9", "r1-n10", "r2-n9", "r2-n10"]),
+    ("a,b", ["a", "b"]),
+    ("login", ["login"]),
+])
+def test_hostlist_expansion_by_hand(spec, hosts):
+    from wlb.launch import expand_hostlist
+
+    assert expand_hostlist(spec) == hosts
+
+
+@pytest.mark.parametrize("spec, word", [("node[01-", "unbalanced"), ("n[3-1]", "backwards"),
+                                        ("n[a-b]", "not a number"), ("a,,b", "empty"),
+                                        ("", "empty")])
+def test_bad_hostlists_are_named(spec, word):
+    from wlb.launch import expand_hostlist
+
+    with pytest.raises(ValueError, match=word):
+        expand_hostlist(spec)
+
+
+def test_sbatch_expands_bracket_node_lists_without_scontrol():
+    env = {"DRY_RUN": "1", "SLURM_JOB_NODELIST": "node[01-02]", "SLURM_NNODES": "2",
+           "NPROC_PER_NODE": "8", "TP": "8", "PP": "2", "PATH": "/usr/bin:/bin"}
+    p = _sh("slurm_pretrain.sbatch", env)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if not ln.startswith("#")]
+    assert len(lines) == 2 and all("--master-addr node01" in ln for ln in lines)
+    assert "--node-rank 1" in lines[1]
+
+
+def test_sbatch_refuses_a_layout_that_does_not_fit_and_prints_every_factor():
+    p = _sh("slurm_pretrain.sbatch", {"DRY_RUN": "1", "SLURM_JOB_NODELIST": "node[01-02]",
+                                      "SLURM_NNODES": "2", "NPROC_PER_NODE": "8"})
+    assert p.returncode == 2 and p.stdout == ""
+    for factor in ("2 nodes", "8 processes", "= 16", "TP=8", "PP=4", "CP=1", "= 32"):
+        assert factor in p.stderr, factor
+    p = _sh("slurm_pretrain.sbatch", {"DRY_RUN": "1", "SLURM_JOB_NODELIST": "a,b",
+                                      "SLURM_NNODES": "2", "NPROC_PER_NODE": "8", "TP": "8",
+                                      "PP": "1", "DP": "4"})
+    assert p.returncode == 2 and "DP=4" in p.stderr and "= 16" in p.stderr
+
+
+def test_launcher_honours_wlb_venv_and_refuses_a_missing_one(tmp_path):
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    py = venv / "bin" / "python"
+    py.write_text("#!/bin/sh\nexit 0\n")
+    py.chmod(0o755)
+    p = _sh("pretrain_gpt.sh", {"DRY_RUN": "1", "WLB_VENV": str(venv)})
+    assert p.returncode == 0 and p.stdout.startswith(str(py)), p.stdout + p.stderr
+    p = _sh("pretrain_gpt.sh", {"DRY_RUN": "1", "WLB_VENV": str(tmp_path / "nope")})
+    assert p.returncode == 2 and "WLB_VENV" in p.stderr and str(tmp_path / "nope") in p.stderr
+
+
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_node_agents_on_one_machine(tmp_path):
