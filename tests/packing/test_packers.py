@@ -49,6 +49,9 @@ def test_caps_ledger_and_flush(name):
     assert res.data_exhausted
     assert res.ledger["pending_tokens"] == 0  # flushed: everything trained exactly once
     assert res.ledger["trained_tokens"] == sum(lengths())
+    assert res.summary()["ledger_ok"] is True
+    res.ledger["trained_tokens"] -= 1  # a summary whose sums disagree is not ok
+    assert res.summary()["ledger_ok"] is False
     for plan in seen:
         assert len(plan.microbatches) == 4
         for mb in plan.microbatches:

@@ -60,12 +60,27 @@ def test_batcher_whole_documents_and_long_doc_split():
 
 
 def test_batcher_shuffle_seeded_and_resumable():
-    a = GlobalBatcher(list(range(1, 50)), 30, split_at_budget=False, shuffle=True, seed=7)
-    b = GlobalBatcher(list(range(1, 50)), 30, split_at_budget=False, shuffle=True, seed=7)
+    def make(seed=7):
+        return GlobalBatcher(list(range(1, 50)), 30, split_at_budget=True, shuffle=True,
+                             seed=seed, wrap_epochs=True)
+
+    a, b = make(), make()
     assert a.next_batch() == b.next_batch()
-    c = GlobalBatcher(list(range(1, 50)), 30, split_at_budget=False, shuffle=True, seed=8)
-    c.load_state_dict(a.state_dict())  # state holds position, seed comes from config
-    assert c.pos == a.pos
+    for _ in range(20):  # mid-document and mid-epoch
+        a.next_batch()
+    c = make()
+    c.load_state_dict(a.state_dict())
+    assert c.pos == a.pos and c.offset == a.offset and c.epoch == a.epoch
+    # a resumed batcher continues exactly, across the next epoch boundaries (49 docs = 1225
+    # tokens: an epoch every ~41 batches of 30)
+    for _ in range(100):
+        assert c.next_batch() == a.next_batch()
+        assert c.piece_epochs == a.piece_epochs
+    assert a.epoch >= 2
+    # the state holds the position; the order comes from the config's seed
+    d = make(seed=8)
+    d.load_state_dict(a.state_dict())
+    assert [d.next_batch() for _ in range(5)] != [a.next_batch() for _ in range(5)]
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,9 @@ class SimResult:
             "tokens_pending_at_end": self.ledger.get("pending_tokens", 0),
             "flush_batches": self.flush_batches,
             "data_exhausted": self.data_exhausted,
-            "ledger_ok": bool(self.ledger),
+            # the ledger's own sum: every consumed token was trained or is still held
+            "ledger_ok": bool(self.ledger) and self.ledger["consumed_tokens"]
+            == self.ledger["trained_tokens"] + self.ledger["pending_tokens"],
         }
 
 
