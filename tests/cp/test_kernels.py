@@ -174,10 +174,29 @@ def test_torch_varlen_adapter_follows_the_installed_signature(monkeypatch, new_a
             _torch_varlen(q, k, v, plan, 0.5)
 
 
+def _contract(q, k, v, cu_q, cu_k, scale):
+    """The varlen contract written out row by row in float64 (independent of the SDPA stand-in):
+    sequence i is queries cu_q[i]:cu_q[i+1] against keys cu_k[i]:cu_k[i+1], query r of lq sees
+    keys j <= r + lk - lq (bottom-right causal); K/V heads repeat for GQA."""
+    rep = q.shape[1] // k.shape[1]
+    out = torch.empty(q.shape, dtype=torch.float64)
+    cq, ck = cu_q.tolist(), cu_k.tolist()
+    for i in range(len(cq) - 1):
+        lq, lk = cq[i + 1] - cq[i], ck[i + 1] - ck[i]
+        for r in range(lq):
+            qi = q[cq[i] + r].double()  # [h, d]
+            keys = k[ck[i]:ck[i] + r + lk - lq + 1].double().repeat_interleave(rep, 1)
+            vals = v[ck[i]:ck[i] + r + lk - lq + 1].double().repeat_interleave(rep, 1)
+            w = torch.softmax(torch.einsum("hd,jhd->hj", qi, keys) * scale, dim=-1)
+            out[cq[i] + r] = torch.einsum("hj,jhd->hd", w, vals)
+    return out.to(q.dtype)
+
+
 def test_flash_and_te_adapters_call_the_documented_apis(monkeypatch):
     """flash-attn's ``flash_attn_varlen_func`` and TE's ``DotProductAttention`` (THD), faked with
-    their documented signatures on CPU: the adapters pass lengths, scale and the bottom-right
-    causal mask by the right names, and TE's [t, h*d] output comes back as [t, h, d]."""
+    their documented signatures (no catch-all keywords: an undocumented name is a TypeError) on
+    CPU: the adapters pass lengths, scale and the bottom-right causal mask by the right names,
+    TE's [t, h*d] output comes back as [t, h, d], and the result is the dense reference's rows."""
     import sys
     import types
 
@@ -187,32 +206,38 @@ def test_flash_and_te_adapters_call_the_documented_apis(monkeypatch):
 
     def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                                dropout_p=0.0, softmax_scale=None, causal=False,
-                               window_size=(-1, -1), alibi_slopes=None, deterministic=False,
-                               return_attn_probs=False):
+                               window_size=(-1, -1), softcap=0.0, alibi_slopes=None,
+                               deterministic=False, return_attn_probs=False, block_table=None):
         assert causal and dropout_p == 0.0 and not return_attn_probs
+        assert window_size == (-1, -1) and alibi_slopes is None
         calls["flash"] = (max_seqlen_q, max_seqlen_k)
-        plan = kernels.VarlenPlan(None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
-        return standin_varlen(q, k, v, plan, softmax_scale)
+        return _contract(q, k, v, cu_seqlens_q, cu_seqlens_k, softmax_scale)
 
     class DotProductAttention(torch.nn.Module):
         def __init__(self, num_attention_heads, kv_channels, num_gqa_groups=None,
                      attention_dropout=0.0, qkv_format="sbhd", attn_mask_type="causal",
-                     softmax_scale=None, **kw):
+                     window_size=None, sequence_parallel=False, tp_size=1,
+                     get_rng_state_tracker=None, tp_group=None, layer_number=None,
+                     attention_type="self", cp_group=None, cp_global_ranks=None,
+                     cp_stream=None, cp_comm_type="p2p", softmax_scale=None):
             super().__init__()
             assert qkv_format == "thd" and attn_mask_type == "padding_causal_bottom_right"
-            assert attention_dropout == 0.0
+            assert attention_dropout == 0.0 and attention_type == "self" and cp_group is None
             self.h, self.d, self.g, self.scale = (num_attention_heads, kv_channels,
                                                   num_gqa_groups, softmax_scale)
 
         def forward(self, query_layer, key_layer, value_layer, attention_mask=None,
-                    qkv_format=None, cu_seqlens_q=None, cu_seqlens_kv=None, max_seqlen_q=None,
-                    max_seqlen_kv=None, **kw):
+                    qkv_format=None, cu_seqlens_q=None, cu_seqlens_kv=None,
+                    cu_seqlens_q_padded=None, cu_seqlens_kv_padded=None, max_seqlen_q=None,
+                    max_seqlen_kv=None, attn_mask_type=None, window_size=None,
+                    checkpoint_core_attention=False, core_attention_bias_type="no_bias",
+                    core_attention_bias=None, alibi_slopes=None, fast_zero_fill=True,
+                    inference_params=None):
             assert (query_layer.shape[1], query_layer.shape[2]) == (self.h, self.d)
             assert key_layer.shape[1] == self.g
             calls["te"] = (max_seqlen_q, max_seqlen_kv)
-            plan = kernels.VarlenPlan(None, cu_seqlens_q, cu_seqlens_kv, max_seqlen_q,
-                                      max_seqlen_kv)
-            out = standin_varlen(query_layer, key_layer, value_layer, plan, self.scale)
+            out = _contract(query_layer, key_layer, value_layer, cu_seqlens_q, cu_seqlens_kv,
+                            self.scale)
             return out.reshape(out.shape[0], -1)  # TE: [t, h*d]
 
     te = types.ModuleType("transformer_engine")
@@ -224,13 +249,17 @@ def test_flash_and_te_adapters_call_the_documented_apis(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformer_engine", te)
     monkeypatch.setitem(sys.modules, "transformer_engine.pytorch", te.pytorch)
     monkeypatch.setattr(kernels, "_TE_MODULES", {})
+    monkeypatch.setattr(kernels, "_verified", set())
 
-    front, back = rank_segments([9, 4, 6], 2, 0, "per_doc")
-    plan = varlen_plan(front + back)
+    lens = [9, 4, 6]
     g = torch.Generator().manual_seed(4)
-    q = torch.randn(int(plan.cu_q[-1]), 4, 8, generator=g)
-    k, v = (torch.randn(int(plan.cu_k[-1]), 2, 8, generator=g) for _ in range(2))
-    want = standin_varlen(q, k, v, plan, 0.3)
-    for name, fn in (("flash", kernels._flash_varlen), ("te", kernels._te_varlen)):
-        torch.testing.assert_close(fn(q, k, v, plan, 0.3), want, msg=name)
+    qg = torch.randn(sum(lens), 4, 8, generator=g, dtype=torch.float64)
+    kg, vg = (torch.randn(sum(lens), 2, 8, generator=g, dtype=torch.float64) for _ in range(2))
+    rows = shard_indices(lens, 2, 0, "per_doc")
+    front, back = rank_segments(lens, 2, 0, "per_doc")
+    plan = varlen_plan(front + back)
+    want = reference_attention(qg, kg, vg, lens, 0.3)[rows]
+    for name in ("flash", "te"):
+        got = kernels.varlen_attention(name, qg[rows], kg, vg, front + back, 0.3)
+        torch.testing.assert_close(got, want, msg=name)
         assert calls[name] == (plan.max_q, plan.max_k)
