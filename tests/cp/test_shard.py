@@ -35,6 +35,26 @@ def test_per_seq_hand_written():
     assert per_seq_padding([5, 11], 2) == 0
 
 
+def test_chunk_pairing_is_r_and_2cp_minus_1_minus_r():
+    # 12 tokens, CP=3: six chunks of 2; rank r holds chunks r and 5 - r (front, then back)
+    assert shard_positions([12], 3, 0, "per_seq") == [0, 1, 10, 11]
+    assert shard_positions([12], 3, 1, "per_seq") == [2, 3, 8, 9]
+    assert shard_positions([12], 3, 2, "per_seq") == [4, 5, 6, 7]
+    # per document too: [6, 6] at CP=3 -> each document's chunks of 1 paired the same way
+    assert shard_positions([6, 6], 3, 0, "per_doc") == [0, 6, 5, 11]
+    assert shard_positions([6, 6], 3, 2, "per_doc") == [2, 8, 3, 9]
+
+
+def test_remainder_pointer_persists_across_documents():
+    # [5, 5] at CP=2 (4 chunk positions): doc 0 has 1 remainder token -> sizes 2,1,1,1 (pointer
+    # 0 -> 1); doc 1's remainder goes to position 1 -> sizes 1,2,1,1. Rank 0 = positions 0, 3:
+    # [0,1] [5] then [4] [9]; rank 1 = positions 1, 2: [2] [6,7] then [3] [8]. Each rank 5 tokens
+    # (a pointer reset per document would give rank 0 six).
+    assert shard_positions([5, 5], 2, 0, "per_doc") == [0, 1, 5, 4, 9]
+    assert shard_positions([5, 5], 2, 1, "per_doc") == [2, 6, 7, 3, 8]
+    assert rank_token_counts([5, 5], 2, "per_doc") == [5, 5]
+
+
 def test_per_doc_short_documents():
     # documents shorter than 2*CP: remainders dealt round-robin across documents
     lens = [1, 1, 3, 1, 2]  # 8 tokens, CP=2 -> 4 positions
