@@ -4,6 +4,7 @@
     torchrun --nproc_per_node 2 pretrain_gpt_wlb.py --context-parallel-size 2 --mock-data ...
 
 ``--wlb-packing megatron --wlb-cp-sharding per-seq`` is the stock-Megatron baseline. See README.
+Bad input is one line from local rank 0 and exit status 2, before anything is built.
 """
 
 from __future__ import annotations
@@ -13,8 +14,16 @@ import sys
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
-warnings.filterwarnings("ignore", message=".*CPU RNG state changed within GPU RNG context.*")
+# megatron-core's optional-dependency notices (it falls back to torch without Apex / TE)
+for _msg in (".*Transformer Engine and Apex are not installed.*", ".*Apex is not installed.*",
+             ".*CPU RNG state changed within GPU RNG context.*", ".*full scope is deprecated.*"):
+    warnings.filterwarnings("ignore", message=_msg)
+
+
+def _say(message: str) -> None:
+    """One line on stderr, from local rank 0 only (every rank fails the same way)."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"pretrain_gpt_wlb.py: {message}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -29,17 +38,23 @@ def main(argv=None) -> int:
         from wlb.megatron.indexed import IndexedDataError
         from wlb.packing import DataError
         from wlb.training.checkpoint import CheckpointError
-        from wlb.training.run import TrainingError, run_training
+        from wlb.training.preflight import preflight
 
         try:
-            return run_training(cfg)
+            preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+            if args.preflight_only:
+                return 0
+            from wlb.training.run import TrainingError, run_training
+
+            try:
+                return run_training(cfg)
+            except TrainingError as e:
+                _say(f"training stopped: {e}")
+                return 3
         except (IndexedDataError, CheckpointError, CostModelError, DataError) as e:
             raise ArgumentError(str(e)) from e
-        except TrainingError as e:
-            print(f"pretrain_gpt_wlb.py: training stopped: {e}", file=sys.stderr)
-            return 3
     except (ArgumentError, ConfigError, LayoutError) as e:
-        print(f"pretrain_gpt_wlb.py: error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
         return 2
 
 

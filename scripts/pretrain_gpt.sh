@@ -91,13 +91,21 @@ if (( NNODES > 1 )); then
 else
   LAUNCH=(--standalone)
 fi
+RUN_ARGS=("${ROOT}/pretrain_gpt_wlb.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${TRAIN_ARGS[@]}"
+          "${DATA_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}" "$@")
 CMD=("${PYTHON}" -m torch.distributed.run "${LAUNCH[@]}" --nproc-per-node "${NPROC_PER_NODE}"
-     "${ROOT}/pretrain_gpt_wlb.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${TRAIN_ARGS[@]}"
-     "${DATA_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}" "$@")
+     "${RUN_ARGS[@]}")
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${CMD[@]}"; echo
   exit 0
 fi
 export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+# Pre-flight: flags, layout, data and checkpoint checked in one plain process (no
+# torch.distributed), so bad input is one line and exit 2 instead of one per rank plus torchrun's
+# traceback. PREFLIGHT=0 skips it.
+if [[ "${PREFLIGHT:-1}" == 1 ]]; then
+  WORLD_SIZE=$((NNODES * NPROC_PER_NODE)) LOCAL_RANK=0 "${PYTHON}" "${RUN_ARGS[@]}" \
+    --preflight-only || exit $?
+fi
 exec "${CMD[@]}"

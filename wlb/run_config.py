@@ -29,7 +29,8 @@ class ModelConfig:
         ffn_hidden_size: MLP width (4 x hidden when not given).
         num_query_groups: K/V heads for GQA (the heads when not given: MHA).
         seq_length: the context length in tokens; a stock micro-batch holds this many.
-        max_position_embeddings: accepted for Megatron scripts; not read yet.
+        max_position_embeddings: the largest position the model is built for (None: the
+            WLB micro-batch cap); --seq-length and WLB micro-batches above it are refused.
         position_embedding_type: "rope" (per document, in WLB's attention) or "none".
         rotary_base: RoPE base.
         normalization: "LayerNorm" or "RMSNorm".
@@ -106,6 +107,8 @@ class TrainingConfig:
         lr, min_lr, lr_warmup_iters, lr_decay_iters, lr_decay_style: the LR schedule
             (megatron's ``OptimizerParamScheduler``; decay over train_iters when not given).
         weight_decay, adam_beta1, adam_beta2, adam_eps, clip_grad: Adam and gradient clipping.
+        override_opt_param_scheduler: on resume, this run's LR schedule wins (Megatron's flag).
+        use_checkpoint_opt_param_scheduler: on resume, the checkpoint's LR schedule wins.
         threads: torch intra-op threads per process.
     """
 
@@ -123,6 +126,8 @@ class TrainingConfig:
     adam_beta2: float
     adam_eps: float
     clip_grad: float
+    override_opt_param_scheduler: bool
+    use_checkpoint_opt_param_scheduler: bool
     threads: int
 
 

@@ -5,8 +5,6 @@ Cost W(d) = d^2 throughout (attention only), so workload and tokens disagree on 
 
 from __future__ import annotations
 
-import pytest
-
 from wlb.cost_model import CostModel
 from wlb.packing import build_packer
 from wlb.packing.base import default_max_tokens

@@ -48,9 +48,9 @@ def test_preprocess_writes_what_megatron_reads(tmp_path):
     src = tmp_path / "docs.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     prefix = str(tmp_path / "out" / "corpus")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"),
+    proc = subprocess.run([sys.executable, "-m", "tools.preprocess_data",
                            "--input", str(src), "--output-prefix", prefix],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+                          capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     ds = IndexedDataset(prefix)
     tok = ByteTokenizer()
@@ -69,8 +69,8 @@ def test_preprocess_writes_what_megatron_reads(tmp_path):
 def test_preprocess_bad_jsonl_names_the_line(tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"text": "ok"}\n{"body": "no text key"}\n')
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"),
+    proc = subprocess.run([sys.executable, "-m", "tools.preprocess_data",
                            "--input", str(src), "--output-prefix", str(tmp_path / "o")],
-                          capture_output=True, text=True, env=ENV, timeout=120)
+                          capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and "line 2" in proc.stderr
     assert not os.path.exists(tmp_path / "o.bin")

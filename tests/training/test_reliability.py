@@ -31,9 +31,9 @@ def corpus(tmp_path_factory):
     src.write_text("".join(json.dumps({"text": "x" * int(n)}) + "\n"
                            for n in rng.integers(20, 600, size=60)))
     prefix = str(d / "c")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "preprocess_data.py"), "--input",
+    subprocess.run([sys.executable, "-m", "tools.preprocess_data", "--input",
                     str(src), "--output-prefix", prefix], check=True, env=ENV,
-                   capture_output=True)
+                   capture_output=True, cwd=ROOT)
     return prefix
 
 
@@ -92,7 +92,7 @@ def test_empty_dataset_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--wlb-max-tokens", "100"], "max_tokens=100 is below seq_length=256"),
+    (["--wlb-max-tokens", "100"], "--wlb-max-tokens=100 is below --seq-length=256"),
     (["--wlb-cost-model", "COST"], "attn_coef=-1.0"),
     (["--context-parallel-size", "2", "--seq-length", "2"], "seq_length=2 must be a multiple"),
 ])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from collections.abc import Iterable
 
 import numpy as np
@@ -60,6 +61,28 @@ def write_documents(prefix: str, docs: Iterable[np.ndarray], *, vocab_size: int,
     return meta
 
 
+def _check_index_size(prefix: str) -> None:
+    """The ``.idx`` holds what its header announces: version (u64), dtype code (u8), S sequences
+    and D documents (u64 each), then S int32 lengths, S int64 pointers and D int64 document
+    indices. Example: 3 documents -> 9 + 8 + 1 + 8 + 8 + 3 * 4 + 3 * 8 + 4 * 8 = 102 bytes."""
+    path = prefix + ".idx"
+    size = os.path.getsize(path)
+    fixed = len(_INDEX_HEADER) + 8 + 1 + 8 + 8
+    with open(path, "rb") as f:
+        f.seek(len(_INDEX_HEADER))
+        head = f.read(fixed - len(_INDEX_HEADER))
+    if len(head) < fixed - len(_INDEX_HEADER):
+        raise IndexedDataError(f"--data-path {prefix}: {path} is truncated ({size} bytes, a "
+                               f"header alone is {fixed}); rebuild it with "
+                               "tools/preprocess_data.py")
+    _, _, n_seq, n_doc = struct.unpack("<QBQQ", head)
+    want = fixed + 12 * n_seq + 8 * n_doc
+    if size != want:
+        raise IndexedDataError(f"--data-path {prefix}: {path} has {size} bytes, its header "
+                               f"announces {want} ({n_seq} sequences); truncated or corrupt, "
+                               "rebuild it with tools/preprocess_data.py")
+
+
 class IndexedDocuments:
     """A :class:`wlb.data.DocumentSource` over a megatron indexed dataset."""
 
@@ -87,6 +110,7 @@ class IndexedDocuments:
                 f"--data-path {prefix}: cannot read {prefix}.idx (not a megatron index: header "
                 f"{header!r}); rebuild it with tools/preprocess_data.py"
             )
+        _check_index_size(prefix)  # before megatron's reader, whose __del__ prints a traceback
         try:
             self.dataset = IndexedDataset(prefix, mmap=True)
         except Exception as e:  # megatron's reader asserts / struct errors on a corrupt index

@@ -45,4 +45,6 @@ def build_scheduler(optimizer: MegatronOptimizer, training: TrainingConfig
         lr_decay_steps=t.lr_decay_iters, lr_decay_style=t.lr_decay_style,
         start_wd=t.weight_decay, end_wd=t.weight_decay, wd_incr_steps=t.train_iters,
         wd_incr_style="constant",
+        use_checkpoint_opt_param_scheduler=t.use_checkpoint_opt_param_scheduler,
+        override_opt_param_scheduler=t.override_opt_param_scheduler,
     )

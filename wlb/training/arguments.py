@@ -6,9 +6,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from wlb.config import WLBConfig
 from wlb.cp.kernels import BACKENDS
+from wlb.packing.base import default_max_tokens
 from wlb.run_config import RunConfig
 
 
@@ -16,8 +19,17 @@ class ArgumentError(ValueError):
     """A flag combination that cannot run (the message names the flags and values)."""
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """An unknown flag or bad choice is one line (no usage block) from local rank 0, exit 2."""
+
+    def error(self, message: str):
+        if os.environ.get("LOCAL_RANK", "0") == "0":
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _OneLineParser(
         description="Train a GPT with megatron-core and WLB-LLM workload balancing.",
         allow_abbrev=False,
     )
@@ -28,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-attention-heads", type=int, default=4)
     g.add_argument("--num-query-groups", type=int, default=None, help="GQA groups (default: MHA)")
     g.add_argument("--seq-length", type=int, default=2048, help="context length (tokens)")
-    g.add_argument("--max-position-embeddings", type=int, default=None)
+    g.add_argument("--max-position-embeddings", type=int, default=None,
+                   help="largest position the model is built for; --seq-length and WLB "
+                   "micro-batches (--wlb-max-tokens) above it are refused")
     g.add_argument("--position-embedding-type", choices=["rope", "none"], default="rope")
     g.add_argument("--rotary-base", type=float, default=10000.0)
     g.add_argument("--normalization", choices=["LayerNorm", "RMSNorm"], default="RMSNorm")
@@ -78,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--adam-beta2", type=float, default=0.95)
     g.add_argument("--adam-eps", type=float, default=1e-8)
     g.add_argument("--clip-grad", type=float, default=1.0)
+    g.add_argument("--override-opt-param-scheduler", action="store_true",
+                   help="on --load, use this run's LR schedule flags, not the checkpoint's")
+    g.add_argument("--use-checkpoint-opt-param-scheduler", action="store_true",
+                   help="on --load, use the checkpoint's LR schedule, not this run's flags")
 
     g = p.add_argument_group("data")
     g.add_argument("--data-path", default=None, help="prefix of a .bin/.idx dataset")
@@ -101,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="append each iteration's consumed/trained/pending pieces (JSON lines)")
     g.add_argument("--tensorboard-dir", default=None)
     g.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    g.add_argument("--preflight-only", action="store_true",
+                   help="check flags, layout (for $WORLD_SIZE processes), data files and the "
+                   "--load checkpoint, then exit without building anything (the launcher runs "
+                   "this before torchrun)")
     WLBConfig.add_arguments(p)
     return p
 
@@ -134,6 +156,25 @@ def validate(args: argparse.Namespace) -> None:
     if len(split) != 3 or min(split) < 0 or split[0] <= 0:
         raise ArgumentError(f"--split={args.split!r}: need 3 non-negative weights, train > 0")
     args.split_weights = split
+    mpe = args.max_position_embeddings
+    if mpe is not None and mpe <= 0:
+        raise ArgumentError(f"--max-position-embeddings={mpe} must be > 0")
+    if mpe is not None and args.seq_length > mpe:
+        raise ArgumentError(f"--seq-length={args.seq_length} is above "
+                            f"--max-position-embeddings={mpe}")
+    if args.wlb_packing.startswith("wlb"):
+        cap = args.wlb_max_tokens or default_max_tokens(args.seq_length)
+        if cap < args.seq_length:
+            raise ArgumentError(f"--wlb-max-tokens={cap} is below --seq-length="
+                                f"{args.seq_length}: a WLB micro-batch must hold a stock one")
+        if mpe is not None and cap > mpe:
+            raise ArgumentError(
+                f"WLB micro-batches of up to {cap} tokens (--wlb-max-tokens, default 1.25 x "
+                f"--seq-length) exceed --max-position-embeddings={mpe}; lower --wlb-max-tokens"
+            )
+    if args.override_opt_param_scheduler and args.use_checkpoint_opt_param_scheduler:
+        raise ArgumentError("give at most one of --override-opt-param-scheduler and "
+                            "--use-checkpoint-opt-param-scheduler")
     args.ffn_hidden_size = args.ffn_hidden_size or 4 * args.hidden_size
     args.num_query_groups = args.num_query_groups or args.num_attention_heads
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters

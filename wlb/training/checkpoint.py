@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zipfile
 
 import torch
 import torch.distributed as dist
@@ -42,11 +43,73 @@ def _main_params(opt) -> list[list[torch.Tensor]]:
     return []
 
 
-def _layout_meta(run) -> dict:
-    lay = run.groups.layout
+def _layout_meta(lay, distributed_optimizer: bool) -> dict:
     return {"world_size": lay.world_size, "tp": lay.tp, "pp": lay.pp, "cp": lay.cp,
             "vpp": lay.vpp, "dp": lay.dp, "sequence_parallel": lay.sequence_parallel,
-            "distributed_optimizer": bool(run.cfg.parallel.use_distributed_optimizer)}
+            "distributed_optimizer": bool(distributed_optimizer)}
+
+
+#: the LR-schedule flags a resume must agree on (Megatron's OptimizerParamScheduler checks)
+LR_SCHEDULE = ("lr", "min_lr", "lr_warmup_iters", "lr_decay_iters", "lr_decay_style")
+
+
+def _lr_schedule(training) -> dict:
+    return {k: getattr(training, k) for k in LR_SCHEDULE}
+
+
+def check_checkpoint(load_dir: str, cfg, layout) -> tuple[int, str, dict]:
+    """Everything about ``--load`` that can be checked without a model: the tracker, the
+    iteration's ``meta.json`` (a WLB checkpoint, the same layout and packer, the LR schedule
+    unless one of Megatron's override flags is given) and one readable file per rank.
+
+    Returns:
+        (iteration, its directory, its meta). Raises CheckpointError naming the file or value.
+    """
+    tracker = os.path.join(load_dir, TRACKER)
+    try:
+        with open(tracker) as f:
+            iteration = int(f.read().strip())
+    except FileNotFoundError:
+        raise CheckpointError(f"--load {load_dir}: no {TRACKER} (nothing saved there)") from None
+    except (ValueError, UnicodeDecodeError):
+        raise CheckpointError(f"--load {load_dir}: {TRACKER} is not an iteration number") from None
+    path = os.path.join(load_dir, f"iter_{iteration:07d}")
+    try:
+        with open(os.path.join(path, "meta.json")) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"--load {load_dir}: cannot read {path}/meta.json ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != 1 or "layout" not in meta:
+        raise CheckpointError(f"--load {path}: meta.json is not a WLB checkpoint's (format 1)")
+    want = _layout_meta(layout, cfg.parallel.use_distributed_optimizer)
+    if meta["layout"] != want:
+        raise CheckpointError(
+            f"--load {path}: saved with layout {meta['layout']}, this run is {want}; resume with "
+            "the same parallel layout"
+        )
+    if meta.get("wlb", {}).get("packing") != cfg.wlb.packing:
+        raise CheckpointError(f"--load {path}: saved with --wlb-packing "
+                              f"{meta.get('wlb', {}).get('packing')}, this run uses "
+                              f"{cfg.wlb.packing}")
+    t = cfg.training
+    saved = meta.get("lr_schedule")  # checkpoints before 2026-12-01 lack it
+    if saved and not (t.override_opt_param_scheduler or t.use_checkpoint_opt_param_scheduler):
+        diff = [f"--{k.replace('_', '-')} {saved[k]} (saved) vs {getattr(t, k)} (now)"
+                for k in LR_SCHEDULE if saved.get(k) != getattr(t, k)]
+        if diff:
+            raise CheckpointError(
+                f"--load {path}: the LR schedule differs from the checkpoint's: "
+                f"{'; '.join(diff)}; pass --override-opt-param-scheduler (use this run's) or "
+                "--use-checkpoint-opt-param-scheduler (use the checkpoint's)"
+            )
+    for rank in range(layout.world_size):
+        f = os.path.join(path, f"rank_{rank:05d}.pt")
+        if not os.path.exists(f):
+            raise CheckpointError(f"--load {path}: {f} is missing")
+        if not zipfile.is_zipfile(f):
+            raise CheckpointError(f"--load {path}: {f} is truncated or not a torch checkpoint "
+                                  "file (not a zip archive)")
+    return iteration, path, meta
 
 
 def _rank_state(run) -> dict:
@@ -83,7 +146,10 @@ def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None) -> str:
         crash_hook()
     dist.barrier()
     if rank == 0:
-        meta = {"iteration": iteration, "layout": _layout_meta(run),
+        meta = {"iteration": iteration,
+                "layout": _layout_meta(run.groups.layout,
+                                       run.cfg.parallel.use_distributed_optimizer),
+                "lr_schedule": _lr_schedule(run.cfg.training),
                 "wlb": vars(run.wlb) | {"thresholds": str(run.wlb.thresholds)},
                 "data": run.schedule.state_dict(), "packer_info": run.packer_info,
                 "format": 1}
@@ -109,34 +175,16 @@ def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None) -> str:
 
 def load_checkpoint(load_dir: str, run) -> int:
     """Restore the latest checkpoint under ``load_dir``; returns its iteration."""
-    tracker = os.path.join(load_dir, TRACKER)
-    try:
-        with open(tracker) as f:
-            iteration = int(f.read().strip())
-    except FileNotFoundError:
-        raise CheckpointError(f"--load {load_dir}: no {TRACKER} (nothing saved there)") from None
-    except ValueError:
-        raise CheckpointError(f"--load {load_dir}: {TRACKER} is not an iteration number") from None
-    path = os.path.join(load_dir, f"iter_{iteration:07d}")
-    try:
-        with open(os.path.join(path, "meta.json")) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"--load {load_dir}: cannot read {path}/meta.json ({e})") from None
-    want = _layout_meta(run)
-    if meta["layout"] != want:
-        raise CheckpointError(
-            f"--load {path}: saved with layout {meta['layout']}, this run is {want}; resume with "
-            "the same parallel layout"
-        )
-    if meta["wlb"].get("packing") != run.wlb.packing:
-        raise CheckpointError(f"--load {path}: saved with --wlb-packing "
-                              f"{meta['wlb'].get('packing')}, this run uses {run.wlb.packing}")
+    iteration, path, meta = check_checkpoint(load_dir, run.cfg, run.groups.layout)
     # Read onto the CPU and copy into place (model, main params) or let the optimizer cast its
     # state to each param's device: a resume need not map ranks to the same GPUs as the save,
     # and RNG states must stay CPU byte tensors.
-    state = torch.load(os.path.join(path, f"rank_{dist.get_rank():05d}.pt"),
-                       map_location="cpu", weights_only=True)
+    rank_file = os.path.join(path, f"rank_{dist.get_rank():05d}.pt")
+    try:
+        state = torch.load(rank_file, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"--load {path}: cannot read {rank_file} "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     for m, sd in zip(run.model, state["model"]):
         m.module.load_state_dict(sd)
     for opt, sd in zip(_leaf_optimizers(run.optimizer), state["optimizer"]):

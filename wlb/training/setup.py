@@ -202,7 +202,8 @@ def build(cfg: RunConfig) -> Run:
     device = run_device()
     kernel = attention_kernel(m.attention_backend, device, config.params_dtype)
     tied = not m.untie_embeddings_and_output_weights
-    max_tokens = cfg.wlb.max_tokens or default_max_tokens(m.seq_length)
+    max_tokens = m.max_position_embeddings or cfg.wlb.max_tokens or default_max_tokens(
+        m.seq_length)
     rope = m.rotary_base if m.position_embedding_type == "rope" else None
     chunks = build_model_chunks(config, groups, vocab_size=vocab, max_seq_length=max_tokens,
                                 rotary_base=rope, tie_embeddings=tied,

@@ -1,0 +1,104 @@
+"""Bad input through the documented launchers: one line, exit status 2, nothing built.
+
+Through ``scripts/pretrain_gpt.sh`` (its one-process pre-flight) stderr is exactly one line and
+stdout is empty; under bare torchrun our line appears once (local rank 0), beside torchrun's own
+failure summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from tests.helpers.torchrun import ENV, ROOT, TINY, launch_pretrain, run_pretrain
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+LINE = "pretrain_gpt_wlb.py: error: "
+
+
+def _launcher(*args, env=None):
+    env = {**ENV, "MODEL": "tiny", "SEQ": "256", "GBS": "4", "ITERS": "1", **(env or {})}
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "pretrain_gpt.sh"), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def _one_line(proc, match: str) -> None:
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(LINE) and match in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    ck = str(tmp_path_factory.mktemp("ck") / "ck")
+    run_pretrain(1, TINY + ["--train-iters", "1", "--save", ck],
+                 str(tmp_path_factory.mktemp("log") / "log.jsonl"))
+    return ck
+
+
+def _ck_copy(src, tmp_path):
+    dst = str(tmp_path / "ck")
+    shutil.copytree(src, dst)
+    return dst, os.path.join(dst, "iter_0000001")
+
+
+RESUME = ["--lr-decay-iters", "10", "--lr-warmup-iters", "1", "--seed", "7", "--no-wlb-shuffle",
+          "--mock-num-docs", "400"]
+
+
+@pytest.mark.parametrize("args, env, match", [
+    (["--bogus-flag"], {}, "unrecognized arguments: --bogus-flag"),
+    (["--wlb-max-tokens", "100"], {}, "--wlb-max-tokens=100 is below --seq-length=256"),
+    (["--max-position-embeddings", "128"], {}, "--seq-length=256 is above"),
+    (["--max-position-embeddings", "300"], {}, "exceed --max-position-embeddings=300"),
+    ([], {"CP": "3"}, "seq_length=256 must be a multiple of 6"),
+    (["--wlb-cost-model", "/nonexistent.json"], {}, "/nonexistent.json"),
+])
+def test_bad_flags_and_layouts(args, env, match):
+    _one_line(_launcher(*args, env=env), match)
+
+
+def test_truncated_index_with_a_valid_header_is_named(tmp_path):
+    from wlb.megatron.indexed import write_documents
+
+    prefix = str(tmp_path / "c")
+    write_documents(prefix, [np.arange(1, 9)] * 5, vocab_size=64, eod=0, tokenizer="t")
+    with open(prefix + ".idx", "r+b") as f:
+        f.truncate(os.path.getsize(prefix + ".idx") - 8)
+    proc = _launcher("--data-path", prefix, "--vocab-size", "64", env={"DATA_PATH": prefix})
+    _one_line(proc, f"{prefix}.idx has")
+
+
+def test_checkpoint_problems_are_named(checkpoint, tmp_path):
+    ck, it = _ck_copy(checkpoint, tmp_path)
+    with open(os.path.join(it, "rank_00000.pt"), "r+b") as f:  # truncated rank file
+        f.truncate(os.path.getsize(f.name) // 2)
+    _one_line(_launcher(*RESUME, "--load", ck), "rank_00000.pt is truncated")
+    shutil.rmtree(ck)
+    ck, it = _ck_copy(checkpoint, tmp_path)
+    with open(os.path.join(it, "meta.json"), "w") as f:  # a foreign checkpoint
+        json.dump({"iteration": 1, "args": {}}, f)
+    _one_line(_launcher(*RESUME, "--load", ck), "not a WLB checkpoint")
+
+
+def test_a_different_lr_schedule_needs_megatrons_override_flags(checkpoint):
+    proc = _launcher(*RESUME, "--lr", "1e-3", "--load", checkpoint)
+    _one_line(proc, "--lr 0.0003 (saved) vs 0.001 (now)")
+    assert "--override-opt-param-scheduler" in proc.stderr
+    for flag in ("--override-opt-param-scheduler", "--use-checkpoint-opt-param-scheduler"):
+        ok = launch_pretrain(TINY + ["--lr", "1e-3", "--load", checkpoint, flag,
+                                     "--preflight-only"])
+        assert ok.returncode == 0, ok.stderr[-1500:]
+
+
+def test_under_torchrun_our_line_appears_once():
+    proc = launch_pretrain(TINY + ["--wlb-max-tokens", "100"], nproc=2)
+    assert proc.returncode != 0
+    assert proc.stderr.count(LINE) == 1, proc.stderr[-3000:]
+    assert "Apex is not installed" not in proc.stderr

@@ -1,0 +1,34 @@
+"""Every check of a run that needs no model, no process group and no GPU, run before them.
+
+``pretrain_gpt_wlb.py`` calls :func:`preflight` on every rank before building anything, and
+``scripts/pretrain_gpt.sh`` runs it once (``--preflight-only``) before starting torchrun, so a bad
+flag, layout, data file or checkpoint is one line and exit status 2, with no traceback. Flag-only
+checks live in ``wlb.training.arguments.validate``; these need the world size or the files.
+"""
+
+from __future__ import annotations
+
+from wlb.config import ConfigError
+from wlb.cost_model import CostModel
+from wlb.cp.selector import KernelTable
+from wlb.run_config import RunConfig
+from wlb.training.setup import build_source
+
+
+def preflight(cfg: RunConfig, world_size: int) -> None:
+    """Raise a one-line error (LayoutError, ConfigError, CostModelError, IndexedDataError,
+    CheckpointError, DataError) for anything that would stop the run later."""
+    layout = cfg.layout(world_size)
+    wlb = cfg.wlb
+    if wlb.cost_model:
+        CostModel.from_json(wlb.cost_model)
+    if wlb.kernel_table:
+        try:
+            KernelTable.from_json(wlb.kernel_table)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"--wlb-kernel-table {wlb.kernel_table}: {e}") from None
+    build_source(cfg.data, cfg.model, cfg.training.seed)  # opens and checks the data files
+    if cfg.checkpoint.load:
+        from wlb.training.checkpoint import check_checkpoint
+
+        check_checkpoint(cfg.checkpoint.load, cfg, layout)
