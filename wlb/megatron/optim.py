@@ -43,7 +43,9 @@ def build_scheduler(optimizer: MegatronOptimizer, training: TrainingConfig
         optimizer, init_lr=0.0 if t.lr_warmup_iters else t.lr, max_lr=t.lr,
         min_lr=t.min_lr, lr_warmup_steps=t.lr_warmup_iters,
         lr_decay_steps=t.lr_decay_iters, lr_decay_style=t.lr_decay_style,
-        start_wd=t.weight_decay, end_wd=t.weight_decay, wd_incr_steps=t.train_iters,
+        # constant weight decay; its (unused) ramp length is the LR decay's, so that a resume
+        # with a longer --train-iters and the same schedule passes megatron's checkpoint check
+        start_wd=t.weight_decay, end_wd=t.weight_decay, wd_incr_steps=t.lr_decay_iters,
         wd_incr_style="constant",
         use_checkpoint_opt_param_scheduler=t.use_checkpoint_opt_param_scheduler,
         override_opt_param_scheduler=t.override_opt_param_scheduler,

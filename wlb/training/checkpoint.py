@@ -49,8 +49,9 @@ def _layout_meta(lay, distributed_optimizer: bool) -> dict:
             "distributed_optimizer": bool(distributed_optimizer)}
 
 
-#: the LR-schedule flags a resume must agree on (Megatron's OptimizerParamScheduler checks)
-LR_SCHEDULE = ("lr", "min_lr", "lr_warmup_iters", "lr_decay_iters", "lr_decay_style")
+#: the schedule flags a resume must agree on (what Megatron's OptimizerParamScheduler checks)
+LR_SCHEDULE = ("lr", "min_lr", "lr_warmup_iters", "lr_decay_iters", "lr_decay_style",
+               "weight_decay")
 
 
 def _lr_schedule(training) -> dict:
@@ -192,7 +193,11 @@ def load_checkpoint(load_dir: str, run) -> int:
         for group, saved in zip(_main_params(opt), sd["main_params"]):
             for p, s in zip(group, saved):
                 p.data.copy_(s)
-    run.scheduler.load_state_dict(state["scheduler"])
+    try:
+        run.scheduler.load_state_dict(state["scheduler"])
+    except AssertionError as e:  # megatron's own schedule check (for checkpoints without ours)
+        raise CheckpointError(f"--load {path}: {e}; pass --override-opt-param-scheduler or "
+                              "--use-checkpoint-opt-param-scheduler") from None
     from wlb.megatron.groups import set_rng_tracker_states
 
     torch.set_rng_state(state["rng"]["torch"])
