@@ -87,3 +87,15 @@ def test_a_level_releases_exactly_n_pieces_fifo():
     q.push(Piece(13, 0, 105, 6))
     assert [p.length for p in q.pop_ready()] == [130, 140, 110]  # N of the 4, oldest first
     assert sorted(p.length for p in q.pending()) == [105, 250]
+
+
+def test_stock_dp_dealing_interleaves_like_megatrons_sampler():
+    """MegatronPretrainingSampler with micro-batch size 1 gives rank r the r-th of every DP
+    consecutive samples: sample j -> rank j % DP (not contiguous blocks)."""
+    from wlb.packing.schedule import deal_to_dp_ranks
+
+    p = build_packer("megatron", num_microbatches=6, seq_length=8, cost_model=SQ)
+    mbs = [[Piece(j, 0, 8, 0)] for j in range(6)]
+    assert deal_to_dp_ranks(mbs, 2, p, balance=False) == [0, 1, 0, 1, 0, 1]
+    assert deal_to_dp_ranks(mbs, 3, p, balance=False) == [0, 1, 2, 0, 1, 2]
+    assert deal_to_dp_ranks(mbs, 1, p, balance=False) == [0] * 6

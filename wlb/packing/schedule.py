@@ -18,13 +18,13 @@ def deal_to_dp_ranks(mbs: list[MicroBatch], dp_size: int, packer: Packer, *,
                      balance: bool) -> list[int]:
     """DP rank of every micro-batch, N/DP each.
 
-    ``balance`` (WLB) deals by workload (:func:`wlb.packing.types.assign_dp_ranks`); otherwise in
-    order, as stock Megatron: rank r takes micro-batches [r*N/dp, (r+1)*N/dp).
+    ``balance`` (WLB) deals by workload (:func:`wlb.packing.types.assign_dp_ranks`); otherwise
+    interleaved, as stock Megatron's pretraining sampler with a micro-batch size of 1: of each
+    run of DP consecutive samples, rank r takes the r-th. Example: N=6, DP=2 -> [0,1,0,1,0,1].
     """
     if balance:
         return assign_dp_ranks(microbatch_workloads(mbs, packer.cost), dp_size)
-    per = len(mbs) // dp_size
-    return [j // per for j in range(len(mbs))]
+    return [j % dp_size for j in range(len(mbs))]
 
 
 class PlanSchedule:
@@ -35,8 +35,8 @@ class PlanSchedule:
         packer: a fresh packer (N = micro-batches per iteration over all DP ranks).
         dp_size: DP ranks; micro-batches are dealt N/dp per rank.
         shuffle, seed: seeded document order per epoch.
-        balance_dp: deal micro-batches to DP ranks by workload (WLB); False deals them in order
-            (see :func:`deal_to_dp_ranks`).
+        balance_dp: deal micro-batches to DP ranks by workload (WLB); False interleaves them as
+            Megatron's sampler does (see :func:`deal_to_dp_ranks`).
         wrap_epochs: endless (training); False ends at the last document (the simulator).
     """
 
