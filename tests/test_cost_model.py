@@ -1,4 +1,5 @@
 import json
+import re
 
 import numpy as np
 import pytest
@@ -102,3 +103,67 @@ def test_one_flop_formula_for_the_cost_model_and_the_simulator():
                                 num_attention_heads=32, normalize=False)
     # linear part: the GEMMs plus the causal diagonal's d term of attention (4h / 2 per token)
     assert cost.linear_coef == 404_750_336 + 2 * 4096 and cost.attn_coef == 2 * 4096
+
+
+def test_from_flops_by_hand_without_normalisation():
+    # L=2, h=8, 2 heads of 4, MHA (kv=8), ffn=16, vocab 10, plain MLP (2 matrices), TP=2, CP=2:
+    # per layer GEMMs 2*8*(8+16) + 2*8*8 + 2*8*16*2 = 384 + 128 + 512 = 1024; attention 4h = 32
+    # per pair, half of it on the diagonal's d term; logits 2*8*10 = 160.
+    c = CostModel.from_flops(num_layers=2, hidden_size=8, ffn_hidden_size=16,
+                             num_attention_heads=2, vocab_size=10, swiglu=False,
+                             tensor_parallel_size=2, context_parallel_size=2, normalize=False)
+    assert c.linear_coef == (2 * (1024 + 16) + 160) / 4
+    assert c.attn_coef == 2 * 16 / 4 and c.doc_coef == 0.0 and c.source == "flops"
+    swiglu = CostModel.from_flops(num_layers=1, hidden_size=8, ffn_hidden_size=16,
+                                  num_attention_heads=2, normalize=False)
+    assert swiglu.linear_coef == 384 + 128 + 2 * 8 * 16 * 3 + 16  # 3 MLP matrices
+    gqa = CostModel.from_flops(num_layers=1, hidden_size=8, ffn_hidden_size=16,
+                               num_attention_heads=4, num_query_groups=1, normalize=False)
+    assert gqa.linear_coef == 2 * 8 * (8 + 2 * 2) + 128 + 768 + 16  # kv = 8 / 4 * 1 = 2
+    norm = CostModel.from_flops(num_layers=2, hidden_size=8, ffn_hidden_size=16,
+                                num_attention_heads=2, vocab_size=10, swiglu=False)
+    assert norm.linear_coef == 1.0 and norm.attn_coef == pytest.approx(16 / (1040 + 80))
+
+
+@pytest.mark.parametrize("name, kw", [
+    ("L", {"num_layers": 0}), ("h", {"hidden_size": -8}), ("ffn", {"ffn_hidden_size": 1.5}),
+    ("heads", {"num_attention_heads": 0}),
+])
+def test_from_flops_names_the_bad_dimension(name, kw):
+    args = dict(num_layers=1, hidden_size=8, ffn_hidden_size=16, num_attention_heads=2) | kw
+    with pytest.raises(CostModelError, match=f"from_flops: {name}={list(kw.values())[0]!r} "):
+        CostModel.from_flops(**args)
+
+
+def test_default_crossover_and_vectorised_forms():
+    d = CostModel.default()
+    assert (d.attn_coef, d.linear_coef, d.doc_coef, d.source) == (1 / 49408, 1.0, 0.0,
+                                                                  "default-llama7b-flops")
+    assert d.crossover_length() == 49408.0
+    assert CostModel(0.0, 1.0).crossover_length() == float("inf")
+    assert CostModel(1.0, 3.0).crossover_length() == 3.0
+    c = CostModel(2.0, 3.0, 5.0)
+    big = 2**32  # d*d overflows int64 unless computed in float64
+    assert c.workloads([4, big]).tolist() == [49.0, 2.0 * big * big + 3.0 * big + 5.0]
+    assert c.attention([3, big]) == 2.0 * (9 + float(big) ** 2)
+    assert c.total([1, 2]) == (2 + 3 + 5) + (8 + 6 + 5)
+
+
+def test_json_messages_name_the_file_and_round_trip_extras(tmp_path):
+    p = tmp_path / "c.json"
+    for text, match in (('["x"]', "must hold a JSON object"), ("{", "not valid JSON"),
+                        ('{"attn_coef": 1}', "lacks key(s) ['linear_coef']"),
+                        ('{"attn_coef": 1, "linear_coef": -1}', "linear_coef=-1")):
+        p.write_text(text)
+        with pytest.raises(CostModelError, match=re.escape(repr(str(p)))) as e:
+            CostModel.from_json(p)
+        assert match in str(e.value)
+    with pytest.raises(CostModelError, match=re.escape(repr(str(tmp_path / "no.json")))):
+        CostModel.from_json(tmp_path / "no.json")
+    p.write_text('{"attn_coef": 0.5, "linear_coef": 2}')  # doc_coef defaults to 0
+    got = CostModel.from_json(p)
+    assert (got.attn_coef, got.linear_coef, got.doc_coef, got.source) == (0.5, 2, 0.0,
+                                                                          "json:c.json")
+    CostModel(1.0, 2.0, 3.0).to_json(tmp_path / "out.json", note="héllo")
+    text = (tmp_path / "out.json").read_text(encoding="utf-8")
+    assert json.loads(text)["note"] == "héllo" and '\n  "attn_coef": 1.0' in text
