@@ -24,7 +24,11 @@ class _OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         if os.environ.get("LOCAL_RANK", "0") == "0":
-            print(f"{self.prog}: error: {message}", file=sys.stderr)
+            print(f"{self.prog}: error: {message}", file=sys.stderr, flush=True)
+        else:  # let local rank 0 say it before torchrun stops the workers (see pretrain_gpt_wlb)
+            import time
+
+            time.sleep(3.0)
         sys.exit(2)
 
 
