@@ -14,13 +14,16 @@ from wlb.packing.schedule import PlanSchedule
 
 COST = CostModel(attn_coef=1 / 64, linear_coef=1.0)
 SEQ, N = 64, 4
-PACKERS = ("megatron", "fixed-greedy", "wlb", "wlb-paper")
+#: "wlb-match": the WLB packer with the experimental match release (wlb.packing.release)
+PACKERS = ("megatron", "fixed-greedy", "wlb", "wlb-paper", "wlb-match")
 lengths_st = st.lists(st.integers(1, 3 * SEQ), min_size=1, max_size=120)
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _packer(name: str):
     kw = {"outlier_thresholds": [48, 96]} if name.startswith("wlb") else {}
+    if name == "wlb-match":
+        name, kw = "wlb", kw | {"release": "match", "max_wait": 3}
     return build_packer(name, num_microbatches=N, seq_length=SEQ, cost_model=COST, **kw)
 
 
