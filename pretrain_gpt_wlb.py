@@ -20,19 +20,10 @@ for _msg in (".*Transformer Engine and Apex are not installed.*", ".*Apex is not
     warnings.filterwarnings("ignore", message=_msg)
 
 
-#: seconds the other local ranks wait before exiting on an error, so that torchrun, which stops
-#: every worker at the first exit, does not stop local rank 0 before it has said why
-QUIET_RANK_EXIT_DELAY_S = 3.0
-
-
 def _say(message: str) -> None:
-    """One line on stderr, from local rank 0 only (every rank fails the same way)."""
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        print(f"pretrain_gpt_wlb.py: {message}", file=sys.stderr, flush=True)
-    else:
-        import time
+    from wlb.training.arguments import say_once
 
-        time.sleep(QUIET_RANK_EXIT_DELAY_S)
+    say_once(f"pretrain_gpt_wlb.py: {message}")
 
 
 def main(argv=None) -> int:

@@ -19,16 +19,27 @@ class ArgumentError(ValueError):
     """A flag combination that cannot run (the message names the flags and values)."""
 
 
+#: seconds the other local ranks wait before exiting on an error, so that torchrun, which stops
+#: every worker at the first exit, does not stop local rank 0 before it has said why
+QUIET_RANK_EXIT_DELAY_S = 3.0
+
+
+def say_once(line: str) -> None:
+    """Print one error line from local rank 0 only (every rank fails the same way); the other
+    ranks wait a moment instead, so that rank 0 gets to print it under torchrun."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
+    else:
+        import time
+
+        time.sleep(QUIET_RANK_EXIT_DELAY_S)
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """An unknown flag or bad choice is one line (no usage block) from local rank 0, exit 2."""
 
     def error(self, message: str):
-        if os.environ.get("LOCAL_RANK", "0") == "0":
-            print(f"{self.prog}: error: {message}", file=sys.stderr, flush=True)
-        else:  # let local rank 0 say it before torchrun stops the workers (see pretrain_gpt_wlb)
-            import time
-
-            time.sleep(3.0)
+        say_once(f"{self.prog}: error: {message}")
         sys.exit(2)
 
 
