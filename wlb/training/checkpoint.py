@@ -58,10 +58,11 @@ def _lr_schedule(training) -> dict:
     return {k: getattr(training, k) for k in LR_SCHEDULE}
 
 
-def check_checkpoint(load_dir: str, cfg, layout) -> tuple[int, str, dict]:
+def check_checkpoint(load_dir: str, cfg, layout, ranks=()) -> tuple[int, str, dict]:
     """Everything about ``--load`` that can be checked without a model: the tracker, the
     iteration's ``meta.json`` (a WLB checkpoint, the same layout and packer, the LR schedule
-    unless one of Megatron's override flags is given) and one readable file per rank.
+    unless one of Megatron's override flags is given) and a readable file for each of ``ranks``
+    (a rank checks its own; the launcher's one-process pre-flight checks them all).
 
     Returns:
         (iteration, its directory, its meta). Raises CheckpointError naming the file or value.
@@ -103,7 +104,7 @@ def check_checkpoint(load_dir: str, cfg, layout) -> tuple[int, str, dict]:
                 f"{'; '.join(diff)}; pass --override-opt-param-scheduler (use this run's) or "
                 "--use-checkpoint-opt-param-scheduler (use the checkpoint's)"
             )
-    for rank in range(layout.world_size):
+    for rank in ranks:
         f = os.path.join(path, f"rank_{rank:05d}.pt")
         if not os.path.exists(f):
             raise CheckpointError(f"--load {path}: {f} is missing")

@@ -8,6 +8,8 @@ checks live in ``wlb.training.arguments.validate``; these need the world size or
 
 from __future__ import annotations
 
+import os
+
 from wlb.config import ConfigError
 from wlb.cost_model import CostModel
 from wlb.cp.selector import KernelTable
@@ -31,4 +33,8 @@ def preflight(cfg: RunConfig, world_size: int) -> None:
     if cfg.checkpoint.load:
         from wlb.training.checkpoint import check_checkpoint
 
-        check_checkpoint(cfg.checkpoint.load, cfg, layout)
+        # under torchrun each rank checks its own file (not world_size^2 opens on a shared
+        # filesystem); the launcher's single pre-flight process checks every rank's
+        rank = os.environ.get("RANK")
+        ranks = [int(rank)] if rank is not None else range(world_size)
+        check_checkpoint(cfg.checkpoint.load, cfg, layout, ranks)
