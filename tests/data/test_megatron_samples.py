@@ -38,3 +38,80 @@ def test_megatron_packer_matches_build_sample_idx(seed):
         for mb in packer.pack(batcher.next_batch()):
             ours.append([(p.doc_id, p.offset, p.length) for p in mb])
     assert ours[: len(expected)] == expected
+
+
+class _Tokenizer:
+    """The least of a tokenizer GPTDatasetConfig reads."""
+
+    eod, vocab_size, unique_identifiers = 63, 64, {"class": "test"}
+
+
+@pytest.mark.parametrize("num_samples", [10, 70, 80, 100])  # 1 epoch; 2, final apart; 2; 3
+def test_stock_sample_order_equals_megatron_gpt_dataset(tmp_path, num_samples):
+    """Document, sample and shuffle indices equal those of a megatron-core GPTDataset built on
+    the same documents and seed; each global batch is N of its samples in shuffled order."""
+    gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset")
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    from megatron.core.datasets.utils import Split
+
+    from wlb.megatron.indexed import write_documents
+    from wlb.packing.stock_samples import StockSampleBatcher
+
+    rng = np.random.default_rng(0)
+    prefix = str(tmp_path / "docs")
+    docs = [rng.integers(0, 50, size=int(n)) for n in rng.integers(1, 40, size=30)]
+    write_documents(prefix, docs, vocab_size=64, eod=63, tokenizer="test")
+    data = IndexedDataset(prefix)
+    cfg = gpt.GPTDatasetConfig(
+        random_seed=5, sequence_length=16, blend=([prefix], None), split="100,0,0",
+        tokenizer=_Tokenizer(), reset_position_ids=False, reset_attention_mask=False,
+        eod_mask_loss=False, add_extra_token_to_sequence=False, path_to_cache=None,
+        mmap_bin_files=False)
+    ref = gpt.GPTDataset(data, prefix, np.arange(len(data), dtype=np.int32), num_samples,
+                         Split.train, cfg)
+    ours = StockSampleBatcher(data.sequence_lengths, 4, 16, num_samples, seed=5)
+    np.testing.assert_array_equal(ours.doc_index, ref.document_index)
+    np.testing.assert_array_equal(ours.sample_index, ref.sample_index)
+    np.testing.assert_array_equal(ours.shuffle, ref.shuffle_index)
+
+    def tokens(pieces):
+        return np.concatenate([data.get(d, o, n) for d, o, n in pieces])
+
+    packer = build_packer("megatron", num_microbatches=4, seq_length=16,
+                          cost_model=CostModel.default())
+    for b in range(3):
+        mbs = packer.pack(ours.next_batch())
+        for j, mb in enumerate(mbs):
+            want = ref[int(b * 4 + j)]["tokens"].numpy()  # GPTDataset's sample, shuffled
+            got = tokens([(p.doc_id, p.offset, p.length) for p in mb])
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_stock_run_trains_megatron_sample_order():
+    """The baseline's schedule (built from its flags) trains GPTDataset's sample order over
+    --train-iters x --global-batch-size samples, dealt to DP ranks as Megatron's sampler does;
+    --no-wlb-shuffle keeps the stream order."""
+    from wlb.packing.stock_samples import StockSampleBatcher
+    from wlb.training.arguments import parse
+    from wlb.training.setup import build_schedule, build_source, make_cost_model, train_lengths
+
+    flags = ["--mock-data", "--mock-num-docs", "300", "--seq-length", "64",
+             "--global-batch-size", "4", "--train-iters", "20", "--seed", "9",
+             "--wlb-packing", "megatron", "--wlb-cp-sharding", "per-seq"]
+    for extra, shuffled in (([], True), (["--no-wlb-shuffle"], False)):
+        cfg = parse(flags + extra)
+        layout = cfg.layout(2)  # DP = 2
+        source = build_source(cfg.data, cfg.model, cfg.training.seed)
+        cost = make_cost_model(cfg.model, cfg.wlb, layout, 256)
+        schedule, _, _ = build_schedule(cfg, layout, source, cost)
+        assert isinstance(schedule.batcher, StockSampleBatcher) == shuffled
+        if not shuffled:
+            continue
+        ref = StockSampleBatcher(train_lengths(source, cfg.data.split_weights), 4, 64, 80, 9)
+        for _ in range(3):
+            plan = schedule.next_plan()
+            want = [[(d, o, n) for d, o, n, _ in ref.sample_pieces(int(s))]
+                    for s in ref.shuffle[plan.step * 4:(plan.step + 1) * 4]]
+            assert [[(p.doc_id, p.offset, p.length) for p in mb]
+                    for mb in plan.microbatches] == want
+            assert plan.dp_ranks == [0, 1, 0, 1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from wlb.packing.base import Packer
+from wlb.packing.stock_samples import StockSampleBatcher
 from wlb.packing.stream import GlobalBatcher
 from wlb.packing.types import BatchPlan, MicroBatch, assign_dp_ranks, microbatch_workloads
 
@@ -38,17 +39,25 @@ class PlanSchedule:
         balance_dp: deal micro-batches to DP ranks by workload (WLB); False interleaves them as
             Megatron's sampler does (see :func:`deal_to_dp_ranks`).
         wrap_epochs: endless (training); False ends at the last document (the simulator).
+        num_samples: the samples a run trains (iterations x N). Given, with ``shuffle``, the
+            stock packer's global batches are stock Megatron's: N samples each in megatron-core
+            ``GPTDataset``'s shuffled sample order (:mod:`wlb.packing.stock_samples`).
     """
 
     def __init__(self, lengths, packer: Packer, dp_size: int, *, shuffle: bool, seed: int,
-                 balance_dp: bool, wrap_epochs: bool = True) -> None:
+                 balance_dp: bool, wrap_epochs: bool = True,
+                 num_samples: int | None = None) -> None:
         self.packer = packer
         self.dp_size = dp_size
         self.balance_dp = balance_dp
-        self.batcher = GlobalBatcher(
-            lengths, packer.n * packer.seq_length, split_at_budget=packer.split_at_budget,
-            max_piece=packer.max_piece, shuffle=shuffle, seed=seed, wrap_epochs=wrap_epochs,
-        )
+        if packer.name == "megatron" and shuffle and num_samples is not None:
+            self.batcher = StockSampleBatcher(lengths, packer.n, packer.seq_length, num_samples,
+                                              seed)
+        else:
+            self.batcher = GlobalBatcher(
+                lengths, packer.n * packer.seq_length, split_at_budget=packer.split_at_budget,
+                max_piece=packer.max_piece, shuffle=shuffle, seed=seed, wrap_epochs=wrap_epochs,
+            )
         # epoch of every consumed piece not yet fully trained: (doc, arrival) -> [[offset, length,
         # epoch, tokens left]]; a list because a batch straddling an epoch boundary can hold the
         # same document twice, and a packer may cut a piece further (megatron's sample cuts)

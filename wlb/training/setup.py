@@ -171,7 +171,8 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, source: DocumentSourc
     except ValueError as e:  # packer options that do not fit this run
         raise ConfigError(f"WLB packer: {e}") from None
     schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=seed,
-                            balance_dp=wlb.packing != "megatron")
+                            balance_dp=wlb.packing != "megatron",
+                            num_samples=cfg.training.train_iters * layout.global_batch_size)
     table = None
     if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
         table = KernelTable.from_json(wlb.kernel_table or _table_in(wlb.cost_model)

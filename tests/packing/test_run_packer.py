@@ -1,0 +1,98 @@
+"""The run's packer: outlier-threshold spelling ('auto' / 'none' / explicit) and the options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wlb.cost_model import CostModel
+from wlb.packing.autotune import auto_tune_outliers
+from wlb.packing.run_packer import AUTO_SAMPLE_FRACTION, build_run_packer, resolve_outliers
+from wlb.packing.stock import StockMegatronPacker
+from wlb.packing.wlb import WLBPacker
+
+COST = CostModel(attn_coef=1.0, linear_coef=100.0, doc_coef=0.0)
+RESOLVE = {"num_microbatches": 4, "seq_length": 256, "cost_model": COST, "max_tokens": 320,
+           "release": "count", "delay_budget": 1.0, "seed": 3}
+
+
+def _lengths(seed=0, n=400):
+    return np.random.default_rng(seed).integers(5, 300, size=n)
+
+
+@pytest.mark.parametrize("spec", ["none", " NONE ", "None"])
+def test_none_means_no_outlier_queues(spec):
+    out = resolve_outliers(spec, _lengths(), **RESOLVE)
+    assert (out.thresholds, out.source, out.tuned) == ([], "none", None)
+
+
+@pytest.mark.parametrize("spec", ["100,200", " 100,200", [100, 200], (100, 200)])
+def test_explicit_thresholds_are_given(spec):
+    out = resolve_outliers(spec, _lengths(), **RESOLVE)
+    assert (out.thresholds, out.source, out.tuned) == ([100, 200], "given", None)
+
+
+@pytest.mark.parametrize("spec", ["200,100", "0,5", [-3], "100,100"])
+def test_bad_thresholds_name_the_flag(spec):
+    with pytest.raises(ValueError, match="--my-flag"):
+        resolve_outliers(spec, _lengths(), name="--my-flag", **RESOLVE)
+
+
+def test_auto_tunes_on_a_seeded_sample_of_the_lengths():
+    """'auto' equals auto_tune_outliers on AUTO_SAMPLE_FRACTION of the lengths drawn with
+    seed + 1, passing every packer argument through."""
+    lengths = _lengths(1)
+    out = resolve_outliers("auto", lengths, **RESOLVE)
+    sample = np.random.default_rng(RESOLVE["seed"] + 1).choice(
+        lengths, int(AUTO_SAMPLE_FRACTION * len(lengths)), replace=False)
+    want = auto_tune_outliers(sample, num_microbatches=4, seq_length=256, cost_model=COST,
+                              max_tokens=320, release="count", delay_budget=1.0, seed=3)
+    assert out.source == "auto"
+    assert out.tuned == want
+    assert out.thresholds == want.thresholds
+    assert resolve_outliers(" Auto", lengths, **RESOLVE) == out
+
+
+def test_auto_on_one_document_samples_at_least_one():
+    out = resolve_outliers("auto", np.array([50]), **RESOLVE)
+    assert out.source == "auto" and out.tuned is not None
+
+
+def _build(packing, thresholds="none", max_wait=5, lengths=None):
+    return build_run_packer(_lengths() if lengths is None else lengths, 4, 256, COST, 3,
+                            packing=packing, max_tokens=320, thresholds=thresholds,
+                            max_wait=max_wait, delay_budget=1.0, thresholds_label="given")
+
+
+def test_stock_packer_takes_no_wlb_options():
+    packer, info = _build("megatron", thresholds="100")
+    assert isinstance(packer, StockMegatronPacker)
+    assert info == {"packer": "megatron"}
+    assert (packer.n, packer.seq_length) == (4, 256)
+
+
+def test_wlb_packer_with_explicit_thresholds():
+    packer, info = _build("wlb", thresholds="100,200", max_wait=7)
+    assert isinstance(packer, WLBPacker)
+    assert info == {"packer": "wlb", "thresholds": [100, 200], "thresholds_from": "given"}
+    assert packer.queues.thresholds == [100, 200]
+    assert (packer.max_wait, packer.max_tokens, packer.n) == (7, 320, 4)
+
+
+def test_wlb_auto_takes_the_tuned_max_wait_capped_by_the_flag():
+    lengths = _lengths(2)
+    tuned = resolve_outliers("auto", lengths, **RESOLVE).tuned
+    for cap in (1, tuned.max_wait, tuned.max_wait + 5):
+        packer, info = _build("wlb", thresholds="auto", max_wait=cap, lengths=lengths)
+        assert packer.max_wait == min(tuned.max_wait, cap)
+        assert info["thresholds"] == tuned.thresholds == packer.queues.thresholds
+        assert info["thresholds_from"] == "auto"
+        assert info["sim_imbalance"] == tuned.imbalance_mean
+        assert info["sim_delay"] == tuned.delay_iters_mean
+
+
+def test_wlb_paper_packer_gets_thresholds_but_no_max_wait():
+    packer, info = _build("wlb-paper", thresholds=[100])
+    assert packer.name == "wlb-paper"
+    assert packer.queues.thresholds == [100]
+    assert info["thresholds"] == [100]
