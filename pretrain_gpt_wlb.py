@@ -38,6 +38,7 @@ def main(argv=None) -> int:
         from wlb.megatron.indexed import IndexedDataError
         from wlb.packing import DataError
         from wlb.training.checkpoint import CheckpointError
+        from wlb.training.documents import DocumentsError
         from wlb.training.preflight import preflight
 
         try:
@@ -51,7 +52,8 @@ def main(argv=None) -> int:
             except TrainingError as e:
                 _say(f"training stopped: {e}")
                 return 3
-        except (IndexedDataError, CheckpointError, CostModelError, DataError) as e:
+        except (IndexedDataError, CheckpointError, CostModelError, DataError,
+                DocumentsError) as e:
             raise ArgumentError(str(e)) from e
     except (ArgumentError, ConfigError, LayoutError) as e:
         _say(f"error: {e}")

@@ -33,6 +33,9 @@ class ModelConfig:
             WLB micro-batch cap); --seq-length and WLB micro-batches above it are refused.
         position_embedding_type: "rope" (per document, in WLB's attention) or "none".
         rotary_base: RoPE base.
+        rotary_percent: fraction of each head's channels RoPE rotates.
+        group_query_attention: use ``num_query_groups`` K/V heads (Megatron's switch; without
+            it the flag is ignored and attention is MHA).
         normalization: "LayerNorm" or "RMSNorm".
         swiglu: gated SiLU MLP (else GeLU).
         disable_bias_linear: no biases in the linear layers.
@@ -55,6 +58,8 @@ class ModelConfig:
     max_position_embeddings: int | None
     position_embedding_type: str
     rotary_base: float
+    rotary_percent: float
+    group_query_attention: bool
     normalization: str
     swiglu: bool
     disable_bias_linear: bool
@@ -106,6 +111,10 @@ class TrainingConfig:
         seed: every seed of the run (init, data order, packer tuning).
         lr, min_lr, lr_warmup_iters, lr_decay_iters, lr_decay_style: the LR schedule
             (megatron's ``OptimizerParamScheduler``; decay over train_iters when not given).
+        lr_warmup_fraction: warm-up as a fraction of lr_decay_iters (then lr_warmup_iters is
+            that fraction of the decay steps, as Megatron computes it), or None.
+        exit_interval: save (with --save) and stop after an iteration divisible by this.
+        exit_duration_in_mins: save (with --save) and stop once training has run this long.
         weight_decay, adam_beta1, adam_beta2, adam_eps, clip_grad: Adam and gradient clipping.
         override_opt_param_scheduler: on resume, this run's LR schedule wins (Megatron's flag).
         use_checkpoint_opt_param_scheduler: on resume, the checkpoint's LR schedule wins.
@@ -118,7 +127,8 @@ class TrainingConfig:
     seed: int
     lr: float
     min_lr: float
-    lr_warmup_iters: int
+    lr_warmup_iters: float
+    lr_warmup_fraction: float | None
     lr_decay_iters: int | None
     lr_decay_style: str
     weight_decay: float
@@ -128,7 +138,23 @@ class TrainingConfig:
     clip_grad: float
     override_opt_param_scheduler: bool
     use_checkpoint_opt_param_scheduler: bool
+    exit_interval: int | None
+    exit_duration_in_mins: float | None
     threads: int
+
+
+@dataclass
+class ValidationConfig:
+    """The held-out loss (``wlb.training.evaluate``).
+
+    Attributes:
+        eval_interval: validation loss every this many iterations, and after the last.
+        eval_iters: global batches of the valid split per evaluation (0: none); the same
+            batches every time, for every packer and layout.
+    """
+
+    eval_interval: int
+    eval_iters: int
 
 
 @dataclass
@@ -136,21 +162,30 @@ class DataConfig:
     """Where the documents come from.
 
     Attributes:
-        data_path: prefix of a Megatron ``.bin/.idx`` dataset, or None with ``mock_data``.
+        data_path: Megatron ``.bin/.idx`` prefixes, with or without blend weights
+            (``W1 P1 W2 P2 ...``), or None with ``mock_data``.
+        blend: ``data_path`` parsed: (prefixes, normalised weights or None).
         mock_data: synthetic documents with lengths drawn from ``mock_length_sample``.
         mock_length_sample: JSON list of document lengths (None: the shipped wlbllm sample).
         mock_num_docs, mock_length_scale: how many mock documents, and their length scale.
         split: Megatron's train,valid,test weights (as given).
-        split_weights: ``split`` parsed (three numbers).
+        split_weights: ``split`` parsed (three numbers summing to 1).
+        tokenizer_type, tokenizer_model, vocab_file, merge_file: the run's vocabulary
+            (``wlb.preprocess.tokenizer``); None: the data's own.
     """
 
-    data_path: str | None
+    data_path: list[str] | None
+    blend: tuple[list[str], list[float] | None] | None
     mock_data: bool
     mock_length_sample: str | None
     mock_num_docs: int
     mock_length_scale: float
     split: str
     split_weights: list[float]
+    tokenizer_type: str | None
+    tokenizer_model: str | None
+    vocab_file: str | None
+    merge_file: str | None
 
 
 @dataclass
@@ -177,12 +212,14 @@ class LoggingConfig:
         log_json: append one JSON object per iteration to this file.
         log_plans: append each iteration's consumed/trained/pending pieces to this file.
         tensorboard_dir: TensorBoard scalars, or None.
+        notes: info lines about accepted flags that change nothing here (printed once).
     """
 
     log_interval: int
     log_json: str | None
     log_plans: str | None
     tensorboard_dir: str | None
+    notes: list[str]
 
 
 @dataclass
@@ -192,6 +229,7 @@ class RunConfig:
     model: ModelConfig
     parallel: ParallelConfig
     training: TrainingConfig
+    validation: ValidationConfig
     data: DataConfig
     checkpoint: CheckpointConfig
     logging: LoggingConfig
@@ -204,6 +242,7 @@ class RunConfig:
             model=_from_namespace(ModelConfig, ns),
             parallel=_from_namespace(ParallelConfig, ns),
             training=_from_namespace(TrainingConfig, ns),
+            validation=_from_namespace(ValidationConfig, ns),
             data=_from_namespace(DataConfig, ns),
             checkpoint=_from_namespace(CheckpointConfig, ns),
             logging=_from_namespace(LoggingConfig, ns),

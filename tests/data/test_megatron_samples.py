@@ -93,7 +93,8 @@ def test_a_stock_run_trains_megatron_sample_order():
     --no-wlb-shuffle keeps the stream order."""
     from wlb.packing.stock_samples import StockSampleBatcher
     from wlb.training.arguments import parse
-    from wlb.training.setup import build_schedule, build_source, make_cost_model, train_lengths
+    from wlb.training.documents import build_documents
+    from wlb.training.setup import build_schedule, make_cost_model
 
     flags = ["--mock-data", "--mock-num-docs", "300", "--seq-length", "64",
              "--global-batch-size", "4", "--train-iters", "20", "--seed", "9",
@@ -101,13 +102,13 @@ def test_a_stock_run_trains_megatron_sample_order():
     for extra, shuffled in (([], True), (["--no-wlb-shuffle"], False)):
         cfg = parse(flags + extra)
         layout = cfg.layout(2)  # DP = 2
-        source = build_source(cfg.data, cfg.model, cfg.training.seed)
+        docs = build_documents(cfg.data, cfg.model, cfg.training.seed)
         cost = make_cost_model(cfg.model, cfg.wlb, layout, 256)
-        schedule, _, _ = build_schedule(cfg, layout, source, cost)
+        schedule, _, _ = build_schedule(cfg, layout, docs.train, cost)
         assert isinstance(schedule.batcher, StockSampleBatcher) == shuffled
         if not shuffled:
             continue
-        ref = StockSampleBatcher(train_lengths(source, cfg.data.split_weights), 4, 64, 80, 9)
+        ref = StockSampleBatcher(docs.train.lengths, 4, 64, 80, 9)
         for _ in range(3):
             plan = schedule.next_plan()
             want = [[(d, o, n) for d, o, n, _ in ref.sample_pieces(int(s))]

@@ -38,11 +38,12 @@ def launch_pretrain(
 
 
 def run_pretrain(nproc: int, args: list[str], log_json: str, timeout: int = 300) -> list[dict]:
-    """Run ``nproc`` processes; returns the per-iteration records (raises with the log tail)."""
+    """Run ``nproc`` processes; returns the per-iteration training records, validation rows
+    left out (raises with the log tail)."""
     proc = launch_pretrain([*args, "--log-json", log_json], nproc=nproc, timeout=timeout,
                            torchrun=True)
     if proc.returncode != 0:
         tail = (proc.stdout + proc.stderr)[-4000:]
         raise AssertionError(f"{' '.join(proc.args)} failed with {proc.returncode}:\n{tail}")
     with open(log_json) as f:
-        return [json.loads(line) for line in f]
+        return [r for r in map(json.loads, f) if r.get("kind") != "valid"]

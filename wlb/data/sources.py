@@ -66,3 +66,42 @@ class MockDocuments:
         doc = np.where(rng.random(n) < 0.2, noise, base)
         doc[-1] = self.eod
         return doc[start:stop]
+
+
+class ConcatDocuments:
+    """Several sources as one: document ids run through them in order (``--data-path A B``).
+
+    All must share ``vocab_size`` and ``eod`` (ValueError naming the first that does not).
+    """
+
+    def __init__(self, sources: list[DocumentSource], names: list[str] | None = None) -> None:
+        names = names or [f"dataset {k + 1}" for k in range(len(sources))]
+        first = sources[0]
+        for s, name in zip(sources[1:], names[1:]):
+            if (s.vocab_size, s.eod) != (first.vocab_size, first.eod):
+                raise ValueError(
+                    f"{name} has vocab_size={s.vocab_size}, eod={s.eod} but {names[0]} has "
+                    f"vocab_size={first.vocab_size}, eod={first.eod}: blend datasets built "
+                    "with one tokenizer")
+        self.sources = sources
+        self.lengths = np.concatenate([s.lengths for s in sources]).astype(np.int64)
+        self.starts = np.concatenate([[0], np.cumsum([len(s.lengths) for s in sources])])
+        self.vocab_size, self.eod = first.vocab_size, first.eod
+
+    def tokens(self, doc_id: int, start: int, stop: int) -> np.ndarray:
+        k = int(np.searchsorted(self.starts, doc_id, side="right")) - 1
+        return self.sources[k].tokens(int(doc_id - self.starts[k]), start, stop)
+
+
+class DocumentView:
+    """The documents ``doc_ids`` of ``base`` (a split, or a blend with repeats), renumbered
+    0..len-1: a packer's ``doc_id`` indexes the view."""
+
+    def __init__(self, base: DocumentSource, doc_ids: np.ndarray) -> None:
+        self.base = base
+        self.doc_ids = np.asarray(doc_ids, dtype=np.int64)
+        self.lengths = base.lengths[self.doc_ids]
+        self.vocab_size, self.eod = base.vocab_size, base.eod
+
+    def tokens(self, doc_id: int, start: int, stop: int) -> np.ndarray:
+        return self.base.tokens(int(self.doc_ids[doc_id]), start, stop)

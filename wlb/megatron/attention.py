@@ -73,6 +73,7 @@ class WLBCoreAttention(MegatronModule):
         pg_collection=None,
         rotary_base: float | None = None,
         attention_backend: str = "auto",
+        rotary_percent: float = 1.0,
     ) -> None:
         super().__init__(config=config)
         dropout = config.attention_dropout if attention_dropout is None else attention_dropout
@@ -87,6 +88,7 @@ class WLBCoreAttention(MegatronModule):
         self.softmax_scale = softmax_scale
         self.cp_group = getattr(pg_collection, "cp", None) if pg_collection is not None else None
         self.rope_base = rotary_base
+        self.rotary_percent = rotary_percent
         self.attention_backend = attention_backend
 
     def forward(
@@ -109,8 +111,11 @@ class WLBCoreAttention(MegatronModule):
         if attention_bias is not None:
             raise ValueError("attention_bias is not supported by WLB CP attention")
         if self.rope_base:
-            cos, sin = rope_tables(p.positions, query.shape[-1], self.rope_base, query.dtype)
-            query, key = apply_rope(query, cos, sin), apply_rope(key, cos, sin)
+            # Megatron's --rotary-percent: RoPE on the first int(d x percent) channels
+            rot = int(query.shape[-1] * self.rotary_percent)
+            cos, sin = rope_tables(p.positions, rot, self.rope_base, query.dtype)
+            query, key = (torch.cat([apply_rope(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
+                          for x in (query, key))
         cp_group = self.cp_group
         if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
             cp_group = None

@@ -59,19 +59,22 @@ def _swap(spec, mapping: dict):
     return spec
 
 
-def layer_spec(rotary_base: float | None, attention_backend: str = "auto") -> ModuleSpec:
+def layer_spec(rotary_base: float | None, attention_backend: str = "auto",
+               rotary_percent: float = 1.0) -> ModuleSpec:
     """megatron's local GPT layer spec with WLB CP attention and SP-capable torch norms."""
     attn = ModuleSpec(module=WLBCoreAttention, params={"rotary_base": rotary_base,
-                                                       "attention_backend": attention_backend})
+                                                       "attention_backend": attention_backend,
+                                                       "rotary_percent": rotary_percent})
     return _swap(get_gpt_layer_local_spec(), {DotProductAttention: attn,
                                               WrappedTorchNorm: SPTorchNorm})
 
 
 def build_model_chunks(config, groups: Groups, *, vocab_size: int, max_seq_length: int,
                        rotary_base: float | None, tie_embeddings: bool,
-                       attention_backend: str = "auto") -> list[GPTModel]:
+                       attention_backend: str = "auto",
+                       rotary_percent: float = 1.0) -> list[GPTModel]:
     """One GPTModel per virtual pipeline stage held by this rank."""
-    spec = layer_spec(rotary_base, attention_backend)
+    spec = layer_spec(rotary_base, attention_backend, rotary_percent)
     vpp = groups.layout.vpp
     chunks = []
     for vp in range(vpp):

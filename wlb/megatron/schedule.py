@@ -9,7 +9,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 def forward_backward(forward_step: Callable, data: Iterator | list[Iterator], model, *,
                      num_microbatches: int, seq_length: int, pp_size: int,
-                     vpp_size: int) -> list[dict]:
+                     vpp_size: int, forward_only: bool = False) -> list[dict]:
     """Run the forward and backward of ``num_microbatches`` micro-batches through megatron's
     schedule for ``pp_size`` stages of ``vpp_size`` virtual chunks each (passed explicitly, not
     read from ``parallel_state``).
@@ -21,6 +21,7 @@ def forward_backward(forward_step: Callable, data: Iterator | list[Iterator], mo
         num_microbatches: micro-batches this rank runs.
         seq_length: nominal sequence length (megatron's buffers; variable lengths are on).
         pp_size, vpp_size: pipeline stages and virtual chunks per stage (1: no interleaving).
+        forward_only: no backward (validation).
 
     Returns:
         The loss reports of the micro-batches (last stage; empty elsewhere).
@@ -33,5 +34,5 @@ def forward_backward(forward_step: Callable, data: Iterator | list[Iterator], mo
         num_microbatches=num_microbatches,
         seq_length=seq_length,
         micro_batch_size=1,
-        forward_only=False,
+        forward_only=forward_only,
     )

@@ -11,8 +11,12 @@ import sys
 
 from wlb.config import WLBConfig
 from wlb.cp.kernels import BACKENDS
+from wlb.data.blend import BlendError, parse_blend
+from wlb.data.split import SplitError, parse_split
 from wlb.packing.base import default_max_tokens
+from wlb.preprocess.tokenizer import TOKENIZER_TYPES, check_tokenizer_flags
 from wlb.run_config import RunConfig
+from wlb.training import megatron_flags
 
 
 class ArgumentError(ValueError):
@@ -39,6 +43,12 @@ class _OneLineParser(argparse.ArgumentParser):
     """An unknown flag or bad choice is one line (no usage block) from local rank 0, exit 2."""
 
     def error(self, message: str):
+        prefix = "unrecognized arguments: "
+        if message.startswith(prefix):
+            flags = [a for a in message[len(prefix):].split() if a.startswith("-")]
+            if flags:
+                message = (f"{flags[0]} is not supported yet (not a flag of this project; "
+                           "docs/flags.md lists the Megatron flags it reads)")
         say_once(f"{self.prog}: error: {message}")
         sys.exit(2)
 
@@ -53,13 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--hidden-size", type=int, default=128)
     g.add_argument("--ffn-hidden-size", type=int, default=None, help="default 4 x hidden")
     g.add_argument("--num-attention-heads", type=int, default=4)
-    g.add_argument("--num-query-groups", type=int, default=None, help="GQA groups (default: MHA)")
+    g.add_argument("--num-query-groups", type=int, default=None,
+                   help="K/V head groups with --group-query-attention")
     g.add_argument("--seq-length", type=int, default=2048, help="context length (tokens)")
     g.add_argument("--max-position-embeddings", type=int, default=None,
                    help="largest position the model is built for; --seq-length and WLB "
                    "micro-batches (--wlb-max-tokens) above it are refused")
     g.add_argument("--position-embedding-type", choices=["rope", "none"], default="rope")
     g.add_argument("--rotary-base", type=float, default=10000.0)
+    g.add_argument("--rotary-percent", type=float, default=1.0,
+                   help="fraction of each head's channels RoPE rotates (the rest pass through)")
+    g.add_argument("--group-query-attention", action="store_true",
+                   help="use --num-query-groups K/V heads (without it: MHA, as in Megatron)")
     g.add_argument("--normalization", choices=["LayerNorm", "RMSNorm"], default="RMSNorm")
     g.add_argument("--swiglu", action=argparse.BooleanOptionalAction, default=True)
     g.add_argument("--disable-bias-linear", action=argparse.BooleanOptionalAction, default=True)
@@ -72,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --mock-data (default 256); indexed data reads its .meta.json")
     g.add_argument("--recompute-granularity", choices=["full"], default=None)
     g.add_argument("--bf16", action="store_true")
-    g.add_argument("--attention-backend", choices=BACKENDS, default="auto",
+    g.add_argument("--attention-backend", default="auto",
+                   choices=[*BACKENDS, *megatron_flags.ATTENTION_BACKEND_ALIASES],
                    help="attention kernel of CP attention: 'torch' (SDPA per document segment; "
                    "CPU/GPU), 'varlen' (PyTorch's FlashAttention-2 varlen), 'flash' (flash-attn "
                    ">= 2.1), 'te' (TransformerEngine); 'auto' (default): the first installed of "
-                   "flash, te, varlen on GPU with --bf16, else torch")
+                   "flash, te, varlen on GPU with --bf16, else torch. Megatron's 'fused' means "
+                   "te, 'unfused' and 'local' mean torch")
 
     g = p.add_argument_group("parallelism")
     g.add_argument("--tensor-model-parallel-size", type=int, default=1)
@@ -99,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=3e-4)
     g.add_argument("--min-lr", type=float, default=3e-5)
     g.add_argument("--lr-warmup-iters", type=int, default=0)
+    g.add_argument("--lr-warmup-fraction", type=float, default=None,
+                   help="warm up over this fraction of --lr-decay-iters (instead of "
+                   "--lr-warmup-iters)")
     g.add_argument("--lr-decay-iters", type=int, default=None, help="default --train-iters")
     g.add_argument("--lr-decay-style", default="cosine",
                    choices=["constant", "linear", "cosine", "inverse-square-root"])
@@ -111,9 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="on --load, use this run's LR schedule flags, not the checkpoint's")
     g.add_argument("--use-checkpoint-opt-param-scheduler", action="store_true",
                    help="on --load, use the checkpoint's LR schedule, not this run's flags")
+    g.add_argument("--exit-interval", type=int, default=None,
+                   help="save (with --save) and exit after an iteration divisible by this")
+    g.add_argument("--exit-duration-in-mins", type=float, default=None,
+                   help="save (with --save) and exit once the run has trained this long")
+
+    g = p.add_argument_group("validation")
+    g.add_argument("--eval-interval", type=int, default=1000,
+                   help="validation loss every this many iterations (and after the last)")
+    g.add_argument("--eval-iters", type=int, default=100,
+                   help="global batches of the valid split per evaluation (0: no validation)")
 
     g = p.add_argument_group("data")
-    g.add_argument("--data-path", default=None, help="prefix of a .bin/.idx dataset")
+    g.add_argument("--data-path", nargs="+", default=None,
+                   help="prefix of a .bin/.idx dataset, or Megatron's blend: 'W1 P1 W2 P2 ...' "
+                   "(weights in tokens) or 'P1 P2 ...' (concatenated)")
     g.add_argument("--mock-data", action="store_true",
                    help="synthetic documents with lengths drawn from --mock-length-sample")
     g.add_argument("--mock-length-sample", default=None,
@@ -122,7 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mock-num-docs", type=int, default=20000)
     g.add_argument("--mock-length-scale", type=float, default=1.0 / 16)
     g.add_argument("--split", default="100,0,0",
-                   help="train,valid,test document split (only the train part is used yet)")
+                   help="train,valid,test weights over each dataset's documents (Megatron's "
+                   "rule); the valid part gives the validation loss")
+    g.add_argument("--tokenizer-type", default=None,
+                   help=f"the run's vocabulary: one of {', '.join(TOKENIZER_TYPES)} (default: "
+                   "the data's .meta.json, or --vocab-size with --mock-data)")
+    g.add_argument("--tokenizer-model", default=None,
+                   help="HuggingFaceTokenizer: a local tokenizer.json, or a directory with one")
+    g.add_argument("--vocab-file", default=None, help="GPT2BPETokenizer: vocab.json")
+    g.add_argument("--merge-file", default=None, help="GPT2BPETokenizer: merges.txt")
 
     g = p.add_argument_group("checkpointing and logging")
     g.add_argument("--save", default=None)
@@ -139,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "--load checkpoint, then exit without building anything (the launcher runs "
                    "this before torchrun)")
     WLBConfig.add_arguments(p)
+    megatron_flags.add_arguments(p)
     return p
 
 
@@ -165,12 +206,20 @@ def validate(args: argparse.Namespace) -> None:
         raise ArgumentError(f"--attention-dropout={args.attention_dropout}: WLB CP attention "
                             "has no dropout; use 0")
     try:
-        split = [float(x) for x in args.split.split(",")]
-    except ValueError:
-        raise ArgumentError(f"--split={args.split!r}: expected numbers like 969,30,1") from None
-    if len(split) != 3 or min(split) < 0 or split[0] <= 0:
-        raise ArgumentError(f"--split={args.split!r}: need 3 non-negative weights, train > 0")
-    args.split_weights = split
+        args.split_weights = parse_split(args.split)
+        args.blend = parse_blend(args.data_path) if args.data_path else None
+        args.notes = megatron_flags.resolve(args)
+    except (SplitError, BlendError, ValueError) as e:
+        raise ArgumentError(str(e)) from None
+    if args.split_weights[0] <= 0:
+        raise ArgumentError(f"--split={args.split!r}: the train weight must be > 0")
+    _validate_schedule(args)
+    try:
+        check_tokenizer_flags(args.tokenizer_type, vocab_size=args.vocab_size,
+                              tokenizer_model=args.tokenizer_model, vocab_file=args.vocab_file,
+                              merge_file=args.merge_file)
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
     mpe = args.max_position_embeddings
     if mpe is not None and mpe <= 0:
         raise ArgumentError(f"--max-position-embeddings={mpe} must be > 0")
@@ -191,8 +240,15 @@ def validate(args: argparse.Namespace) -> None:
         raise ArgumentError("give at most one of --override-opt-param-scheduler and "
                             "--use-checkpoint-opt-param-scheduler")
     args.ffn_hidden_size = args.ffn_hidden_size or 4 * args.hidden_size
+    if not args.group_query_attention and args.num_query_groups not in (
+            None, args.num_attention_heads):
+        args.notes.append(f"--num-query-groups {args.num_query_groups}: no effect without "
+                          "--group-query-attention (as in Megatron); training MHA")
+        args.num_query_groups = None
     args.num_query_groups = args.num_query_groups or args.num_attention_heads
     args.lr_decay_iters = args.lr_decay_iters or args.train_iters
+    if args.lr_warmup_fraction is not None:  # Megatron: a fraction of the decay steps
+        args.lr_warmup_iters = args.lr_warmup_fraction * args.lr_decay_iters
     vpp_layers = args.num_layers_per_virtual_pipeline_stage
     pp = args.pipeline_model_parallel_size
     if vpp_layers is None:
@@ -205,6 +261,28 @@ def validate(args: argparse.Namespace) -> None:
                 f"{pp}"
             )
         args.vpp = args.num_layers // (vpp_layers * pp)
+
+
+def _validate_schedule(args: argparse.Namespace) -> None:
+    """LR warm-up, exit and validation flags (Megatron's meanings)."""
+    if args.lr_warmup_fraction is not None:
+        if args.lr_warmup_iters:
+            raise ArgumentError(f"give one of --lr-warmup-fraction={args.lr_warmup_fraction} "
+                                f"and --lr-warmup-iters={args.lr_warmup_iters}")
+        if not 0 <= args.lr_warmup_fraction <= 1:
+            raise ArgumentError(f"--lr-warmup-fraction={args.lr_warmup_fraction} must be in "
+                                "[0, 1]")
+    for name in ("exit_interval", "exit_duration_in_mins", "eval_interval"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ArgumentError(f"--{name.replace('_', '-')}={value} must be > 0")
+    if args.eval_iters < 0:
+        raise ArgumentError(f"--eval-iters={args.eval_iters} must be >= 0")
+    rot = int(args.hidden_size // args.num_attention_heads * args.rotary_percent)
+    if not 0 < args.rotary_percent <= 1 or rot % 2 or rot == 0:
+        raise ArgumentError(f"--rotary-percent={args.rotary_percent}: must be in (0, 1] and "
+                            f"rotate an even number of each head's "
+                            f"{args.hidden_size // args.num_attention_heads} channels")
 
 
 def run_config(args: argparse.Namespace) -> RunConfig:

@@ -154,7 +154,7 @@ def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None) -> str:
                 "lr_schedule": _lr_schedule(run.cfg.training),
                 "wlb": vars(run.wlb) | {"thresholds": str(run.wlb.thresholds)},
                 "data": run.schedule.state_dict(), "packer_info": run.packer_info,
-                "format": 1}
+                "tokens_trained": run.tokens_trained, "format": 1}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, default=str)
         if os.path.exists(final):  # re-saving an iteration: swap, then drop the old copy
@@ -206,5 +206,6 @@ def load_checkpoint(load_dir: str, run) -> int:
     if state["rng"]["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["rng"]["cuda"])
     run.schedule.load_state_dict(meta["data"])
+    run.tokens_trained = int(meta.get("tokens_trained", 0))  # (checkpoints before Dec 2026: 0)
     dist.barrier()
     return iteration

@@ -56,6 +56,23 @@ class MetricsLogger:
                 flush=True,
             )
 
+    def validation(self, it: int, tokens_trained: int, v: dict, digest: str) -> None:
+        """Megatron's validation block on the console; a ``"kind": "valid"`` JSON row;
+        TensorBoard's ``lm loss validation`` (vs iterations, and vs tokens) and its ppl."""
+        if not self.active:
+            return
+        row = {"kind": "valid", "iteration": it, "tokens_trained": tokens_trained,
+               "valid_digest": digest, **v}
+        if self.json_file:
+            self.json_file.write(json.dumps(row, sort_keys=True) + "\n")
+        if self.tb:
+            self.tb.add_scalar("lm loss validation", v["valid_lm_loss"], it)
+            self.tb.add_scalar("lm loss validation vs tokens", v["valid_lm_loss"], tokens_trained)
+            self.tb.add_scalar("lm loss validation ppl", v["valid_ppl"], it)
+        line = (f" validation loss at iteration {it} | lm loss value: {v['valid_lm_loss']:.6E} | "
+                f"lm loss PPL: {v['valid_ppl']:.6E} | ")
+        print("-" * len(line) + "\n" + line + "\n" + "-" * len(line), flush=True)
+
     def close(self) -> None:
         if self.json_file:
             self.json_file.close()

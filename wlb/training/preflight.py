@@ -14,12 +14,12 @@ from wlb.config import ConfigError
 from wlb.cost_model import CostModel
 from wlb.cp.selector import KernelTable
 from wlb.run_config import RunConfig
-from wlb.training.setup import build_source
+from wlb.training.documents import build_documents
 
 
 def preflight(cfg: RunConfig, world_size: int) -> None:
     """Raise a one-line error (LayoutError, ConfigError, CostModelError, IndexedDataError,
-    CheckpointError, DataError) for anything that would stop the run later."""
+    DocumentsError, CheckpointError, DataError) for anything that would stop the run later."""
     layout = cfg.layout(world_size)
     wlb = cfg.wlb
     if wlb.cost_model:
@@ -29,7 +29,7 @@ def preflight(cfg: RunConfig, world_size: int) -> None:
             KernelTable.from_json(wlb.kernel_table)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ConfigError(f"--wlb-kernel-table {wlb.kernel_table}: {e}") from None
-    build_source(cfg.data, cfg.model, cfg.training.seed)  # opens and checks the data files
+    build_documents(cfg.data, cfg.model, cfg.training.seed)  # opens and checks the data files
     if cfg.checkpoint.load:
         from wlb.training.checkpoint import check_checkpoint
 

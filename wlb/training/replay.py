@@ -16,7 +16,8 @@ from wlb.run_config import RunConfig
 from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
 from wlb.sim.model import ModelSpec
-from wlb.training.setup import build_schedule, build_source, make_cost_model, padded_vocab
+from wlb.training.documents import build_documents
+from wlb.training.setup import build_schedule, make_cost_model, padded_vocab
 
 
 def _read_log(path: str) -> list[dict]:
@@ -46,10 +47,10 @@ def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: s
     """
     spec = cfg.model
     layout = cfg.layout(nproc)
-    source = build_source(cfg.data, spec, cfg.training.seed)
-    vocab = padded_vocab(spec, source.vocab_size)
+    documents = build_documents(cfg.data, spec, cfg.training.seed)
+    vocab = padded_vocab(spec, documents.source.vocab_size)
     cost = make_cost_model(spec, cfg.wlb, layout, vocab)
-    schedule, _, chooser = build_schedule(cfg, layout, source, cost)
+    schedule, _, chooser = build_schedule(cfg, layout, documents.train, cost)
     model = ModelSpec("run", spec.num_layers, spec.hidden_size, spec.ffn_hidden_size,
                       spec.num_attention_heads,
                       spec.num_query_groups or spec.num_attention_heads, vocab)

@@ -12,9 +12,10 @@ import torch
 import torch.distributed as dist
 
 from wlb.run_config import RunConfig
+from wlb.training.evaluate import ValidationSet, evaluate
 from wlb.training.log import MetricsLogger
 from wlb.training.loop import train_step
-from wlb.training.setup import build
+from wlb.training.setup import Run, build
 
 #: fault injection for the crash tests: "save:<iteration>" kills this process with SIGKILL in the
 #: middle of that iteration's checkpoint save (after the rank files, before the rename).
@@ -55,7 +56,39 @@ def _maybe_crash(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def build_validation(run: Run, log: MetricsLogger) -> ValidationSet | None:
+    """The fixed validation batches, or None (no valid split, or --eval-iters 0)."""
+    cfg, layout = run.cfg, run.groups.layout
+    v = cfg.validation
+    if v.eval_iters == 0:
+        return None
+    if run.documents.valid is None:
+        log.info(f"no validation: --split {cfg.data.split} gives the valid split no documents")
+        return None
+    val = ValidationSet(run.documents.valid, layout.global_batch_size, cfg.model.seq_length,
+                        v.eval_iters, layout.dp, cfg.training.seed)
+    log.info(f"validation: {v.eval_iters} x {layout.global_batch_size} samples of the valid "
+             f"split ({len(run.documents.valid.lengths)} documents; {val.num_tokens} tokens, "
+             f"digest {val.digest()}) every {v.eval_interval} iterations and after the last")
+    return val
+
+
+def should_exit(it: int, t_start: float, cfg: RunConfig, device=None) -> str | None:
+    """Why the run stops after iteration ``it`` (--exit-interval, --exit-duration-in-mins), or
+    None. Every rank reaches the same verdict (the elapsed time is the slowest rank's)."""
+    tr = cfg.training
+    if tr.exit_interval and it % tr.exit_interval == 0:
+        return f"--exit-interval {tr.exit_interval}"
+    if tr.exit_duration_in_mins:
+        mins = torch.tensor([(time.time() - t_start) / 60.0], dtype=torch.float64, device=device)
+        dist.all_reduce(mins, op=dist.ReduceOp.MAX)
+        if float(mins.cpu()) > tr.exit_duration_in_mins:
+            return f"--exit-duration-in-mins {tr.exit_duration_in_mins:g}"
+    return None
+
+
 def run_training(cfg: RunConfig) -> int:
+    t_start = time.time()
     run = build(cfg)
     g, ck, lg = run.groups, cfg.checkpoint, cfg.logging
     train_iters = cfg.training.train_iters
@@ -67,12 +100,15 @@ def run_training(cfg: RunConfig) -> int:
     log.info(f"cost model: {run.cost.to_dict()}")
     for w in run.warnings:
         log.info(f"warning: {w}")
+    for note in lg.notes:
+        log.info(note)
     start = 0
     if ck.load:
         from wlb.training.checkpoint import load_checkpoint
 
         start = load_checkpoint(ck.load, run)
         log.info(f"resumed from {ck.load} at iteration {start}")
+    validation = build_validation(run, log)
     plans = open(lg.log_plans, "a") if lg.log_plans and g.rank == 0 else None  # noqa: SIM115
     try:
         for it in range(start + 1, train_iters + 1):
@@ -88,6 +124,8 @@ def run_training(cfg: RunConfig) -> int:
             m.update(iteration=it, iter_ms=float(ms),
                      tokens_per_s=plan.num_tokens / float(ms) * 1e3, plan_digest=digest)
             check_finite(m, it, ck.save)
+            run.tokens_trained += plan.num_tokens
+            m["tokens_trained"] = run.tokens_trained
             log.iteration(m)
             if plans:
                 plans.write(json.dumps({
@@ -96,12 +134,19 @@ def run_training(cfg: RunConfig) -> int:
                     "pending": run.schedule.pending_with_epochs()}) + "\n")
                 plans.flush()
             last = it == train_iters
-            if ck.save and ((ck.save_interval and it % ck.save_interval == 0) or last):
+            if validation and (it % cfg.validation.eval_interval == 0 or last):
+                log.validation(it, run.tokens_trained, evaluate(run, validation),
+                               validation.digest())
+            stop = None if last else should_exit(it, t_start, cfg, run.device)
+            if ck.save and ((ck.save_interval and it % ck.save_interval == 0) or last or stop):
                 from wlb.training.checkpoint import save_checkpoint
 
                 save_checkpoint(ck.save, it, run,
                                 crash_hook=lambda it=it: _maybe_crash(f"save:{it}"))
                 log.info(f"saved checkpoint at iteration {it} to {ck.save}")
+            if stop:
+                log.info(f"exiting after iteration {it} ({stop})")
+                break
     finally:
         if plans:
             plans.close()

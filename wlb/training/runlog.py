@@ -7,15 +7,25 @@ from __future__ import annotations
 import json
 
 
-def load(path: str) -> list[dict]:
+def _rows(path: str) -> list[dict]:
     try:
         with open(path) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+            return [json.loads(line) for line in f if line.strip()]
     except (OSError, ValueError) as e:
         raise SystemExit(f"{path}: {e}") from None
+
+
+def load(path: str) -> list[dict]:
+    """The training iterations of a ``--log-json`` file (validation rows left out)."""
+    rows = [r for r in _rows(path) if r.get("kind") != "valid"]
     if not rows:
         raise SystemExit(f"{path}: no iterations logged")
     return rows
+
+
+def load_validation(path: str) -> list[dict]:
+    """The validation rows (``"kind": "valid"``) of a ``--log-json`` file, in order."""
+    return [r for r in _rows(path) if r.get("kind") == "valid"]
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

@@ -12,7 +12,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -20,14 +19,14 @@ from wlb.config import ConfigError, WLBConfig, cp_candidates
 from wlb.cost_model import CostModel
 from wlb.cp.kernels import resolve_backend
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, StrategyChooser
-from wlb.data.lengths import DEFAULT_LENGTHS
-from wlb.data.sources import DocumentSource, MockDocuments
+from wlb.data.sources import DocumentSource
 from wlb.megatron import cpu_shim
 from wlb.packing.base import default_max_tokens
 from wlb.packing.run_packer import build_run_packer
 from wlb.packing.schedule import PlanSchedule
 from wlb.parallel import ParallelLayout
-from wlb.run_config import DataConfig, ModelConfig, RunConfig
+from wlb.run_config import ModelConfig, RunConfig
+from wlb.training.documents import RunDocuments, build_documents
 
 if TYPE_CHECKING:
     from wlb.megatron.groups import Groups
@@ -44,7 +43,8 @@ class Run:
     Attributes:
         cfg: the run's configuration.
         groups: this process's ranks and process groups.
-        source: the documents.
+        documents: the datasets and their train / valid views.
+        source: the train view (what the plans' document ids index).
         config: megatron's TransformerConfig (carries the grad-sync hooks).
         model: the DDP-wrapped model chunks (one per virtual pipeline stage).
         optimizer, scheduler: megatron's optimizer and LR schedule.
@@ -55,10 +55,13 @@ class Run:
         warnings: options that have no effect here (logged once).
         attention_kernel: the resolved attention kernel.
         device: where this rank's model and micro-batches live.
+        tokens_trained: tokens of every iteration so far (checkpointed; the validation rows'
+            x axis).
     """
 
     cfg: RunConfig
     groups: Groups
+    documents: RunDocuments
     source: DocumentSource
     config: TransformerConfig
     model: list[DistributedDataParallel]
@@ -71,6 +74,7 @@ class Run:
     warnings: list[str]
     attention_kernel: str
     device: torch.device
+    tokens_trained: int = 0
 
     @property
     def wlb(self) -> WLBConfig:
@@ -106,28 +110,6 @@ def attention_kernel(backend: str, device: torch.device, dtype) -> str:
         raise ConfigError(str(e)) from None
 
 
-def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSource:
-    if data.mock_data:
-        path = data.mock_length_sample or DEFAULT_LENGTHS
-        try:
-            with open(path) as f:
-                sample = json.load(f)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"--mock-length-sample {path}: {e}") from None
-        return MockDocuments(sample, data.mock_num_docs, vocab_size=model.vocab_size or 256,
-                             seed=seed, scale=data.mock_length_scale)
-    from wlb.megatron.indexed import IndexedDocuments
-
-    return IndexedDocuments(data.data_path)
-
-
-def train_lengths(source: DocumentSource, split_weights) -> np.ndarray:
-    """Document lengths of the train split (the first ``w0/sum`` of the documents, file order)."""
-    n = len(source.lengths)
-    n_train = max(1, int(round(n * split_weights[0] / sum(split_weights))))
-    return source.lengths[:n_train]
-
-
 def padded_vocab(model: ModelConfig, vocab_size: int) -> int:
     """Vocabulary rounded up to --make-vocab-size-divisible-by, as megatron pads it."""
     mult = model.make_vocab_size_divisible_by
@@ -154,7 +136,7 @@ def _table_in(cost_model: str | None) -> str | None:
         return cost_model if isinstance(json.load(f).get("kernel_table"), dict) else None
 
 
-def build_schedule(cfg: RunConfig, layout: ParallelLayout, source: DocumentSource,
+def build_schedule(cfg: RunConfig, layout: ParallelLayout, train: DocumentSource,
                    cost: CostModel) -> tuple[PlanSchedule, dict, StrategyChooser]:
     """The run's plan schedule and CP strategy chooser (no torch.distributed needed: every rank,
     and ``tools/simulate_cluster.py validate``, builds the same ones from the same flags).
@@ -163,7 +145,7 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, source: DocumentSourc
         (PlanSchedule, packer info dict, StrategyChooser).
     """
     wlb, seed = cfg.wlb, cfg.training.seed
-    lengths = train_lengths(source, cfg.data.split_weights)
+    lengths = train.lengths
     try:
         packer, info = build_run_packer(lengths, layout.global_batch_size,
                                         cfg.model.seq_length, cost, seed,
@@ -193,8 +175,8 @@ def build(cfg: RunConfig) -> Run:
     cpu_shim.apply()
     layout = cfg.layout(dist.get_world_size())
     groups = mgroups.initialize(layout, tr.seed)
-    source = build_source(cfg.data, m, tr.seed)
-    vocab = padded_vocab(m, source.vocab_size)
+    documents = build_documents(cfg.data, m, tr.seed)
+    vocab = padded_vocab(m, documents.source.vocab_size)
     if vocab % layout.tp:
         raise SystemExit(f"padded vocab {vocab} (--make-vocab-size-divisible-by "
                          f"{m.make_vocab_size_divisible_by}) is not "
@@ -208,7 +190,7 @@ def build(cfg: RunConfig) -> Run:
     rope = m.rotary_base if m.position_embedding_type == "rope" else None
     chunks = build_model_chunks(config, groups, vocab_size=vocab, max_seq_length=max_tokens,
                                 rotary_base=rope, tie_embeddings=tied,
-                                attention_backend=kernel)
+                                attention_backend=kernel, rotary_percent=m.rotary_percent)
     init_layout_independent(chunks, seed=tr.seed, std=m.init_method_std,
                             num_layers=m.num_layers, tp_rank=groups.tp_rank,
                             tp_size=layout.tp, tied=tied)
@@ -222,6 +204,7 @@ def build(cfg: RunConfig) -> Run:
                                 use_distributed_optimizer=par.use_distributed_optimizer)
     scheduler = build_scheduler(optimizer, tr)
     cost = make_cost_model(m, cfg.wlb, layout, vocab)
-    schedule, info, chooser = build_schedule(cfg, layout, source, cost)
-    return Run(cfg, groups, source, config, model, optimizer, scheduler, schedule, cost,
-               chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel, device)
+    schedule, info, chooser = build_schedule(cfg, layout, documents.train, cost)
+    return Run(cfg, groups, documents, documents.train, config, model, optimizer, scheduler,
+               schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel,
+               device)

@@ -1,0 +1,97 @@
+"""The run's documents: the datasets of ``--data-path`` (or mock ones), blended and split.
+
+``--split`` applies to each dataset's own documents (Megatron's rule, ``wlb.data.split``); a
+weighted ``--data-path`` blends each split in tokens (``wlb.data.blend``). Training packs the
+train view, validation reads the valid view; a view's document ids are its own (0..n-1).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from wlb.data.blend import BlendError, blend_split
+from wlb.data.lengths import DEFAULT_LENGTHS
+from wlb.data.sources import ConcatDocuments, DocumentSource, DocumentView, MockDocuments
+from wlb.run_config import DataConfig, ModelConfig
+
+
+class DocumentsError(ValueError):
+    """Datasets that cannot be used together, or a tokenizer that disagrees with them."""
+
+
+@dataclass
+class RunDocuments:
+    """Attributes:
+        source: every document of every dataset (ids run through the datasets in order).
+        train: the train split (blended), packed by the run's packer.
+        valid: the valid split (blended), or None when its weight is 0.
+    """
+
+    source: DocumentSource
+    train: DocumentView
+    valid: DocumentView | None
+
+
+def _vocab_size(data: DataConfig, model: ModelConfig) -> int | None:
+    """The --tokenizer-type's vocabulary (None: none given)."""
+    if data.tokenizer_type is None:
+        return None
+    from wlb.preprocess.tokenizer import tokenizer_from_flags
+
+    tok = tokenizer_from_flags(data.tokenizer_type, vocab_size=model.vocab_size,
+                               tokenizer_model=data.tokenizer_model, vocab_file=data.vocab_file,
+                               merge_file=data.merge_file)
+    return tok.vocab_size
+
+
+def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSource:
+    """Every document: the mock ones, or the datasets of ``--data-path`` one after another."""
+    vocab = _vocab_size(data, model)
+    if data.mock_data:
+        path = data.mock_length_sample or DEFAULT_LENGTHS
+        try:
+            with open(path) as f:
+                sample = json.load(f)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"--mock-length-sample {path}: {e}") from None
+        return MockDocuments(sample, data.mock_num_docs, vocab_size=vocab or model.vocab_size
+                             or 256, seed=seed, scale=data.mock_length_scale)
+    from wlb.megatron.indexed import IndexedDocuments
+
+    prefixes = data.blend[0]
+    sources = [IndexedDocuments(p) for p in prefixes]
+    if vocab is not None and sources[0].vocab_size != vocab:
+        raise DocumentsError(
+            f"--data-path {prefixes[0]} has vocab_size={sources[0].vocab_size} (its "
+            f".meta.json) but --tokenizer-type {data.tokenizer_type} has {vocab}; preprocess "
+            "it with the same tokenizer")
+    if len(sources) == 1:
+        return sources[0]
+    try:
+        return ConcatDocuments(sources, [f"--data-path {p}" for p in prefixes])
+    except ValueError as e:
+        raise DocumentsError(str(e)) from None
+
+
+def split_documents(source: DocumentSource, data: DataConfig, seed: int) -> RunDocuments:
+    """The train and valid views of ``source`` under ``--split`` and the blend weights."""
+    if isinstance(source, ConcatDocuments):
+        sizes = [s.lengths for s in source.sources]
+        weights = data.blend[1]
+    else:
+        sizes, weights = [source.lengths], None
+    try:
+        views = [blend_split(sizes, weights, data.split_weights, k, seed) for k in (0, 1)]
+    except BlendError as e:
+        raise DocumentsError(str(e)) from None
+    if len(views[0]) == 0:
+        raise DocumentsError(f"--split={data.split!r} leaves no train documents "
+                             f"({len(source.lengths)} in all)")
+    valid = DocumentView(source, views[1]) if len(views[1]) else None
+    return RunDocuments(source, DocumentView(source, views[0]), valid)
+
+
+def build_documents(data: DataConfig, model: ModelConfig, seed: int) -> RunDocuments:
+    """Open (and check) the run's datasets and split them."""
+    return split_documents(build_source(data, model, seed), data, seed)
