@@ -1,0 +1,85 @@
+"""Validation loss: identical inputs for every packer and layout, the same value for the same
+weights under every layout; --exit-interval / --exit-duration-in-mins save and resume exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.helpers.torchrun import BASELINE, TINY, WLB, launch_pretrain, run_pretrain
+
+pytestmark = [pytest.mark.dist, pytest.mark.slow]
+
+# lr 0: the weights stay as initialised (layout-independently), so every layout evaluates the
+# same model
+FROZEN = [*TINY, "--split", "80,20,0", "--eval-iters", "2", "--eval-interval", "1",
+          "--lr", "0", "--min-lr", "0", "--train-iters", "1"]
+
+
+def _valid_rows(path: str) -> list[dict]:
+    with open(path) as f:
+        return [r for r in map(json.loads, f) if r.get("kind") == "valid"]
+
+
+LAYOUTS = {
+    "1 process": (1, WLB),
+    "TP=2": (2, ["--tensor-model-parallel-size", "2", *WLB]),
+    "PP=2": (2, ["--pipeline-model-parallel-size", "2", *BASELINE]),
+    "CP=2 adaptive": (2, ["--context-parallel-size", "2", "--wlb-packing", "wlb",
+                          "--wlb-cp-sharding", "adaptive"]),
+    "DP=2 stock": (2, BASELINE),
+}
+
+
+def test_validation_is_the_same_under_every_layout_and_packer(tmp_path):
+    rows = {}
+    for name, (nproc, flags) in LAYOUTS.items():
+        path = str(tmp_path / f"{name.replace(' ', '_')}.jsonl")
+        run_pretrain(nproc, [*FROZEN, *flags], path)
+        (rows[name],) = _valid_rows(path)
+    ref = rows["1 process"]
+    for name, r in rows.items():
+        assert r["valid_digest"] == ref["valid_digest"], name  # the same micro-batches
+        assert r["valid_tokens"] == ref["valid_tokens"] > 0, name
+        assert r["valid_lm_loss"] == pytest.approx(ref["valid_lm_loss"], rel=1e-5), name
+        assert r["valid_ppl"] == pytest.approx(2.718281828 ** r["valid_lm_loss"], rel=1e-9)
+        assert r["iteration"] == 1
+
+
+def test_validation_runs_at_each_interval_and_after_the_last(tmp_path):
+    path = str(tmp_path / "log.jsonl")
+    flags = [*TINY, *WLB, "--split", "90,10,0", "--eval-iters", "1", "--eval-interval", "2"]
+    proc = launch_pretrain([*flags, "--train-iters", "3", "--log-json", path])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    valid = _valid_rows(path)
+    assert [r["iteration"] for r in valid] == [2, 3]
+    with open(path) as f:
+        train = [r for r in map(json.loads, f) if r.get("kind") != "valid"]
+    assert valid[0]["tokens_trained"] == sum(r["tokens"] for r in train[:2])
+    assert "validation loss at iteration 2 | lm loss value: " in proc.stdout
+    assert proc.stdout.count("validation loss at iteration") == 2
+
+
+# stock Megatron's shuffled sample order (no --no-wlb-shuffle), whose position must resume
+SHUFFLED = [f for f in TINY if f != "--no-wlb-shuffle"]
+
+
+@pytest.mark.parametrize("arm,stop", [
+    (WLB, ["--exit-interval", "2"]),
+    (BASELINE, ["--exit-duration-in-mins", "0.000001"]),  # over after the first iteration
+])
+def test_exit_saves_a_checkpoint_that_resumes_exactly(tmp_path, arm, stop):
+    flags = [*SHUFFLED[:SHUFFLED.index("--train-iters")],
+             *SHUFFLED[SHUFFLED.index("--train-iters") + 2:], *arm, "--train-iters", "4"]
+    full = run_pretrain(2, flags, str(tmp_path / "full.jsonl"))
+    ck = str(tmp_path / "ck")
+    first = run_pretrain(2, [*flags, *stop, "--save", ck], str(tmp_path / "a.jsonl"))
+    done = len(first)
+    assert done == (2 if "--exit-interval" in stop else 1)
+    assert os.path.isdir(os.path.join(ck, f"iter_{done:07d}"))
+    second = run_pretrain(2, [*flags, "--load", ck], str(tmp_path / "b.jsonl"))
+    assert [r["iteration"] for r in second] == list(range(done + 1, 5))
+    for a, b in zip(full[done:], second):
+        assert (a["lm_loss"], a["plan_digest"]) == (b["lm_loss"], b["plan_digest"])
