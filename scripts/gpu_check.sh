@@ -37,7 +37,7 @@ EOF
 echo "== 1. gpu kernel tests"
 "${PY}" -m pytest -q -m gpu tests/cp/test_kernels.py tests/training/test_gpu.py -rs 2>&1 | tee "${OUT}/gpu_tests.txt"
 
-MODEL=(--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --num-query-groups 4
+MODEL=(--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --group-query-attention --num-query-groups 4
        --seq-length 16384 --global-batch-size 8 --bf16)
 DATA=(--mock-data --mock-num-docs 4000 --mock-length-scale 0.125)
 TRAIN=(--train-iters "${ITERS}" --lr-decay-iters 1000 --seed 1234 --attention-backend auto)

@@ -36,12 +36,13 @@ NPROC_PER_NODE="${NPROC_PER_NODE:-$((WORLD / NNODES))}"
 # LLaMA-2 shapes; the paper does not give its 550M and 30B shapes (LLaMA-like, scaled), so these are
 # our choice: that many parameters, head and K/V-group counts that divide the paper's TP sizes.
 case "${MODEL}" in
-  tiny) MODEL_ARGS=(--num-layers 4 --hidden-size 64 --num-attention-heads 4 --num-query-groups 2) ;;
+  tiny) MODEL_ARGS=(--num-layers 4 --hidden-size 64 --num-attention-heads 4 --group-query-attention
+        --num-query-groups 2) ;;
   550m) MODEL_ARGS=(--num-layers 24 --hidden-size 1280 --num-attention-heads 16 --ffn-hidden-size 3456) ;;
   7b) MODEL_ARGS=(--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --ffn-hidden-size 11008) ;;
-  30b) MODEL_ARGS=(--num-layers 56 --hidden-size 7168 --num-attention-heads 56 --num-query-groups 8
+  30b) MODEL_ARGS=(--num-layers 56 --hidden-size 7168 --num-attention-heads 56 --group-query-attention --num-query-groups 8
                    --ffn-hidden-size 19200) ;;
-  70b) MODEL_ARGS=(--num-layers 80 --hidden-size 8192 --num-attention-heads 64 --num-query-groups 8
+  70b) MODEL_ARGS=(--num-layers 80 --hidden-size 8192 --num-attention-heads 64 --group-query-attention --num-query-groups 8
                    --ffn-hidden-size 28672) ;;
   *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;
 esac

@@ -59,7 +59,7 @@ class ModelSpec:
         args = ["--num-layers", self.num_layers, "--hidden-size", self.hidden_size,
                 "--num-attention-heads", self.num_attention_heads]
         if self.num_query_groups != self.num_attention_heads:
-            args += ["--num-query-groups", self.num_query_groups]
+            args += ["--group-query-attention", "--num-query-groups", self.num_query_groups]
         args += ["--ffn-hidden-size", self.ffn_hidden_size]
         return [str(a) for a in args]
 
