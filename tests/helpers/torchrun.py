@@ -13,7 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = [
     "--mock-data", "--mock-num-docs", "400", "--seq-length", "256", "--global-batch-size", "8",
     "--num-layers", "4", "--hidden-size", "64", "--num-attention-heads", "4",
-    "--group-query-attention", "--num-query-groups", "2", "--train-iters", "3", "--lr-decay-iters", "10",
+    "--group-query-attention", "--num-query-groups", "2", "--train-iters", "3",
+    "--lr-decay-iters", "10",
     "--lr-warmup-iters", "1", "--no-wlb-shuffle", "--seed", "7",
 ]
 WLB = ["--wlb-packing", "wlb", "--wlb-cp-sharding", "per-doc", "--wlb-outlier-thresholds", "none"]

@@ -180,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "this before torchrun)")
     WLBConfig.add_arguments(p)
     megatron_flags.add_arguments(p)
+    megatron_flags.describe(p)
     return p
 
 
@@ -200,8 +201,6 @@ def validate(args: argparse.Namespace) -> None:
                             f"--num-attention-heads={args.num_attention_heads}")
     if args.save_interval is not None and args.save_interval <= 0:
         raise ArgumentError(f"--save-interval={args.save_interval} must be > 0")
-    if args.save_interval and not args.save:
-        raise ArgumentError("--save-interval needs --save DIR")
     if args.attention_dropout:
         raise ArgumentError(f"--attention-dropout={args.attention_dropout}: WLB CP attention "
                             "has no dropout; use 0")
@@ -214,6 +213,9 @@ def validate(args: argparse.Namespace) -> None:
     if args.split_weights[0] <= 0:
         raise ArgumentError(f"--split={args.split!r}: the train weight must be > 0")
     _validate_schedule(args)
+    if args.save_interval and not args.save:  # Megatron saves nothing then, and says nothing
+        args.notes.append(f"--save-interval {args.save_interval}: nothing is saved without "
+                          "--save DIR")
     try:
         check_tokenizer_flags(args.tokenizer_type, vocab_size=args.vocab_size,
                               tokenizer_model=args.tokenizer_model, vocab_file=args.vocab_file,

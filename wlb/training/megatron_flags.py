@@ -40,6 +40,46 @@ REFUSED: dict[str, str] = {
 #: Megatron's --attention-backend names -> ours (its "flash" and "auto" mean ours too)
 ATTENTION_BACKEND_ALIASES = {"fused": "te", "unfused": "torch", "local": "torch"}
 
+#: one line per Megatron flag whose meaning here is Megatron's own (the parser's help)
+MEANINGS: dict[str, str] = {
+    "--num-layers": "transformer layers", "--hidden-size": "model width",
+    "--num-attention-heads": "attention heads",
+    "--position-embedding-type": "rope (per document) or none",
+    "--rotary-base": "RoPE base (Llama-3: 500000)", "--normalization": "LayerNorm or RMSNorm",
+    "--swiglu": "gated SiLU MLP (else GeLU)", "--disable-bias-linear": "no linear biases",
+    "--untie-embeddings-and-output-weights": "a separate output layer",
+    "--hidden-dropout": "dropout after attention and MLP",
+    "--attention-dropout": "must be 0 (WLB's CP attention has no dropout)",
+    "--init-method-std": "std of the normal weight init (output layers scaled by depth)",
+    "--make-vocab-size-divisible-by": "pad the vocabulary to a multiple of this",
+    "--recompute-granularity": "full activation recomputation",
+    "--bf16": "bf16 parameters and megatron's bf16 optimizer",
+    "--tensor-model-parallel-size": "TP", "--pipeline-model-parallel-size": "PP",
+    "--num-layers-per-virtual-pipeline-stage": "interleaved 1F1B (VPP) chunk size",
+    "--context-parallel-size": "CP", "--sequence-parallel": "Megatron's sequence parallelism",
+    "--use-distributed-optimizer": "megatron's distributed (ZeRO-1) optimizer",
+    "--overlap-grad-reduce": "overlap the DP gradient reduce with the backward",
+    "--train-iters": "iterations to train", "--seed": "every seed (init, data order, tuning)",
+    "--lr": "peak learning rate", "--min-lr": "learning rate at the end of the decay",
+    "--lr-warmup-iters": "linear warm-up iterations", "--lr-decay-style": "LR decay shape",
+    "--weight-decay": "decoupled weight decay", "--adam-beta1": "Adam beta1",
+    "--adam-beta2": "Adam beta2", "--adam-eps": "Adam epsilon",
+    "--clip-grad": "global gradient-norm clip", "--mock-num-docs": "mock documents to draw",
+    "--mock-length-scale": "multiply the sampled mock lengths by this",
+    "--save": "checkpoint directory to save into", "--load": "checkpoint directory to resume",
+    "--save-interval": "save every this many iterations (and at the end)",
+    "--log-interval": "console line every this many iterations",
+    "--tensorboard-dir": "TensorBoard scalars (needs tensorboard)",
+}
+
+
+def describe(p: argparse.ArgumentParser) -> None:
+    """Give every Megatron flag without its own help its one-line meaning."""
+    for a in p._actions:
+        if not a.help and a.option_strings and a.option_strings[0] in MEANINGS:
+            a.help = MEANINGS[a.option_strings[0]]
+
+
 _VALUE_FLAGS = {"--fp8-format": str, "--moe-router-topk": int, "--num-experts": int}
 
 
