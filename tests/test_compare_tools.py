@@ -57,3 +57,31 @@ def test_compare_runs_prints_the_floor_and_na_for_logs_without_it(tmp_path):
     (line,) = [x for x in proc.stdout.splitlines() if "pp_imbalance_floor" in x]
     assert line.split() == ["pp_imbalance_floor:", "baseline", "n/a", "wlb", "1.2500"]
     assert "time per iteration: 2.000x" in proc.stdout
+
+
+def _valid_log(path, losses, digest="d1", step=1000):
+    rows = [{"kind": "valid", "iteration": 5 * (i + 1), "tokens_trained": step * (i + 1),
+             "valid_digest": digest, "valid_lm_loss": x, "valid_ppl": 1.0, "valid_tokens": 9}
+            for i, x in enumerate(losses)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_quality_report_tables_validation_loss_and_the_final_gap(tmp_path):
+    a = _valid_log(tmp_path / "a.jsonl", [4.0, 3.0])
+    b = _valid_log(tmp_path / "b.jsonl", [4.1, 3.3], step=900)
+    out = subprocess.run([sys.executable, "-m", "tools.quality_report", f"stock={a}",
+                          f"wlb={b}", "--out", str(tmp_path / "q")], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "| 10 | 2000 | 3.0000 | 1800 | 3.3000 |" in out.stdout
+    assert "wlb vs stock: 3.3000 vs 3.0000 (+10.00%)" in out.stdout
+    assert (tmp_path / "q" / "valid_loss_vs_tokens.png").stat().st_size > 0
+
+
+def test_quality_report_refuses_runs_evaluated_on_different_batches(tmp_path):
+    a = _valid_log(tmp_path / "a.jsonl", [4.0], digest="x")
+    b = _valid_log(tmp_path / "b.jsonl", [4.0], digest="y")
+    out = subprocess.run([sys.executable, "-m", "tools.quality_report", f"a={a}", f"b={b}",
+                          "--out", str(tmp_path / "q")], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode != 0 and "evaluated different batches" in out.stderr

@@ -13,7 +13,9 @@ import argparse
 import os
 import sys
 
-from wlb.training.runlog import cell, load, summarize
+from tools.quality_report import plot as quality_plot
+from tools.quality_report import quality_lines
+from wlb.training.runlog import cell, load, load_validation, summarize
 
 
 def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
@@ -142,6 +144,11 @@ def main(argv=None) -> int:
               "iterations see partly different documents.", "",
               f"Logs: `{a.baseline}`, `{a.wlb}`.", ""]
     lines += _notes(sb, sw, a.nproc)
+    vb, vw = load_validation(a.baseline), load_validation(a.wlb)
+    if vb and vw:  # the same model? validation loss on identical held-out batches
+        runs = {"baseline": vb, "WLB": vw}
+        lines += ["## Validation loss vs tokens trained", "", *quality_lines(runs), ""]
+        plots.append(quality_plot(runs, a.out))
     lines += [f"![{p_}]({p_})" for p_ in plots]
     with open(os.path.join(a.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
