@@ -6,6 +6,8 @@
 # WLB runs with outlier delay off (the same document stream in the same order; only the cut at
 # each global batch's end differs) unless DELAY=auto. Extra arguments go to both arms; WLB_FLAGS
 # (a string) to the WLB arm only, e.g. WLB_FLAGS="--wlb-max-tokens 8192".
+# Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
+# EVAL=0: off) and tools/quality_report.py prints their validation losses.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
@@ -22,6 +24,8 @@ DATA=(
   --mock-length-sample "${LENGTHS:-${ROOT}/data/doc_lengths/doc_lengths_wlbllm.json}"
 )
 TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}")
+# both arms evaluated on the same held-out batches after the last iteration (EVAL=0: off)
+[[ "${EVAL:-1}" == 0 ]] || TRAIN+=(--split 95,5,0 --eval-interval "${ITERS:-10}" --eval-iters 1)
 # calibrated once per model shape and context length on this machine
 COST="${OUT}/cost_model_l${LAYERS:-2}_h${HIDDEN:-64}_a${HEADS:-4}_s${SEQ:-8192}.json"
 if [[ ! -f "${COST}" || -n "${RECALIBRATE:-}" ]]; then
@@ -58,4 +62,8 @@ for cfg in ${CONFIGS}; do
   echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
   "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
     | tee "${OUT}/${cfg}_compare.txt"
+  if [[ "${EVAL:-1}" != 0 ]]; then
+    "${VPY}" -m tools.quality_report baseline="${OUT}/${cfg}_baseline.jsonl" \
+      wlb="${OUT}/${cfg}_wlb.jsonl" --out "${OUT}/${cfg}_quality" | tee -a "${OUT}/${cfg}_compare.txt"
+  fi
 done

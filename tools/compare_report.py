@@ -13,9 +13,14 @@ import argparse
 import os
 import sys
 
-from tools.quality_report import plot as quality_plot
-from tools.quality_report import quality_lines
-from wlb.training.runlog import cell, load, load_validation, summarize
+from wlb.training.runlog import (
+    cell,
+    load,
+    load_validation,
+    plot_validation,
+    summarize,
+    validation_table,
+)
 
 
 def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
@@ -147,8 +152,8 @@ def main(argv=None) -> int:
     vb, vw = load_validation(a.baseline), load_validation(a.wlb)
     if vb and vw:  # the same model? validation loss on identical held-out batches
         runs = {"baseline": vb, "WLB": vw}
-        lines += ["## Validation loss vs tokens trained", "", *quality_lines(runs), ""]
-        plots.append(quality_plot(runs, a.out))
+        lines += ["## Validation loss vs tokens trained", "", *validation_table(runs), ""]
+        plots.append(plot_validation(runs, a.out))
     lines += [f"![{p_}]({p_})" for p_ in plots]
     with open(os.path.join(a.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

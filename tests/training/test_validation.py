@@ -27,6 +27,8 @@ LAYOUTS = {
     "1 process": (1, WLB),
     "TP=2": (2, ["--tensor-model-parallel-size", "2", *WLB]),
     "PP=2": (2, ["--pipeline-model-parallel-size", "2", *BASELINE]),
+    "PP=2 VPP=2": (2, ["--pipeline-model-parallel-size", "2",
+                       "--num-layers-per-virtual-pipeline-stage", "1", *WLB]),
     "CP=2 adaptive": (2, ["--context-parallel-size", "2", "--wlb-packing", "wlb",
                           "--wlb-cp-sharding", "adaptive"]),
     "DP=2 stock": (2, BASELINE),

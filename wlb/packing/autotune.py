@@ -34,6 +34,8 @@ class TunedOutliers:
 def _threshold_for_ratio(cost: CostModel, target: float) -> int:
     """Smallest integer d with W(d) >= target (W increasing in d)."""
     a, b, c = cost.attn_coef, cost.linear_coef, cost.doc_coef - target
+    if c >= 0:  # the per-document constant alone reaches the target (no real root when a > 0)
+        return 1
     if a == 0:
         return max(1, int(np.ceil(-c / b)))
     return max(1, int(np.ceil((-b + np.sqrt(b * b - 4 * a * c)) / (2 * a))))

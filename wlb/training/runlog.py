@@ -5,6 +5,7 @@ cost-model work/s, imbalances, final loss)."""
 from __future__ import annotations
 
 import json
+import os
 
 
 def _rows(path: str) -> list[dict]:
@@ -60,3 +61,48 @@ def summarize(rows: list[dict], skip: int) -> dict:
 def cell(spec: str, x: float | None) -> str:
     """``x`` formatted with ``spec``, or "n/a" for a figure an older log lacks."""
     return "n/a" if x is None else format(x, spec)
+
+
+def validation_table(runs: dict[str, list[dict]]) -> list[str]:
+    """Markdown table of the validation rows of ``runs`` (name -> rows), and the final gaps."""
+    names = list(runs)
+    digests = {r["valid_digest"] for rows in runs.values() for r in rows}
+    if len(digests) > 1:
+        raise SystemExit(f"the runs evaluated different batches "
+                         f"(valid_digest {sorted(digests)}); same --split, --eval-iters, "
+                         "--global-batch-size, --seq-length and data?")
+    n = min(len(rows) for rows in runs.values())
+    head = " | ".join(f"{k}: tokens | {k}: valid loss" for k in names)
+    lines = [f"| iteration | {head} |", "|---" * (1 + 2 * len(names)) + "|"]
+    for i in range(n):
+        cells = " | ".join(f"{runs[k][i]['tokens_trained']} | {runs[k][i]['valid_lm_loss']:.4f}"
+                           for k in names)
+        lines.append(f"| {runs[names[0]][i]['iteration']} | {cells} |")
+    ref = runs[names[0]][n - 1]["valid_lm_loss"]
+    lines.append("")
+    for k in names[1:]:
+        last = runs[k][n - 1]["valid_lm_loss"]
+        lines.append(f"- final validation loss, {k} vs {names[0]}: {last:.4f} vs {ref:.4f} "
+                     f"({100 * (last - ref) / ref:+.2f}%)")
+    return lines
+
+
+def plot_validation(runs: dict[str, list[dict]], out: str) -> str:
+    """``out``/valid_loss_vs_tokens.png: each run's validation loss against tokens trained."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, rows in runs.items():
+        ax.plot([r["tokens_trained"] for r in rows], [r["valid_lm_loss"] for r in rows],
+                marker="o", label=k)
+    ax.set_xlabel("tokens trained")
+    ax.set_ylabel("validation loss")
+    ax.legend()
+    fig.tight_layout()
+    name = "valid_loss_vs_tokens.png"
+    fig.savefig(os.path.join(out, name), dpi=110)
+    plt.close(fig)
+    return name
