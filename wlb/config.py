@@ -102,7 +102,8 @@ class WLBConfig:
     )
     shuffle: bool = field(
         default=True,
-        metadata={"help": "Seeded document order per epoch (--seed); off: file order."},
+        metadata={"help": "Seeded order per epoch (--seed) of the documents, a long document's "
+                 "--wlb-max-tokens pieces as separate items; off: file order."},
     )
 
     def __post_init__(self) -> None:

@@ -59,6 +59,49 @@ def test_batcher_whole_documents_and_long_doc_split():
     assert got == [[(0, 0, 3), (1, 0, 4)], [(2, 0, 5)], [(2, 5, 5), (2, 10, 2)]]
 
 
+def test_shuffle_spreads_the_pieces_of_a_long_document_over_the_epoch():
+    """The pieces of a long document are shuffled as separate items (as Megatron shuffles its
+    samples), not emitted back to back; every token is still emitted exactly once per epoch."""
+    lengths = [3] * 200 + [100]  # document 200: twenty 5-token pieces
+    b = GlobalBatcher(lengths, 10, split_at_budget=False, max_piece=5, shuffle=True, seed=1)
+    batches, seen = [], []
+    while not b.exhausted:
+        batch = b.next_batch()
+        batches.append({p.doc_id for p in batch})
+        seen += [(p.doc_id, p.offset, p.length) for p in batch]
+    long = [i for i, docs in enumerate(batches) if 200 in docs]
+    assert len(long) >= 10 and long[-1] - long[0] > 3 * len(long)  # spread, not consecutive
+    assert sorted(x for x in seen if x[0] == 200) == [(200, 5 * k, 5) for k in range(20)]
+    assert sorted(x for x in seen if x[0] < 200) == [(d, 0, 3) for d in range(200)]
+    # file order keeps a document's pieces in order and together
+    f = GlobalBatcher(lengths, 10, split_at_budget=False, max_piece=5)
+    order = []
+    while not f.exhausted:
+        order += [(p.doc_id, p.offset) for p in f.next_batch()]
+    assert order[-20:] == [(200, 5 * k) for k in range(20)]
+
+
+def test_shuffled_pieces_resume_mid_piece():
+    def make():
+        return GlobalBatcher([7, 23, 4, 31, 2], 6, split_at_budget=True, max_piece=None,
+                             shuffle=True, seed=3, wrap_epochs=True)
+
+    a = make()
+    for _ in range(5):
+        a.next_batch()
+    b = make()
+    b.load_state_dict(a.state_dict())
+    for _ in range(30):
+        assert b.next_batch() == a.next_batch()
+    wlb = [GlobalBatcher([7, 23, 4, 31, 2], 12, split_at_budget=False, max_piece=5,
+                         shuffle=True, seed=3, wrap_epochs=True) for _ in range(2)]
+    for _ in range(7):
+        wlb[0].next_batch()
+    wlb[1].load_state_dict(wlb[0].state_dict())
+    for _ in range(30):
+        assert wlb[1].next_batch() == wlb[0].next_batch()
+
+
 def test_batcher_shuffle_seeded_and_resumable():
     def make(seed=7):
         return GlobalBatcher(list(range(1, 50)), 30, split_at_budget=True, shuffle=True,

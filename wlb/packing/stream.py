@@ -36,7 +36,13 @@ class GlobalBatcher:
           longer than ``max_piece`` is first cut into ``max_piece``-token pieces (the stated
           policy for over-long documents: split, never dropped).
 
-    The order is file order, or a seeded permutation per epoch when ``shuffle``. With
+    The order is file order, or a seeded permutation per epoch when ``shuffle``. What is
+    permuted are the *pieces*: a document longer than ``max_piece`` contributes its
+    ``max_piece``-token pieces (each its own attention unit) as separate items, so the pieces of a
+    long document are spread over the epoch, as stock Megatron's sample shuffle spreads its
+    samples, instead of filling consecutive global batches (a 757K-token document would fill
+    ~90 batches in a row at 8 x 1K tokens per batch). Without ``shuffle`` they stay in document
+    order, so file order is unchanged. With
     ``wrap_epochs`` (training) a batch that reaches the end of an epoch is topped up from the next
     epoch's order, so every batch is full and the stream never ends. State
     (epoch, position inside the order, offset inside the current document, batch index) is
@@ -66,22 +72,33 @@ class GlobalBatcher:
         self.seed = seed
         self.wrap_epochs = wrap_epochs
         self.epoch = 0
-        self.pos = 0  # index into the epoch order
-        self.offset = 0  # tokens of order[pos] already emitted
+        self.pos = 0  # index into the epoch order (of pieces)
+        self.offset = 0  # tokens of piece order[pos] already emitted
+        # the pieces: (document, first token, tokens); one per document without a max_piece
+        cap = self.max_piece
+        counts = (np.ones(len(self.lengths), dtype=np.int64) if cap is None
+                  else -(-self.lengths // cap))
+        self._unit_doc = np.repeat(np.arange(len(self.lengths)), counts)
+        first = np.cumsum(counts) - counts  # index of each document's first piece
+        k = np.arange(len(self._unit_doc)) - np.repeat(first, counts)  # piece k of its document
+        step = cap if cap is not None else 0
+        self._unit_start = k * step
+        self._unit_len = (self.lengths[self._unit_doc] - self._unit_start if cap is None
+                          else np.minimum(cap, self.lengths[self._unit_doc] - self._unit_start))
         self.step = 0
         self._order = self._make_order()
         #: epoch of each piece of the last batch (a batch can straddle an epoch boundary)
         self.piece_epochs: list[int] = []
 
     def _make_order(self) -> np.ndarray:
-        n = len(self.lengths)
+        n = len(self._unit_doc)
         if not self.shuffle:
             return np.arange(n)
         return np.random.default_rng([self.seed, self.epoch]).permutation(n)
 
     @property
     def exhausted(self) -> bool:
-        """True once every document of the current epoch has been emitted."""
+        """True once every piece of the current epoch has been emitted."""
         return self.pos >= len(self._order)
 
     def next_epoch(self) -> None:
@@ -94,28 +111,27 @@ class GlobalBatcher:
         out: list[Piece] = []
         self.piece_epochs = []
         room = self.budget
-        lengths, cap = self.lengths, self.max_piece
         while room > 0:
             if self.pos >= len(self._order):
                 if not self.wrap_epochs:
                     break
                 self.next_epoch()
-            order = self._order
-            doc = int(order[self.pos])
-            left = int(lengths[doc]) - self.offset
-            take = left if cap is None else min(left, cap)
+            unit = int(self._order[self.pos])
+            doc = int(self._unit_doc[unit])
+            start = int(self._unit_start[unit]) + self.offset
+            take = int(self._unit_len[unit]) - self.offset
             if take > room:
                 if not self.split_at_budget:
-                    if out:  # whole documents only; the next batch opens with this one
+                    if out:  # whole pieces only; the next batch opens with this one
                         break
                     # a piece larger than the whole budget (cap > budget): emit it alone
                 else:
                     take = room
-            out.append(Piece(doc, self.offset, take, self.step))
+            out.append(Piece(doc, start, take, self.step))
             self.piece_epochs.append(self.epoch)
             room -= take
             self.offset += take
-            if self.offset >= lengths[doc]:
+            if self.offset >= self._unit_len[unit]:
                 self.pos += 1
                 self.offset = 0
         self.step += 1
