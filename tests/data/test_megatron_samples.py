@@ -116,3 +116,89 @@ def test_a_stock_run_trains_megatron_sample_order():
             assert [[(p.doc_id, p.offset, p.length) for p in mb]
                     for mb in plan.microbatches] == want
             assert plan.dp_ranks == [0, 1, 0, 1]
+
+
+def _two_datasets(tmp_path):
+    from wlb.megatron.indexed import write_documents
+
+    rng = np.random.default_rng(0)
+    prefixes = []
+    for k, n in enumerate((30, 50)):
+        prefix = str(tmp_path / f"ds{k}")
+        write_documents(prefix, [rng.integers(0, 50, size=int(x))
+                                 for x in rng.integers(1, 40, size=n)],
+                        vocab_size=64, eod=63, tokenizer="test")
+        prefixes.append(prefix)
+    return prefixes
+
+
+def test_stock_blend_equals_megatron_blended_dataset(tmp_path):
+    """--data-path 0.3 A 0.7 B, stock arm: every sample equals megatron-core's BlendedDataset's
+    (built by its BlendedMegatronDatasetBuilder over GPTDatasets), in order."""
+    gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset")
+    from megatron.core.datasets.blended_megatron_dataset_builder import (
+        BlendedMegatronDatasetBuilder,
+    )
+
+    from wlb.megatron.indexed import IndexedDocuments
+    from wlb.packing.stock_samples import StockBlendBatcher, blending_index
+
+    helpers = pytest.importorskip("megatron.core.datasets.helpers")
+    for w, size in (([0.3, 0.7], 1000), ([0.2, 0.2, 0.6], 777), ([0.999, 0.001], 300)):
+        which = np.zeros(size, dtype=np.int16)
+        index = np.zeros(size, dtype=np.int64)
+        helpers.build_blending_indices(which, index, w, len(w), size, False)
+        ours = blending_index(w, size)
+        np.testing.assert_array_equal(ours[0], which)
+        np.testing.assert_array_equal(ours[1], index)
+
+    prefixes = _two_datasets(tmp_path)
+    cfg = gpt.GPTDatasetConfig(
+        random_seed=5, sequence_length=16, blend=(prefixes, [0.3, 0.7]), split="100,0,0",
+        tokenizer=_Tokenizer(), reset_position_ids=False, reset_attention_mask=False,
+        eod_mask_loss=False, add_extra_token_to_sequence=False, path_to_cache=None,
+        mmap_bin_files=False)
+    ref, _, _ = BlendedMegatronDatasetBuilder(gpt.GPTDataset, [40, 0, 0], lambda: True,
+                                              cfg).build()
+    sources = [IndexedDocuments(p) for p in prefixes]
+    batcher = StockBlendBatcher([s.lengths for s in sources], [0.3, 0.7], 4, 16, 40, seed=5)
+    n0 = len(sources[0].lengths)
+    packer = build_packer("megatron", num_microbatches=4, seq_length=16,
+                          cost_model=CostModel.default())
+    for b in range(10):
+        for j, mb in enumerate(packer.pack(batcher.next_batch())):
+            got = np.concatenate([
+                sources[p.doc_id >= n0].tokens(p.doc_id - n0 * (p.doc_id >= n0), p.offset,
+                                               p.offset + p.length) for p in mb])
+            np.testing.assert_array_equal(got, ref[b * 4 + j]["tokens"].numpy())
+
+
+def test_a_blended_run_lays_out_each_arm(tmp_path):
+    """The stock arm trains the datasets' train splits with the sample-level blend; WLB a
+    document blend with the weights in tokens."""
+    from wlb.packing.stock_samples import StockBlendBatcher
+    from wlb.training.arguments import parse
+    from wlb.training.documents import build_documents
+    from wlb.training.setup import build_schedule, make_cost_model, stock_blend
+
+    a, b = _two_datasets(tmp_path)
+    flags = ["--data-path", "0.25", a, "0.75", b, "--seq-length", "16", "--global-batch-size",
+             "4", "--train-iters", "5", "--split", "90,10,0"]
+    for arm in (["--wlb-packing", "megatron", "--wlb-cp-sharding", "per-seq"], []):
+        cfg = parse(flags + arm)
+        docs = build_documents(cfg.data, cfg.model, 0, stock_blend(cfg))
+        layout = cfg.layout(1)
+        schedule, _, _ = build_schedule(cfg, layout, docs.train, make_cost_model(
+            cfg.model, cfg.wlb, layout, 64), docs.train_blend)
+        n_a = 27  # round(0.9 x 30) train documents of the first dataset
+        ids = docs.train.doc_ids
+        if arm:
+            assert isinstance(schedule.batcher, StockBlendBatcher)
+            assert docs.train_blend[1] == [0.25, 0.75]
+            assert ids.tolist() == list(range(n_a)) + list(range(30, 30 + 45))
+        else:
+            assert docs.train_blend is None
+            lengths = docs.source.lengths
+            tokens_a = int(lengths[ids[ids < 30]].sum())
+            share = tokens_a / int(lengths[ids].sum())
+            assert abs(share - 0.25) < 40 / int(lengths[ids].sum())  # within a document

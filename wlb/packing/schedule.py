@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from wlb.packing.base import Packer
-from wlb.packing.stock_samples import StockSampleBatcher
+from wlb.packing.stock_samples import StockBlendBatcher, StockSampleBatcher
 from wlb.packing.stream import GlobalBatcher
 from wlb.packing.types import BatchPlan, MicroBatch, assign_dp_ranks, microbatch_workloads
 
@@ -42,15 +42,22 @@ class PlanSchedule:
         num_samples: the samples a run trains (iterations x N). Given, with ``shuffle``, the
             stock packer's global batches are stock Megatron's: N samples each in megatron-core
             ``GPTDataset``'s shuffled sample order (:mod:`wlb.packing.stock_samples`).
+        blend: (document lengths of each dataset, weights) when ``lengths`` is a weighted blend's
+            datasets one after another: the stock packer's batches then interleave each
+            dataset's samples as megatron-core's ``BlendedDataset`` does.
     """
 
     def __init__(self, lengths, packer: Packer, dp_size: int, *, shuffle: bool, seed: int,
                  balance_dp: bool, wrap_epochs: bool = True,
-                 num_samples: int | None = None) -> None:
+                 num_samples: int | None = None, blend=None) -> None:
         self.packer = packer
         self.dp_size = dp_size
         self.balance_dp = balance_dp
-        if packer.name == "megatron" and shuffle and num_samples is not None:
+        stock = packer.name == "megatron" and shuffle and num_samples is not None
+        if stock and blend is not None:
+            self.batcher = StockBlendBatcher(blend[0], blend[1], packer.n, packer.seq_length,
+                                             num_samples, seed)
+        elif stock:
             self.batcher = StockSampleBatcher(lengths, packer.n, packer.seq_length, num_samples,
                                               seed)
         else:

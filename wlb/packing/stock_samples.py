@@ -147,3 +147,74 @@ class StockSampleBatcher:
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
+
+
+#: megatron-core builds each blended dataset this fraction larger than its share
+MID_LEVEL_SURPLUS = 0.005
+
+
+def blending_index(weights, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Megatron's weighted interleave of ``size`` samples: sample i comes from the dataset whose
+    count lags its share ``w_k x max(i, 1)`` most (the first on ties).
+
+    Returns:
+        (dataset of each sample, its index among that dataset's samples).
+
+    Example: weights [0.3, 0.7], size 5 -> datasets [1, 0, 1, 1, 0], samples [0, 0, 1, 2, 1].
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    counts = np.zeros(len(w), dtype=np.int64)
+    which = np.zeros(size, dtype=np.int64)
+    index = np.zeros(size, dtype=np.int64)
+    for i in range(size):
+        k = int(np.argmax(w * max(i, 1) - counts))
+        which[i], index[i] = k, counts[k]
+        counts[k] += 1
+    return which, index
+
+
+class StockBlendBatcher:
+    """Global batches of stock Megatron over a weighted blend (``--data-path W1 P1 W2 P2``):
+    each dataset's own shuffled samples (a :class:`StockSampleBatcher` of its
+    ``ceil(ceil(num_samples x w_k) x 1.005)`` samples, as megatron-core's builder sizes them),
+    interleaved by :func:`blending_index` (megatron-core ``BlendedDataset``).
+
+    Args:
+        parts: document lengths of each dataset's split, concatenated in this order in the
+            document ids the pieces carry.
+        weights: normalised blend weights.
+        num_microbatches, seq_length, num_samples, seed: as :class:`StockSampleBatcher`.
+    """
+
+    def __init__(self, parts, weights, num_microbatches: int, seq_length: int,
+                 num_samples: int, seed: int) -> None:
+        self.n = int(num_microbatches)
+        self.offsets = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
+        self.parts = [
+            StockSampleBatcher(p, num_microbatches, seq_length,
+                               int(np.ceil(np.ceil(num_samples * w) * (1 + MID_LEVEL_SURPLUS))),
+                               seed) if w > 0 else None
+            for p, w in zip(parts, weights)]
+        self.which, self.index = blending_index(weights, num_samples)
+        self.step = 0
+        self.piece_epochs: list[int] = []
+
+    def next_batch(self) -> list[Piece]:
+        out: list[Piece] = []
+        self.piece_epochs = []
+        total = len(self.which)
+        for g in range(self.step * self.n, (self.step + 1) * self.n):
+            k, i = int(self.which[g % total]), int(self.index[g % total])
+            part = self.parts[k]
+            s = int(part.shuffle[i % len(part.shuffle)])
+            for doc, offset, length, epoch in part.sample_pieces(s):
+                out.append(Piece(int(self.offsets[k]) + doc, offset, length, self.step))
+                self.piece_epochs.append(epoch)
+        self.step += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "samples": len(self.which)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])

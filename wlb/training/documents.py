@@ -26,11 +26,15 @@ class RunDocuments:
         source: every document of every dataset (ids run through the datasets in order).
         train: the train split (blended), packed by the run's packer.
         valid: the valid split (blended), or None when its weight is 0.
+        train_blend: for stock Megatron over a weighted blend: (document lengths of each
+            dataset's train split, weights), ``train`` then being those splits one after another
+            (the stock schedule blends samples, as megatron-core's ``BlendedDataset``); else None.
     """
 
     source: DocumentSource
     train: DocumentView
     valid: DocumentView | None
+    train_blend: tuple[list, list[float]] | None = None
 
 
 def _vocab_size(data: DataConfig, model: ModelConfig) -> int | None:
@@ -74,8 +78,12 @@ def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSou
         raise DocumentsError(str(e)) from None
 
 
-def split_documents(source: DocumentSource, data: DataConfig, seed: int) -> RunDocuments:
-    """The train and valid views of ``source`` under ``--split`` and the blend weights."""
+def split_documents(source: DocumentSource, data: DataConfig, seed: int,
+                    stock_blend: bool = False) -> RunDocuments:
+    """The train and valid views of ``source`` under ``--split`` and the blend weights.
+
+    ``stock_blend``: the train view of a weighted blend is the datasets' train splits, each once
+    (stock Megatron blends their samples; see :class:`RunDocuments`)."""
     if isinstance(source, ConcatDocuments):
         sizes = [s.lengths for s in source.sources]
         weights = data.blend[1]
@@ -89,9 +97,16 @@ def split_documents(source: DocumentSource, data: DataConfig, seed: int) -> RunD
         raise DocumentsError(f"--split={data.split!r} leaves no train documents "
                              f"({len(source.lengths)} in all)")
     valid = DocumentView(source, views[1]) if len(views[1]) else None
+    if stock_blend and weights is not None:
+        parts = [blend_split([s], None, data.split_weights, 0, seed) for s in sizes]
+        train = blend_split(sizes, None, data.split_weights, 0, seed)
+        return RunDocuments(source, DocumentView(source, train), valid,
+                            ([sz[p] for sz, p in zip(sizes, parts)], list(weights)))
     return RunDocuments(source, DocumentView(source, views[0]), valid)
 
 
-def build_documents(data: DataConfig, model: ModelConfig, seed: int) -> RunDocuments:
-    """Open (and check) the run's datasets and split them."""
-    return split_documents(build_source(data, model, seed), data, seed)
+def build_documents(data: DataConfig, model: ModelConfig, seed: int,
+                    stock_blend: bool = False) -> RunDocuments:
+    """Open (and check) the run's datasets and split them (``stock_blend``: see
+    :func:`split_documents`)."""
+    return split_documents(build_source(data, model, seed), data, seed, stock_blend)

@@ -17,7 +17,7 @@ from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
 from wlb.sim.model import ModelSpec
 from wlb.training.documents import build_documents
-from wlb.training.setup import build_schedule, make_cost_model, padded_vocab
+from wlb.training.setup import build_schedule, make_cost_model, padded_vocab, stock_blend
 
 
 def _read_log(path: str) -> list[dict]:
@@ -47,10 +47,11 @@ def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: s
     """
     spec = cfg.model
     layout = cfg.layout(nproc)
-    documents = build_documents(cfg.data, spec, cfg.training.seed)
+    documents = build_documents(cfg.data, spec, cfg.training.seed, stock_blend(cfg))
     vocab = padded_vocab(spec, documents.source.vocab_size)
     cost = make_cost_model(spec, cfg.wlb, layout, vocab)
-    schedule, _, chooser = build_schedule(cfg, layout, documents.train, cost)
+    schedule, _, chooser = build_schedule(cfg, layout, documents.train, cost,
+                                          documents.train_blend)
     model = ModelSpec("run", spec.num_layers, spec.hidden_size, spec.ffn_hidden_size,
                       spec.num_attention_heads,
                       spec.num_query_groups or spec.num_attention_heads, vocab)

@@ -136,8 +136,13 @@ def _table_in(cost_model: str | None) -> str | None:
         return cost_model if isinstance(json.load(f).get("kernel_table"), dict) else None
 
 
+def stock_blend(cfg: RunConfig) -> bool:
+    """Whether the run's train view is laid out for stock Megatron's sample-level blend."""
+    return cfg.wlb.packing == "megatron" and cfg.wlb.shuffle
+
+
 def build_schedule(cfg: RunConfig, layout: ParallelLayout, train: DocumentSource,
-                   cost: CostModel) -> tuple[PlanSchedule, dict, StrategyChooser]:
+                   cost: CostModel, blend=None) -> tuple[PlanSchedule, dict, StrategyChooser]:
     """The run's plan schedule and CP strategy chooser (no torch.distributed needed: every rank,
     and ``tools/simulate_cluster.py validate``, builds the same ones from the same flags).
 
@@ -154,7 +159,8 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, train: DocumentSource
         raise ConfigError(f"WLB packer: {e}") from None
     schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=seed,
                             balance_dp=wlb.packing != "megatron",
-                            num_samples=cfg.training.train_iters * layout.global_batch_size)
+                            num_samples=cfg.training.train_iters * layout.global_batch_size,
+                            blend=blend)
     table = None
     if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
         table = KernelTable.from_json(wlb.kernel_table or _table_in(wlb.cost_model)
@@ -175,7 +181,7 @@ def build(cfg: RunConfig) -> Run:
     cpu_shim.apply()
     layout = cfg.layout(dist.get_world_size())
     groups = mgroups.initialize(layout, tr.seed)
-    documents = build_documents(cfg.data, m, tr.seed)
+    documents = build_documents(cfg.data, m, tr.seed, stock_blend(cfg))
     vocab = padded_vocab(m, documents.source.vocab_size)
     if vocab % layout.tp:
         raise SystemExit(f"padded vocab {vocab} (--make-vocab-size-divisible-by "
@@ -204,7 +210,8 @@ def build(cfg: RunConfig) -> Run:
                                 use_distributed_optimizer=par.use_distributed_optimizer)
     scheduler = build_scheduler(optimizer, tr)
     cost = make_cost_model(m, cfg.wlb, layout, vocab)
-    schedule, info, chooser = build_schedule(cfg, layout, documents.train, cost)
+    schedule, info, chooser = build_schedule(cfg, layout, documents.train, cost,
+                                             documents.train_blend)
     return Run(cfg, groups, documents, documents.train, config, model, optimizer, scheduler,
                schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel,
                device)
