@@ -68,3 +68,23 @@ def test_wlb_core_attention_matches_megatron_dot_product_attention(doc_lens):
 
 def test_varlen_kernel_path_matches_megatron_dot_product_attention():
     run_distributed(_compare, 1, [5, 1, 20, 9, 64, 3], "standin")
+
+
+def test_rotary_percent_rotates_the_first_channels_only():
+    import torch
+
+    from wlb.megatron.attention import apply_rope, rope_tables, rotate
+
+    x = torch.randn(6, 2, 8)
+    pos = torch.tensor([0, 1, 2, 0, 1, 2])
+    half = rotate(x, pos, 10000.0, 0.5)
+    assert torch.equal(half[..., 4:], x[..., 4:])  # passed through
+    cos, sin = rope_tables(pos, 4, 10000.0, x.dtype)
+    assert torch.allclose(half[..., :4], apply_rope(x[..., :4], cos, sin))
+    assert not torch.allclose(half[..., :4], x[..., :4])
+    full = rotate(x, pos, 10000.0)
+    cos, sin = rope_tables(pos, 8, 10000.0, x.dtype)
+    assert torch.equal(full, apply_rope(x, cos, sin))
+    # position 0 is not rotated; the base changes the rotation elsewhere
+    assert torch.allclose(full[0], x[0])
+    assert not torch.allclose(rotate(x, pos, 500000.0), full)

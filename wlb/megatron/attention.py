@@ -53,6 +53,15 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
 
+def rotate(x: torch.Tensor, positions: torch.Tensor, base: float, percent: float = 1.0
+           ) -> torch.Tensor:
+    """x [t, h, d] with RoPE on its first ``int(d x percent)`` channels (Megatron's
+    ``--rotary-percent``); the other channels pass through unchanged."""
+    rot = int(x.shape[-1] * percent)
+    cos, sin = rope_tables(positions, rot, base, x.dtype)
+    return torch.cat([apply_rope(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
+
+
 class WLBCoreAttention(MegatronModule):
     """Drop-in ``core_attention``: causal, document-masked, context-parallel attention.
 
@@ -111,10 +120,7 @@ class WLBCoreAttention(MegatronModule):
         if attention_bias is not None:
             raise ValueError("attention_bias is not supported by WLB CP attention")
         if self.rope_base:
-            # Megatron's --rotary-percent: RoPE on the first int(d x percent) channels
-            rot = int(query.shape[-1] * self.rotary_percent)
-            cos, sin = rope_tables(p.positions, rot, self.rope_base, query.dtype)
-            query, key = (torch.cat([apply_rope(x[..., :rot], cos, sin), x[..., rot:]], dim=-1)
+            query, key = (rotate(x, p.positions, self.rope_base, self.rotary_percent)
                           for x in (query, key))
         cp_group = self.cp_group
         if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
