@@ -1,0 +1,95 @@
+"""Hand-checked details the other packing tests left open: state round trips, the registry,
+the plan digest's format, the fixed-length greedy's order, the overdue boundary."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from wlb.cost_model import CostModel
+from wlb.packing import OutlierQueues, Piece, build_packer
+from wlb.packing.base import _REGISTRY, register_packer
+from wlb.packing.schedule import PlanSchedule
+from wlb.packing.types import BatchPlan
+from wlb.packing.wlb import WLBPacker
+
+LIN = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=0.0)
+
+
+def test_plan_digest_is_pinned():
+    """Logs and checkpoints compare digests across versions: the format must not drift."""
+    plan = BatchPlan(3, [[Piece(1, 0, 5, 0), Piece(2, 4, 3, 1)], []], [0, 1])
+    assert plan.digest() == "7b1a6a1b59fab736"
+    assert BatchPlan(3, [[Piece(1, 0, 5, 0), Piece(2, 4, 3, 1)], []], [1, 0]).digest() != (
+        plan.digest())
+    assert BatchPlan(3, [[Piece(1, 1, 5, 0), Piece(2, 4, 3, 1)], []], [0, 1]).digest() != (
+        plan.digest())
+    assert BatchPlan(3, [[Piece(1, 0, 5, 9), Piece(2, 4, 3, 1)], []], [0, 1]).digest() == (
+        plan.digest())  # the arrival is bookkeeping, not what is trained
+
+
+def test_fixed_greedy_places_longest_first_with_ties_by_document():
+    packer = build_packer("fixed-greedy", num_microbatches=2, seq_length=6, cost_model=LIN)
+    mbs = packer.pack([Piece(0, 0, 1, 0), Piece(1, 0, 4, 0), Piece(2, 0, 2, 0),
+                       Piece(3, 0, 4, 0), Piece(4, 0, 2, 0)])
+    # 4 (doc 1) -> mb 0, 4 (doc 3) -> mb 1, 2 (doc 2) -> mb 0, 2 (doc 4) -> mb 1, 1 -> carried
+    assert [[p.doc_id for p in mb] for mb in mbs] == [[1, 2], [3, 4]]
+    assert packer.pending() == [Piece(0, 0, 1, 0)]
+    assert [[p.doc_id for p in mb] for mb in packer.flush()] == [[0], []]
+    assert packer.flush() == []
+
+
+def test_registering_a_name_twice_is_refused():
+    @register_packer("test-only")
+    class Dummy(WLBPacker):
+        pass
+
+    try:
+        assert isinstance(build_packer("test-only", num_microbatches=2, seq_length=8,
+                                       cost_model=LIN), Dummy)
+        with pytest.raises(ValueError, match="'test-only' registered twice"):
+            register_packer("test-only")(Dummy)
+    finally:
+        _REGISTRY.pop("test-only", None)
+
+
+def test_wlb_state_of_before_the_carry_rename_loads():
+    packer = WLBPacker(2, 8, LIN, outlier_thresholds=[])
+    state = packer.state_dict()
+    state["remained"] = [[5, 0, 3, 1]]
+    del state["carry"]
+    fresh = WLBPacker(2, 8, LIN, outlier_thresholds=[])
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    assert fresh.pending() == [Piece(5, 0, 3, 1)]
+
+
+def test_overdue_at_exactly_max_wait_is_released():
+    q = OutlierQueues([10], release_count=4)
+    q.push(Piece(0, 0, 12, 2))
+    assert q.pop_overdue(step=4, max_wait=3) == []
+    assert q.pop_overdue(step=5, max_wait=3) == [Piece(0, 0, 12, 2)]
+
+
+def test_schedule_resume_keeps_each_pending_piece_epoch():
+    """A resumed schedule knows the epoch of every piece still held, across an epoch boundary."""
+    lengths = np.random.default_rng(0).integers(5, 60, size=40)
+
+    def make():
+        packer = WLBPacker(2, 64, LIN, max_tokens=80, outlier_thresholds=[40], max_wait=6)
+        return PlanSchedule(lengths, packer, 1, shuffle=True, seed=3, balance_dp=True)
+
+    a = make()
+    for _ in range(80):  # past an epoch boundary (~10 batches an epoch), with pieces held
+        a.next_plan()
+        if a.batcher.epoch >= 1 and a.pending_with_epochs():
+            break
+    assert a.batcher.epoch >= 1 and a.pending_with_epochs()
+    b = make()
+    b.load_state_dict(json.loads(json.dumps(a.state_dict())))
+    assert b.pending_with_epochs() == a.pending_with_epochs()
+    for _ in range(10):
+        pa, pb = a.next_plan(), b.next_plan()
+        assert pa.digest() == pb.digest()
+        assert b.last_trained == a.last_trained  # with each piece's epoch
