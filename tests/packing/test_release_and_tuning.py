@@ -30,6 +30,18 @@ def test_match_release_docstring_example_pairs_a_90_with_a_70():
     assert _release([128, 90, 70]) == [[0], [1, 2]]
 
 
+def test_heads_are_tried_heaviest_first_whatever_the_pool_order():
+    assert _release([90, 128, 70]) == [[1], [0, 2]]
+
+
+def test_match_release_bounds_are_inclusive():
+    lin = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=0.0)  # integer workloads
+    kw = {"n": 2, "cap": 200, "rho": 0.0, "tol": 0.0, "max_wait": 32}
+    rel = lambda ls: match_release([lin.doc_workload(x) for x in ls], ls, [0] * len(ls), **kw)  # noqa: E731
+    assert rel([100, 100]) == [[0], [1]]  # a single slot exactly at T = T / (1 + 0) = T x 1
+    assert rel([100, 60, 40]) == [[0], [1, 2]]  # a pair exactly at T
+
+
 def test_match_release_waits_when_no_group_balances():
     # the 128 finds no companion (two 90s, W 342, overshoot T * 1.01), but the next head, a 90,
     # is matched by the other 90
@@ -114,6 +126,13 @@ def test_fill_leftovers_places_without_raising_the_heaviest():
     assert b.load == [50.0, 50.0, 40.0]
 
 
+def test_fill_leftovers_may_fill_a_micro_batch_to_the_cap_exactly():
+    lin = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=0.0)
+    b = _bins([90.0, 5.0], [10, 90])
+    assert fill_leftovers(b, [Piece(1, 0, 10, 0)], lin) == []  # 90 + 10 = cap 100
+    assert b.tokens == [10, 100]
+
+
 def test_fill_leftovers_respects_the_token_cap():
     lin = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=0.0)
     b = _bins([90.0, 5.0, 60.0], [10, 95, 10])  # bin 1 is the lightest but full of tokens
@@ -133,6 +152,8 @@ def test_threshold_for_ratio_is_the_smallest_length_reaching_the_target():
     # a per-document constant above the target: W(1) already reaches it (was a NaN -> int error)
     assert _threshold_for_ratio(CostModel(0.0014, 2.17, 1221.4), 100.0) == 1
     assert _threshold_for_ratio(CostModel(0.0, 2.0, 50.0), 50.0) == 1
+    assert _threshold_for_ratio(CostModel(1.0, 0.0, 10.0), 9.5) == 1  # no real root
+    assert _threshold_for_ratio(CostModel(0.0, 2.0, 0.0), 1.0) == 1  # linear, ceil(0.5)
     for a, b, c, t in [(0.5, 3.0, 1.0, 1000.0), (0.001, 1.0, 5.0, 77.7)]:
         cost = CostModel(a, b, c)
         d = _threshold_for_ratio(cost, t)
@@ -155,6 +176,27 @@ def test_candidate_settings_by_hand():
     assert len(match) == 5 * 6
 
 
+def test_candidate_settings_keep_l1_below_s_max():
+    lin = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=0.0)
+    # S = S_max = 100 and every piece is S_max long: f = 1.0 gives L1 = 100 = S_max, dropped
+    cands = candidate_settings(np.full(10, 500), lin, 4, 100, "count", 100)
+    assert sorted({c[0][0] for c in cands}) == [30, 45, 60, 80]
+
+
+def test_auto_tune_defaults_and_its_sample_name():
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(5, 90, size=1200)  # > 151 batches of 2 x 64 tokens
+    lin = CostModel(attn_coef=0.01, linear_coef=1.0, doc_coef=0.0)
+    got = auto_tune_outliers(lengths, num_microbatches=2, seq_length=64, cost_model=lin)
+    want = auto_tune_outliers(lengths, num_microbatches=2, seq_length=64, cost_model=lin,
+                              max_tokens=80, release="match", delay_budget=0.5,
+                              num_batches=150, seed=0)
+    assert got == want
+    assert got.candidates == len(candidate_settings(lengths, lin, 2, 64, "match", 80))
+    with pytest.raises(Exception, match="auto-tune sample: document 1 has length 0"):
+        auto_tune_outliers([3, 0], num_microbatches=2, seq_length=64, cost_model=lin)
+
+
 def test_candidate_settings_count_long_documents_as_s_max_pieces():
     sq = CostModel(attn_coef=1.0, linear_coef=0.0, doc_coef=0.0)  # W(d) = d^2
     lengths = np.array([10] * 9 + [10_000])
@@ -168,13 +210,13 @@ def test_auto_tune_picks_the_most_balanced_within_the_budget():
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 400, size=600)
     lin = CostModel(attn_coef=0.01, linear_coef=1.0, doc_coef=0.0)
-    kw = {"num_microbatches": 4, "seq_length": 256, "cost_model": lin, "max_tokens": 320,
+    kw = {"num_microbatches": 4, "seq_length": 256, "cost_model": lin, "max_tokens": 300,
           "release": "count", "num_batches": 20, "seed": 1}
     for budget in (0.2, 1.0, 1e-9):
         got = auto_tune_outliers(lengths, delay_budget=budget, **kw)
         rows = []
-        for ths, tol, wait in candidate_settings(lengths, lin, 4, 256, "count", 320):
-            packer = WLBPacker(4, 256, lin, max_tokens=320, outlier_thresholds=ths,
+        for ths, tol, wait in candidate_settings(lengths, lin, 4, 256, "count", 300):
+            packer = WLBPacker(4, 256, lin, max_tokens=300, outlier_thresholds=ths,
                                release="count", balance_tol=tol, max_wait=wait)
             s = simulate(lengths, packer, 20, shuffle=True, seed=1).summary()
             rows.append((s["imbalance_mean"], s["delay_iters_mean"], ths, tol, wait))

@@ -12,7 +12,7 @@ from wlb.packing.stock import StockMegatronPacker
 from wlb.packing.wlb import WLBPacker
 
 COST = CostModel(attn_coef=1.0, linear_coef=100.0, doc_coef=0.0)
-RESOLVE = {"num_microbatches": 4, "seq_length": 256, "cost_model": COST, "max_tokens": 320,
+RESOLVE = {"num_microbatches": 4, "seq_length": 256, "cost_model": COST, "max_tokens": 300,
            "release": "count", "delay_budget": 1.0, "seed": 3}
 
 
@@ -36,6 +36,8 @@ def test_explicit_thresholds_are_given(spec):
 def test_bad_thresholds_name_the_flag(spec):
     with pytest.raises(ValueError, match="--my-flag"):
         resolve_outliers(spec, _lengths(), name="--my-flag", **RESOLVE)
+    with pytest.raises(ValueError, match="^outlier thresholds"):
+        resolve_outliers(spec, _lengths(), **RESOLVE)
 
 
 def test_auto_tunes_on_a_seeded_sample_of_the_lengths():
@@ -46,7 +48,7 @@ def test_auto_tunes_on_a_seeded_sample_of_the_lengths():
     sample = np.random.default_rng(RESOLVE["seed"] + 1).choice(
         lengths, int(AUTO_SAMPLE_FRACTION * len(lengths)), replace=False)
     want = auto_tune_outliers(sample, num_microbatches=4, seq_length=256, cost_model=COST,
-                              max_tokens=320, release="count", delay_budget=1.0, seed=3)
+                              max_tokens=300, release="count", delay_budget=1.0, seed=3)
     assert out.source == "auto"
     assert out.tuned == want
     assert out.thresholds == want.thresholds
@@ -60,7 +62,7 @@ def test_auto_on_one_document_samples_at_least_one():
 
 def _build(packing, thresholds="none", max_wait=5, lengths=None):
     return build_run_packer(_lengths() if lengths is None else lengths, 4, 256, COST, 3,
-                            packing=packing, max_tokens=320, thresholds=thresholds,
+                            packing=packing, max_tokens=300, thresholds=thresholds,
                             max_wait=max_wait, delay_budget=1.0, thresholds_label="given")
 
 
@@ -76,7 +78,7 @@ def test_wlb_packer_with_explicit_thresholds():
     assert isinstance(packer, WLBPacker)
     assert info == {"packer": "wlb", "thresholds": [100, 200], "thresholds_from": "given"}
     assert packer.queues.thresholds == [100, 200]
-    assert (packer.max_wait, packer.max_tokens, packer.n) == (7, 320, 4)
+    assert (packer.max_wait, packer.max_tokens, packer.n) == (7, 300, 4)
 
 
 def test_wlb_auto_takes_the_tuned_max_wait_capped_by_the_flag():
