@@ -243,6 +243,8 @@ def test_sim_result_summary_by_hand():
         "docs_pending_at_end": 2, "tokens_pending_at_end": 40, "flush_batches": 1,
         "data_exhausted": True, "ledger_ok": True,
     }
+    assert SimResult("y", trained_tokens=1, delay_token_sum=3.0).summary()[
+        "delay_iters_mean"] == 3.0
     empty = SimResult("x").summary()
     assert (empty["pack_ms_mean"], empty["pack_ms_max"], empty["tokens_per_batch_mean"],
             empty["delay_iters_mean"], empty["docs_pending_at_end"],

@@ -93,3 +93,66 @@ def test_schedule_resume_keeps_each_pending_piece_epoch():
         pa, pb = a.next_plan(), b.next_plan()
         assert pa.digest() == pb.digest()
         assert b.last_trained == a.last_trained  # with each piece's epoch
+
+
+def _matcher(max_wait):
+    from wlb.packing.release import match_release  # noqa: F401  (the rule _match feeds)
+
+    quad = CostModel(attn_coef=0.01, linear_coef=1.0, doc_coef=0.0)
+    return WLBPacker(2, 160, quad, max_tokens=200, outlier_thresholds=[50], release="match",
+                     balance_tol=0.01, max_wait=max_wait)
+
+
+def test_wlb_match_filler_density_counts_the_carry_too():
+    """rho = (work of the batch + carry) / (their tokens) = 1.01 here; the 90 + 62 pair (W
+    271.44, 48 tokens of room) reaches T / 1.01 = 288.95 only with rho >= 0.365, and a lone 90
+    would with rho >= 1.07."""
+    packer = _matcher(32)
+    for d in (128, 90, 62):
+        packer.queues.push(Piece(d, 0, d, 0))
+    packer.carry = [Piece(500, 0, 1, 0)]
+    chosen = packer._match([Piece(501, 0, 1, 0), Piece(502, 0, 1, 0)])
+    assert [[p.length for p in g] for g in chosen] == [[128], [90, 62]]
+
+
+def test_wlb_match_ages_and_its_unbounded_wait():
+    packer = _matcher(5)
+    packer.step = 3
+    for d in (128, 60):  # no balanced group: released only when overdue
+        packer.queues.push(Piece(d, 0, d, 2))
+    assert packer._match([Piece(501, 0, 10, 0)]) == []  # waited 1 < 5
+    packer.step = 7
+    assert [[p.length for p in g] for g in packer._match([Piece(501, 0, 10, 0)])] == [[128]]
+    unbounded = _matcher(None)
+    unbounded.step = 100
+    for d in (128, 60):
+        unbounded.queues.push(Piece(d, 0, d, 0))
+    assert unbounded._match([Piece(501, 0, 10, 0)]) == []  # never forced
+
+
+def test_plan_views_by_dp_rank_and_as_json():
+    plan = BatchPlan(2, [[Piece(1, 0, 5, 0)], [Piece(2, 3, 4, 1)], []], [1, 0, 1])
+    assert plan.for_dp_rank(1) == [[Piece(1, 0, 5, 0)], []]
+    assert plan.for_dp_rank(0) == [[Piece(2, 3, 4, 1)]]
+    assert plan.to_json_dict() == {"batch": 2, "microbatches": [[[1, 5]], [[2, 4]], []],
+                                   "dp_ranks": [1, 0, 1]}
+    assert plan.num_tokens == 9 and plan.lengths() == [[5], [4], []]
+
+
+def test_pending_pieces_report_their_epoch_and_old_states_load():
+    lengths = np.random.default_rng(1).integers(5, 60, size=30)
+    packer = WLBPacker(2, 64, LIN, max_tokens=80, outlier_thresholds=[40], max_wait=50)
+    s = PlanSchedule(lengths, packer, 1, shuffle=True, seed=2, balance_dp=True)
+    for _ in range(200):
+        s.next_plan()
+        if s.batcher.epoch >= 1 and s.pending_with_epochs():
+            break
+    pend = s.pending_with_epochs()
+    assert pend and all(0 <= e <= s.batcher.epoch for e, *_ in pend)
+    state = json.loads(json.dumps(s.state_dict()))
+    state.pop("epochs")  # a state saved before the epochs were tracked
+    fresh = PlanSchedule(lengths, WLBPacker(2, 64, LIN, max_tokens=80, outlier_thresholds=[40],
+                                            max_wait=50), 1, shuffle=True, seed=2,
+                         balance_dp=True)
+    fresh.load_state_dict(state)
+    assert fresh.batcher.state_dict() == s.batcher.state_dict()
