@@ -1,0 +1,147 @@
+"""The elastic CP planner, by hand: group sizes, alignment, capacity, exactly-once, slots."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wlb.cost_model import CostModel
+from wlb.elastic.planner import (
+    ElasticCost,
+    Group,
+    PlanError,
+    critical_path,
+    fixed_slots,
+    group_slot,
+    plan_elastic,
+    pow2_ceil,
+    pow2_floor,
+    slot_time,
+)
+from wlb.packing.types import Piece
+
+SQ = ElasticCost(CostModel(attn_coef=0.01, linear_coef=0.0, doc_coef=0.0))  # W(d) = d^2 / 100
+
+
+def _pieces(lengths, start=0):
+    return [Piece(start + i, 0, d, 0) for i, d in enumerate(lengths)]
+
+
+def _shape(slot):
+    return [(g.first, g.size, [p.length for p in g.pieces]) for g in slot.groups]
+
+
+def test_pow2():
+    assert [pow2_floor(x) for x in (0.5, 1, 1.9, 2, 3, 4, 7.9, 8)] == [1, 1, 1, 2, 2, 4, 4, 8]
+    assert [pow2_ceil(x) for x in (0.5, 1, 1.1, 2, 3, 4, 5)] == [1, 1, 2, 2, 4, 4, 8]
+
+
+def test_docstring_example():
+    mbs = [_pieces([200]), _pieces([50, 50], 1), _pieces([30], 3), _pieces([30], 4)]
+    fixed = fixed_slots(mbs, [0, 1, 0, 1], 2, 2)
+    assert _shape(fixed[0]) == [(0, 2, [200]), (2, 2, [50, 50])]
+    assert slot_time(fixed[0], SQ) == 200.0
+    plan = plan_elastic(mbs, [0, 1, 0, 1], dp=2, cp=2, rank_tokens=100, ec=SQ)
+    assert _shape(plan.slots[0]) == [(0, 4, [200, 50, 50])]
+    assert plan.slot_times[0] == 112.5
+    # slot 1 (a 30 per replica): with free communication two ranks each (fixed, 4.5) beat one
+    # rank each (9): the slot keeps the fixed layout
+    assert _shape(plan.slots[1]) == [(0, 2, [30]), (2, 2, [30])]
+    assert critical_path(plan.slot_times) == 112.5 + 4.5
+    assert critical_path(plan.slot_times, pp=3) == 112.5 + 4.5 + 2 * 112.5
+
+
+def test_short_documents_stay_on_one_rank_each():
+    slot = group_slot(_pieces([30, 30, 20, 20]), 2, 100, SQ)
+    assert _shape(slot) == [(0, 1, [30, 20]), (1, 1, [30, 20])]
+
+
+def test_a_long_document_takes_at_least_the_ranks_its_tokens_need():
+    slot = group_slot(_pieces([300, 10, 10]), 8, 100, SQ)
+    first = _shape(slot)[0]
+    assert first[:2] == (0, 8) or first == (0, 4, [300])
+    assert slot.groups[0].size >= 4  # 300 tokens need pow2_ceil(3) = 4 ranks of 100
+    with pytest.raises(PlanError, match="do not fit 4 ranks of 100 tokens"):
+        group_slot(_pieces([401]), 4, 100, SQ)
+
+
+def test_groups_are_aligned_and_partition_the_pool():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        pool = int(rng.choice([2, 3, 4, 6, 8]))
+        lengths = rng.integers(1, 100 * pow2_floor(pool) // 2, size=int(rng.integers(1, 12)))
+        while lengths.sum() > 100 * pool // 2:
+            lengths = lengths[:-1]
+        slot = group_slot(_pieces(lengths.tolist()), pool, 100, SQ)
+        ranks = []
+        for g in slot.groups:
+            assert g.first % g.size == 0 and g.tokens <= g.size * 100
+            ranks += range(g.first, g.first + g.size)
+        assert sorted(ranks) == list(range(pool))
+        assert sorted(p.doc_id for g in slot.groups for p in g.pieces) == list(range(len(lengths)))
+
+
+def test_communication_cost_stops_the_widening():
+    heavy = _pieces([100, 10])
+    assert _shape(group_slot(heavy, 8, 100, SQ))[0][:2] == (0, 8)  # free: as wide as it helps
+    costly = ElasticCost(SQ.cost, comm_coef=0.5)
+    slot = group_slot(heavy, 8, 100, costly)
+    # 100 on g ranks: 100 / g + 50 (g - 1) / g -> 100, 75, 62.5, 56.25 for g = 1, 2, 4, 8: wider
+    # still helps; with comm_coef 2 it never does
+    assert slot.groups[0].size == 8
+    assert group_slot(heavy, 8, 100, ElasticCost(SQ.cost, comm_coef=2.0)).groups[0].size == 4
+    expensive = ElasticCost(SQ.cost, comm_coef=2.0)
+    assert expensive.group_time([100], 4) < expensive.group_time([100], 8)
+
+
+def test_the_plan_is_never_slower_than_the_fixed_layout_and_trains_every_piece_once():
+    rng = np.random.default_rng(3)
+    for dp, cp in ((2, 1), (2, 2), (4, 1), (1, 4), (3, 2)):
+        n = dp * 4
+        mbs, doc = [], 0
+        for _ in range(n):
+            lens = []
+            while sum(lens) < 250:
+                d = int(min(rng.lognormal(3.5, 1.3) + 1, 300 - sum(lens)))
+                if d <= 0:
+                    break
+                lens.append(d)
+            mbs.append(_pieces(lens, doc))
+            doc += len(lens)
+        ranks = [j % dp for j in range(n)]
+        plan = plan_elastic(mbs, ranks, dp=dp, cp=cp, rank_tokens=300 // cp, ec=SQ)
+        fixed = [slot_time(s, SQ) for s in fixed_slots(mbs, ranks, dp, cp)]
+        assert all(a <= b for a, b in zip(plan.slot_times, fixed))
+        seen = sorted(p.doc_id for s in plan.slots for g in s.groups for p in g.pieces)
+        assert seen == list(range(doc))
+        for s in plan.slots:
+            assert sum(g.size for g in s.groups) == dp * cp
+        assert plan.digest() == plan_elastic(mbs, ranks, dp=dp, cp=cp, rank_tokens=300 // cp,
+                                             ec=SQ).digest()
+
+
+def test_group_time():
+    assert SQ.group_time([100, 50], 2) == (100 + 25) / 2
+    ec = ElasticCost(SQ.cost, comm_coef=1.0)
+    assert ec.group_time([100], 4) == 100 / 4 + 100 * 3 / 4
+    assert ec.group_time([], 1) == 0.0
+    assert Group(0, 2, (Piece(0, 0, 5, 0), Piece(1, 0, 7, 0))).tokens == 12
+
+
+def test_at_dp_2_a_dominant_document_takes_both_ranks_with_the_rest_packed_in():
+    # the 150 is 90% of the work: alone on a rank the slot lasts 225; the pool of two holds
+    # all 200 tokens in one sequence: (225 + 25) / 2 = 125
+    mbs = [_pieces([150]), _pieces([50], 1)]
+    plan = plan_elastic(mbs, [0, 1], dp=2, cp=1, rank_tokens=200, ec=SQ)
+    assert _shape(plan.slots[0]) == [(0, 2, [150, 50])]
+    assert plan.slot_times == [125.0]
+
+
+def test_re_slicing_balances_work_across_slots():
+    # replica 0 holds [100] then [100], replica 1 [10] then [10]: regrouped, each slot runs a
+    # 100 (two ranks with its 10: 50.5 each); re-sliced, the same -- never worse than fixed
+    mbs = [_pieces([100]), _pieces([10], 1), _pieces([100], 2), _pieces([10], 3)]
+    plan = plan_elastic(mbs, [0, 1, 0, 1], dp=2, cp=1, rank_tokens=200, ec=SQ)
+    fixed = [slot_time(s, SQ) for s in fixed_slots(mbs, [0, 1, 0, 1], 2, 1)]
+    assert fixed == [100.0, 100.0]
+    assert plan.slot_times == [50.5, 50.5]

@@ -1,0 +1,1 @@
+"""Elastic context parallelism: micro-batch slots whose groups borrow ranks across DP replicas."""

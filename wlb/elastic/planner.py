@@ -1,0 +1,256 @@
+"""Elastic context parallelism, the plan: per micro-batch slot, the DP x CP ranks of a pipeline
+stage cut into aligned groups of power-of-two sizes, each running one packed sequence.
+
+All DP x CP ranks of a stage hold the same weights and their gradients are summed, so any
+assignment of the iteration's pieces to them trains the same step (the loss stays the per-token
+loss over the global batch). A document heavier than a rank's fair share gets a group larger
+than CP (ranks borrowed from other DP replicas); short documents run on groups of one rank, with
+no K/V all-gather at all. Pure functions of the pieces' lengths: every rank computes the same
+plan.
+
+Worked example (DP = 2 x CP = 2: a pool of 4 ranks of 100 tokens, ``W(d) = d^2 / 100``): slot
+0 holds replica 0's micro-batch [200] and replica 1's [50, 50]. Fixed, the 200 runs on its
+replica's two ranks: 400 / 2 = 200, and the slot lasts 200. Elastic, the 200 is heavier than
+twice a rank's fair share ((400 + 25 + 25) / 4 = 112.5): it gets two ranks of its own and the
+50s a rank each (slot 200); doubling it to the whole pool, with the 50s packed into its
+sequence (300 tokens <= 4 x 100), gives ``Group(0, 4, [200, 50, 50])``: (400 + 50) / 4 = 112.5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from wlb.cost_model import CostModel
+from wlb.packing.types import Piece
+
+
+class PlanError(ValueError):
+    """Pieces that no group of the pool can hold (the message names the piece)."""
+
+
+@dataclass(frozen=True)
+class ElasticCost:
+    """Per-rank time of one group's micro-batch.
+
+    ``sum(W(d)) / g + comm_coef * tokens * (g - 1) / g``: the work of every document split
+    evenly over the g ranks (per-document CP sharding), plus the K/V all-gather of the group's
+    tokens (each rank receives the other ranks' share).
+
+    Attributes:
+        cost: the per-document workload W(d).
+        comm_coef: time per token gathered (0: free communication).
+    """
+
+    cost: CostModel
+    comm_coef: float = 0.0
+
+    def time(self, work: float, tokens: int, g: int) -> float:
+        """Per-rank time of ``work`` over ``tokens`` tokens on ``g`` ranks."""
+        return work / g + self.comm_coef * tokens * (g - 1) / g
+
+    def group_time(self, lengths, g: int) -> float:
+        return self.time(sum(self.cost.doc_workload(d) for d in lengths), sum(lengths), g)
+
+
+@dataclass(frozen=True)
+class Group:
+    """``size`` consecutive ranks of the pool from ``first`` (``first % size == 0``) running one
+    packed sequence of ``pieces`` (empty: a padding-only micro-batch)."""
+
+    first: int
+    size: int
+    pieces: tuple[Piece, ...]
+
+    @property
+    def tokens(self) -> int:
+        return sum(p.length for p in self.pieces)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One micro-batch slot: its groups partition the pool."""
+
+    groups: tuple[Group, ...]
+
+
+@dataclass
+class ElasticPlan:
+    """The slots of one iteration and their predicted per-slot times."""
+
+    slots: list[Slot]
+    slot_times: list[float]
+
+    def digest(self) -> str:
+        rows = [[[g.first, g.size, [[p.doc_id, p.offset, p.length] for p in g.pieces]]
+                 for g in s.groups] for s in self.slots]
+        return hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def pow2_floor(x: float) -> int:
+    """Largest power of two <= x (1 for x < 2)."""
+    g = 1
+    while g * 2 <= x:
+        g *= 2
+    return g
+
+
+def pow2_ceil(x: float) -> int:
+    """Smallest power of two >= x (1 for x <= 1)."""
+    g = 1
+    while g < x:
+        g *= 2
+    return g
+
+
+def critical_path(slot_times: list[float], pp: int = 1) -> float:
+    """Iteration time of slots run through ``pp`` pipeline stages (1F1B, equal stages): every
+    slot once, plus the slowest slot for each extra stage (warm-up and cool-down)."""
+    return sum(slot_times) + (pp - 1) * max(slot_times, default=0.0)
+
+
+def _heavy_first(pieces, cost: CostModel) -> list[Piece]:
+    return sorted(pieces, key=lambda p: (-cost.doc_workload(p.length), p.doc_id, p.offset))
+
+
+def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
+    """The groups of one slot.
+
+    Pieces heavier than a rank's fair share (or longer than one rank holds) get a group of their
+    own of ``pow2_floor(share)`` ranks (at least what their tokens need), laid out largest first
+    so that every group is aligned; the other ranks are one-rank groups. The remaining
+    pieces, heaviest first, join the group (own or one-rank) whose time they raise least, within
+    its tokens. Then, while it shortens the slot, the slowest own group doubles (taking
+    one-rank groups' ranks; their pieces are placed again).
+
+    Raises:
+        PlanError: no grouping of ``pool`` ranks holds the pieces' tokens.
+    """
+    cost = ec.cost
+    order = _heavy_first(pieces, cost)
+    work = [cost.doc_workload(p.length) for p in order]
+    fair = sum(work) / pool
+    big: dict[int, int] = {}  # index in order -> own group size
+    for i, p in enumerate(order):
+        need = pow2_ceil(p.length / rank_tokens)
+        share = work[i] / fair if fair else 0.0
+        if need > 1 or share >= 1:
+            big[i] = max(need, pow2_floor(share))
+    small = [i for i in range(len(order)) if i not in big]
+
+    def layout(sizes: dict[int, int]) -> Slot | None:
+        rest = pool - sum(sizes.values())
+        if rest < 0:
+            return None
+        groups: list[list] = []  # [first, size, piece indices, work, tokens]
+        first = 0
+        for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
+            groups.append([first, sizes[i], [i], work[i], order[i].length])
+            first += sizes[i]
+        groups += [[first + k, 1, [], 0.0, 0] for k in range(rest)]
+        for i in small:
+            room = [gr for gr in groups if gr[4] + order[i].length <= gr[1] * rank_tokens]
+            if not room:
+                return None
+            gr = min(room, key=lambda gr: (ec.time(gr[3] + work[i], gr[4] + order[i].length,
+                                                   gr[1]), gr[0]))
+            gr[2].append(i)
+            gr[3] += work[i]
+            gr[4] += order[i].length
+        return Slot(tuple(Group(f, g, tuple(order[i] for i in idx)) for f, g, idx, _, _ in groups))
+
+    while (slot := layout(big)) is None:  # too many ranks asked: halve the widest reducible
+        fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
+        if not fit:
+            raise PlanError(f"the slot's {len(order)} pieces ({sum(p.length for p in order)} "
+                            f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
+        i = max(fit, key=lambda i: (big[i], -i))
+        big[i] //= 2
+    while True:  # widen the slowest own group while it shortens the slot
+        slowest = max(slot.groups, key=lambda g: (ec.group_time([p.length for p in g.pieces],
+                                                                g.size), -g.first))
+        own = [i for i in big if slowest.pieces[:1] == (order[i],)]
+        if not own:
+            return slot
+        trial = layout({**big, own[0]: big[own[0]] * 2})
+        if trial is None or slot_time(trial, ec) >= slot_time(slot, ec):
+            return slot
+        big[own[0]] *= 2
+        slot = trial
+
+
+def fixed_slots(microbatches: list[list[Piece]], dp_ranks: list[int], dp: int, cp: int
+                ) -> list[Slot]:
+    """Today's fixed layout as slots: in slot m, replica r's CP ranks (``r x cp`` on) run its
+    m-th micro-batch."""
+    per_rank: list[list[list[Piece]]] = [[] for _ in range(dp)]
+    for mb, r in zip(microbatches, dp_ranks):
+        per_rank[r].append(mb)
+    return [Slot(tuple(Group(r * cp, cp, tuple(mbs[r])) for r in range(dp)))
+            for mbs in zip(*per_rank)]
+
+
+def slot_time(slot: Slot, ec: ElasticCost) -> float:
+    """The slowest group of the slot."""
+    return max(ec.group_time([p.length for p in g.pieces], g.size) for g in slot.groups)
+
+
+def _slot_by_work(pieces: list[Piece], slots: int, cap: int, cost: CostModel
+                  ) -> list[list[Piece]] | None:
+    """Pieces, heaviest first, to the slot with the least work and ``cap`` tokens of room."""
+    load, tokens = [0.0] * slots, [0] * slots
+    out: list[list[Piece]] = [[] for _ in range(slots)]
+    for p in sorted(pieces, key=lambda p: (-cost.doc_workload(p.length), p.doc_id, p.offset)):
+        room = [j for j in range(slots) if tokens[j] + p.length <= cap]
+        if not room:
+            return None
+        j = min(room, key=lambda k: (load[k], k))
+        out[j].append(p)
+        load[j] += cost.doc_workload(p.length)
+        tokens[j] += p.length
+    return out
+
+
+def plan_elastic(microbatches: list[list[Piece]], dp_ranks: list[int], *, dp: int, cp: int,
+                 rank_tokens: int, ec: ElasticCost, pp: int = 1) -> ElasticPlan:
+    """The faster (by :func:`critical_path`) of two elastic plans of the iteration, never slower
+    than the fixed layout:
+
+    * **regrouped**: slot m holds the m-th micro-batch of every replica (the packer and the DP
+      dealing balanced them); :func:`group_slot` regroups its pieces over the pool, and the slot
+      keeps the fixed layout when that is not faster (or no grouping holds its pieces);
+    * **re-sliced**: all pieces dealt to the slots by work (heaviest first, least-loaded slot
+      with room), then grouped; used only when every slot can be grouped.
+
+    Args:
+        microbatches, dp_ranks: the iteration's plan (``wlb.packing.types.BatchPlan``).
+        dp, cp: the layout; the pool is ``dp x cp`` ranks of a pipeline stage.
+        rank_tokens: tokens one rank holds (S_max / CP).
+        ec: the group cost.
+        pp: pipeline stages (the objective's warm-up term).
+    """
+    pool = dp * cp
+    regrouped, times = [], []
+    for fixed in fixed_slots(microbatches, dp_ranks, dp, cp):
+        best, best_t = fixed, slot_time(fixed, ec)
+        try:
+            slot = group_slot([p for g in fixed.groups for p in g.pieces], pool, rank_tokens, ec)
+            if slot_time(slot, ec) < best_t:
+                best, best_t = slot, slot_time(slot, ec)
+        except PlanError:
+            pass
+        regrouped.append(best)
+        times.append(best_t)
+    plan = ElasticPlan(regrouped, times)
+    pieces = [p for mb in microbatches for p in mb]
+    sliced = _slot_by_work(pieces, len(regrouped), pool * rank_tokens, ec.cost)
+    if sliced is not None:
+        try:
+            slots = [group_slot(ps, pool, rank_tokens, ec) for ps in sliced]
+        except PlanError:
+            return plan
+        other = ElasticPlan(slots, [slot_time(s, ec) for s in slots])
+        if critical_path(other.slot_times, pp) < critical_path(plan.slot_times, pp):
+            return other
+    return plan
