@@ -83,7 +83,39 @@ def shuffle_index(first: int, total: int, rs: np.random.RandomState) -> np.ndarr
     return np.concatenate([head, tail])
 
 
-class StockSampleBatcher:
+class _SampleStepper:
+    """Global batch b = the pieces of global samples [b*N, (b+1)*N) in order (wrapping around
+    after ``_size()`` samples); the state is the batch index."""
+
+    n: int
+    step: int
+    piece_epochs: list[int]
+
+    def _size(self) -> int:
+        raise NotImplementedError
+
+    def _pieces(self, g: int):
+        """(doc, offset, length, epoch) of global sample ``g`` (0 <= g < _size())."""
+        raise NotImplementedError
+
+    def next_batch(self) -> list[Piece]:
+        out: list[Piece] = []
+        self.piece_epochs = []
+        for g in range(self.step * self.n, (self.step + 1) * self.n):
+            for doc, offset, length, epoch in self._pieces(g % self._size()):
+                out.append(Piece(doc, offset, length, self.step))
+                self.piece_epochs.append(epoch)
+        self.step += 1
+        return out
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "samples": self._size()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+class StockSampleBatcher(_SampleStepper):
     """Global batches of stock Megatron: N samples each, in the shuffled sample order.
 
     A drop-in for :class:`wlb.packing.stream.GlobalBatcher` (``next_batch``, ``step``,
@@ -131,22 +163,11 @@ class StockSampleBatcher:
                 out.append((doc, lo, hi - lo, p // len(self.lengths)))
         return out
 
-    def next_batch(self) -> list[Piece]:
-        out: list[Piece] = []
-        self.piece_epochs = []
-        total = len(self.shuffle)
-        for g in range(self.step * self.n, (self.step + 1) * self.n):
-            for doc, offset, length, epoch in self.sample_pieces(int(self.shuffle[g % total])):
-                out.append(Piece(doc, offset, length, self.step))
-                self.piece_epochs.append(epoch)
-        self.step += 1
-        return out
+    def _size(self) -> int:
+        return len(self.shuffle)
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "samples": len(self.shuffle)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
+    def _pieces(self, g: int):
+        return self.sample_pieces(int(self.shuffle[g]))
 
 
 #: megatron-core builds each blended dataset this fraction larger than its share
@@ -173,7 +194,7 @@ def blending_index(weights, size: int) -> tuple[np.ndarray, np.ndarray]:
     return which, index
 
 
-class StockBlendBatcher:
+class StockBlendBatcher(_SampleStepper):
     """Global batches of stock Megatron over a weighted blend (``--data-path W1 P1 W2 P2``):
     each dataset's own shuffled samples (a :class:`StockSampleBatcher` of its
     ``ceil(ceil(num_samples x w_k) x 1.005)`` samples, as megatron-core's builder sizes them),
@@ -199,22 +220,12 @@ class StockBlendBatcher:
         self.step = 0
         self.piece_epochs: list[int] = []
 
-    def next_batch(self) -> list[Piece]:
-        out: list[Piece] = []
-        self.piece_epochs = []
-        total = len(self.which)
-        for g in range(self.step * self.n, (self.step + 1) * self.n):
-            k, i = int(self.which[g % total]), int(self.index[g % total])
-            part = self.parts[k]
-            s = int(part.shuffle[i % len(part.shuffle)])
-            for doc, offset, length, epoch in part.sample_pieces(s):
-                out.append(Piece(int(self.offsets[k]) + doc, offset, length, self.step))
-                self.piece_epochs.append(epoch)
-        self.step += 1
-        return out
+    def _size(self) -> int:
+        return len(self.which)
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "samples": len(self.which)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
+    def _pieces(self, g: int):
+        k, i = int(self.which[g]), int(self.index[g])
+        part = self.parts[k]
+        for doc, offset, length, epoch in part.sample_pieces(int(part.shuffle[i % len(
+                part.shuffle)])):
+            yield int(self.offsets[k]) + doc, offset, length, epoch
