@@ -73,11 +73,12 @@ def _fmt_row(cells) -> str:
 
 
 def cmd_grid(a) -> list[dict]:
-    systems = ["plain", "fixed", "wlb"]
+    systems = ["plain", "fixed", "wlb", "wlb-elastic"]
     rows = []
     print(_fmt_row(["model", "context", "layout (vpp 2)", "GPUs", "Plain-4D s/iter",
-                    "Fixed-4D", "WLB", "PP imb. plain->WLB", "CP imb. plain->WLB"]))
-    print(_fmt_row(["---"] * 9))
+                    "Fixed-4D", "WLB", "WLB elastic CP (no delay)", "PP imb. plain->WLB",
+                    "CP imb. plain->WLB"]))
+    print(_fmt_row(["---"] * 10))
     for (model, ctx), layout in PAPER_GRID.items():
         r = run_config(model, layout, ctx, systems, a)
         rows.append(r)
@@ -85,7 +86,7 @@ def cmd_grid(a) -> list[dict]:
         print(_fmt_row([
             model, f"{ctx // 1024}K", layout.describe(), layout.world_size,
             f"{s['plain']['iter_s_mean']:.3f}", f"{s['fixed']['speedup']:.3f}x",
-            f"{s['wlb']['speedup']:.3f}x",
+            f"{s['wlb']['speedup']:.3f}x", f"{s['wlb-elastic']['speedup']:.3f}x",
             f"{s['plain']['pp_imbalance_mean']:.2f} -> {s['wlb']['pp_imbalance_mean']:.2f}",
             f"{s['plain']['cp_imbalance_mean']:.3f} -> {s['wlb']['cp_imbalance_mean']:.3f}",
         ]), flush=True)
@@ -101,7 +102,8 @@ def cmd_grid(a) -> list[dict]:
 
 
 def cmd_ablation(a) -> list[dict]:
-    systems = ["plain", "cp-per-doc", "cp-adaptive", "pp-packing", "wlb-nodelay", "wlb"]
+    systems = ["plain", "cp-per-doc", "cp-adaptive", "pp-packing", "wlb-nodelay", "wlb",
+               "wlb-elastic"]
     r = run_config("7b", PAPER_GRID[("7b", 131072)], 131072, systems, a)
     print(_fmt_row(["7B-128K, applied", "simulated speed-up", "paper (Fig. 13)",
                     "PP imbalance", "CP imbalance"]))

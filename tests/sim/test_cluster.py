@@ -94,3 +94,15 @@ def test_microbatch_order_tool_orders_and_given_order_is_the_reference():
     assert orders([1.0] * 7)["best"] == list(range(7))  # too many to search: the given order
     r = run("70b", 65536, PAPER_GRID[("70b", 65536)], "wlb", iters=1, seed=3)
     assert r["given"] == 1.0 and r["best"] >= max(r["asc"], r["desc"], r["mid"]) - 1e-12
+
+
+def test_elastic_runs_the_same_batches_in_slots_of_borrowed_groups():
+    model, lens = MODELS["550m"], _lengths()
+    nodelay = simulate_system(SYSTEMS["wlb-nodelay"], model, SMALL, 16384, lens, HW, iters=6)
+    elastic = simulate_system(SYSTEMS["wlb-elastic"], model, SMALL, 16384, lens, HW, iters=6)
+    assert elastic.tokens == nodelay.tokens  # the same WLB plans, regrouped
+    assert all(np.isfinite(elastic.iter_s)) and min(elastic.iter_s) > 0
+    sizes = {int(k[1:]) for k in elastic.strategies}
+    assert sizes <= {1, 2, 4} and sizes  # group sizes within the DP x CP pool of 4
+    # every slot's pieces are in exactly one group: its micro-batches count at most N per slot
+    assert sum(elastic.strategies.values()) >= 6 * 2  # 2 slots of at least one group each

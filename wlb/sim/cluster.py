@@ -43,9 +43,10 @@ class System:
         name: label.
         packing: packer registry name ("megatron" = stock fixed-length packing in stream order).
         cp: a ``--wlb-cp-sharding`` value ("per-seq", "per-doc", "mixed", "adaptive-paper": per
-            micro-batch the paper's two, "adaptive": per micro-batch all three), or
+            micro-batch the paper's two, "adaptive": per micro-batch all three),
             "best-static" (the better static choice of per-seq / per-doc for the whole run, as
-            the paper's Fixed-4D reports).
+            the paper's Fixed-4D reports), or "elastic" (``wlb.sim.elastic``: the slots of the
+            elastic CP plan, groups borrowing ranks across DP replicas).
         thresholds: outlier-queue thresholds for the WLB packer ("none" or "auto").
     """
 
@@ -68,6 +69,8 @@ SYSTEMS: dict[str, System] = {
         System("cp-mixed", "megatron", "mixed"),
         System("cp-adaptive-mixed", "megatron", "adaptive"),
         System("wlb-mixed", "wlb", "adaptive", "auto"),
+        System("wlb-elastic", "wlb", "elastic", "none"),
+        System("wlb-elastic-delay", "wlb", "elastic", "auto"),
     )
 }
 
@@ -186,8 +189,16 @@ def simulate_system(system: System, model: ModelSpec, layout: ParallelDims, cont
                                 layout, context, lengths, hw, iters=iters, seed=seed, cost=cost)
                 for s in ("per-seq", "per-doc")]
         return min(runs, key=lambda r: r.mean_iter_s)
+    cost = cost or fit_cost_model(model, layout, hw, default_max_tokens(context))
     schedule = system_schedule(system, model, layout, context, lengths, hw, seed=seed, cost=cost)
     report = SimReport(system.name, [], [], [], {}, [])
+    if system.cp == "elastic":
+        from wlb.sim.elastic import simulate_elastic_iteration
+
+        for _ in range(iters):
+            simulate_elastic_iteration(schedule.next_plan(), model, layout, hw, cost, context,
+                                       report)
+        return report
     chooser = system_chooser(system.cp, model, layout, hw)
     for _ in range(iters):
         simulate_iteration(schedule.next_plan(), model, layout, hw, chooser, report)
