@@ -100,6 +100,12 @@ class WLBConfig:
                   "default: the table inside --wlb-cost-model when it has one (written by "
                   "tools/calibrate_cost_model.py), else the shipped CPU torch-SDPA table."},
     )
+    elastic_cp: bool = field(
+        default=False,
+        metadata={"help": "Elastic context parallelism (experimental): each micro-batch slot "
+                  "regroups the DP x CP ranks of a pipeline stage, so a heavy document borrows "
+                  "ranks from other DP replicas (wlb.elastic.planner); needs DP x CP > 1."},
+    )
     shuffle: bool = field(
         default=True,
         metadata={"help": "Seeded order per epoch (--seed) of the documents, a long document's "

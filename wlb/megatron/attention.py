@@ -31,11 +31,16 @@ class WLBPackedSeqParams(PackedSeqParams):
             pad document): the ``doc_lens`` of the CP attention.
         cp_strategy: "per_seq", "per_doc" or "mixed" for this micro-batch.
         positions: [t_local] position of each local token inside its document (RoPE).
+        cp_group: with ``cp_override``, the group this micro-batch is sharded over instead of
+            the layout's CP group (elastic CP; None: one rank, no all-gather).
+        cp_override: use ``cp_group``.
     """
 
     seq_lens: tuple[int, ...] = ()
     cp_strategy: str = "per_doc"
     positions: torch.Tensor | None = None
+    cp_group: object = None
+    cp_override: bool = False
 
 
 def rope_tables(positions: torch.Tensor, dim: int, base: float, dtype) -> tuple:
@@ -122,7 +127,7 @@ class WLBCoreAttention(MegatronModule):
         if self.rope_base:
             query, key = (rotate(x, p.positions, self.rope_base, self.rotary_percent)
                           for x in (query, key))
-        cp_group = self.cp_group
+        cp_group = p.cp_group if p.cp_override else self.cp_group
         if cp_group is not None and torch.distributed.get_world_size(cp_group) == 1:
             cp_group = None
         out = cp_attention(

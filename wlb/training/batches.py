@@ -52,6 +52,8 @@ class MicroBatchInput:
         tokens, labels, loss_mask, positions: [t_local] tensors (this CP rank's rows).
         seq_lens: document lengths of the whole micro-batch (incl. a pad document).
         strategy: CP sharding used.
+        group: elastic CP: (first pool rank, size) of the group that runs it; None: the
+            layout's CP group.
     """
 
     index: int
@@ -61,6 +63,7 @@ class MicroBatchInput:
     positions: torch.Tensor
     seq_lens: tuple[int, ...]
     strategy: Strategy
+    group: tuple[int, int] | None = None
 
 
 def lay_out(plan: BatchPlan, pad_multiple: int, chooser: StrategyChooser
@@ -85,6 +88,23 @@ def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: Document
         local = shard_for_cp(packed, cp_size, cp_rank, lay.strategy)
         out.append(MicroBatchInput(index=lay.index, seq_lens=lay.seq_lens,
                                    strategy=lay.strategy, **local))
+    return out
+
+
+def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multiple: int
+                   ) -> list[MicroBatchInput]:
+    """This pool rank's micro-batch in every slot of an elastic plan (``wlb.elastic.planner``):
+    its group's pieces, collated (padded to 2 x size x ``sp_multiple`` tokens) and sharded per
+    document over the group (one rank: whole)."""
+    out = []
+    for j, slot in enumerate(slots):
+        grp = next(g for g in slot.groups if g.first <= pool_index < g.first + g.size)
+        pad = (2 * grp.size if grp.size > 1 else 1) * sp_multiple
+        packed = collate(list(grp.pieces), source, pad)
+        strategy = "per_doc" if grp.size > 1 else "per_seq"
+        local = shard_for_cp(packed, grp.size, pool_index - grp.first, strategy)
+        out.append(MicroBatchInput(index=j, seq_lens=packed.seq_lens, strategy=strategy,
+                                   group=(grp.first, grp.size), **local))
     return out
 
 

@@ -11,7 +11,13 @@ import torch.distributed as dist
 from wlb.megatron.attention import WLBPackedSeqParams
 from wlb.megatron.schedule import forward_backward
 from wlb.metrics import imbalance
-from wlb.training.batches import MicroBatchInput, build_inputs, lay_out, plan_predictions
+from wlb.training.batches import (
+    MicroBatchInput,
+    build_inputs,
+    elastic_inputs,
+    lay_out,
+    plan_predictions,
+)
 
 
 def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -26,8 +32,9 @@ class TimedForwardStep:
     """Forward step that moves each micro-batch to ``device`` and records its forward compute
     time on this rank (CUDA events on a GPU, so the launch is not mistaken for the work)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, elastic=None) -> None:
         self.device = device
+        self.elastic = elastic  # ElasticGroups: the groups of elastic micro-batches
         self._marks: list[tuple[int, int, object, object]] = []  # (mb index, vp chunk, t0, t1)
 
     def _mark(self):
@@ -54,6 +61,8 @@ class TimedForwardStep:
                                                    mb.loss_mask))
         params = WLBPackedSeqParams(qkv_format="thd", seq_lens=mb.seq_lens,
                                     cp_strategy=mb.strategy, positions=positions)
+        if mb.group is not None:
+            params.cp_group, params.cp_override = self.elastic.group(*mb.group), True
         output = model(
             input_ids=tokens[None],
             position_ids=positions[None],
@@ -86,10 +95,16 @@ def train_step(run, plan) -> dict:
     """One iteration on this rank; returns the metrics (identical on every rank)."""
     g, layout = run.groups, run.groups.layout
     layouts = lay_out(plan, layout.pad_multiple, run.chooser)  # one CP strategy per micro-batch
-    inputs = build_inputs(layouts, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
-                          cp_size=layout.cp, cp_rank=g.cp_rank)
+    eplan = None
+    if run.elastic is not None:  # the DP x CP pool regrouped in every slot
+        eplan = elastic_plan(run, plan)
+        inputs = elastic_inputs(eplan.slots, run.elastic.pool_index, run.source,
+                                sp_multiple=layout.tp if layout.sequence_parallel else 1)
+    else:
+        inputs = build_inputs(layouts, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
+                              cp_size=layout.cp, cp_rank=g.cp_rank)
     data = [iter(inputs) for _ in run.model] if len(run.model) > 1 else iter(inputs)
-    timed = TimedForwardStep(run.device)
+    timed = TimedForwardStep(run.device, run.elastic)
     for m in run.model:
         m.zero_grad_buffer()
     run.optimizer.zero_grad()
@@ -121,4 +136,34 @@ def train_step(run, plan) -> dict:
                                                     len(plan.microbatches)),
     }
     out.update(plan_predictions(plan, layouts, run.cost, layout.cp))
+    if eplan is not None:
+        out.update(elastic_predictions(run, plan, eplan))
     return out
+
+
+def elastic_plan(run, plan):
+    """The elastic CP plan of ``plan`` (the same on every rank)."""
+    from wlb.elastic.planner import ElasticCost, plan_elastic
+
+    layout = run.groups.layout
+    return plan_elastic(plan.microbatches, plan.dp_ranks, dp=layout.dp, cp=layout.cp,
+                        rank_tokens=run.packer_max_tokens // layout.cp,
+                        ec=ElasticCost(run.cost), pp=layout.pp)
+
+
+def elastic_predictions(run, plan, eplan) -> dict:
+    """Logged figures of an elastic plan: its digest, group sizes, and predicted time against
+    the fixed layout's (cost model, with the pipeline's warm-up)."""
+    from wlb.elastic.planner import ElasticCost, critical_path, fixed_slots, slot_time
+
+    layout = run.groups.layout
+    ec = ElasticCost(run.cost)
+    fixed = [slot_time(s, ec) for s in fixed_slots(plan.microbatches, plan.dp_ranks,
+                                                    layout.dp, layout.cp)]
+    sizes: dict[str, int] = {}
+    for s in eplan.slots:
+        for grp in s.groups:
+            sizes[str(grp.size)] = sizes.get(str(grp.size), 0) + 1
+    return {"elastic_digest": eplan.digest(), "elastic_group_sizes": sizes,
+            "elastic_speedup_pred": critical_path(fixed, layout.pp)
+            / max(critical_path(eplan.slot_times, layout.pp), 1e-30)}

@@ -22,6 +22,9 @@ def preflight(cfg: RunConfig, world_size: int) -> None:
     DocumentsError, CheckpointError, DataError) for anything that would stop the run later."""
     layout = cfg.layout(world_size)
     wlb = cfg.wlb
+    if wlb.elastic_cp and layout.dp * layout.cp == 1:
+        raise ConfigError(f"--wlb-elastic-cp needs DP x CP > 1 ranks per pipeline stage to "
+                          f"regroup; this layout has DP={layout.dp} x CP={layout.cp}")
     if wlb.cost_model:
         CostModel.from_json(wlb.cost_model)
     if wlb.kernel_table:

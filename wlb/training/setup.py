@@ -57,6 +57,8 @@ class Run:
         device: where this rank's model and micro-batches live.
         tokens_trained: tokens of every iteration so far (checkpointed; the validation rows'
             x axis).
+        elastic: elastic CP's pool groups (``wlb.megatron.elastic``), or None.
+        packer_max_tokens: S_max, the largest micro-batch in tokens.
     """
 
     cfg: RunConfig
@@ -75,6 +77,8 @@ class Run:
     attention_kernel: str
     device: torch.device
     tokens_trained: int = 0
+    elastic: object = None
+    packer_max_tokens: int = 0
 
     @property
     def wlb(self) -> WLBConfig:
@@ -212,6 +216,11 @@ def build(cfg: RunConfig) -> Run:
     cost = make_cost_model(m, cfg.wlb, layout, vocab)
     schedule, info, chooser = build_schedule(cfg, layout, documents.train, cost,
                                              documents.train_blend)
+    elastic = None
+    if cfg.wlb.elastic_cp:
+        from wlb.megatron.elastic import build_elastic_groups
+
+        elastic = build_elastic_groups(groups)
     return Run(cfg, groups, documents, documents.train, config, model, optimizer, scheduler,
                schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel,
-               device)
+               device, elastic=elastic, packer_max_tokens=schedule.packer.max_tokens)
