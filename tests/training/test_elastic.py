@@ -43,13 +43,17 @@ def _run(tmp_path, world, extra):
     (2, ["--context-parallel-size", "2"]),  # CP = 2: the pool is one CP group
     (4, ["--context-parallel-size", "2"]),  # DP = 2 x CP = 2
     (4, ["--pipeline-model-parallel-size", "2"]),  # DP = 2 x PP = 2
+    (4, ["--pipeline-model-parallel-size", "2", "--num-layers-per-virtual-pipeline-stage",
+         "1"]),  # DP = 2 x PP = 2, interleaved (VPP = 2)
+    (4, ["--tensor-model-parallel-size", "2", "--sequence-parallel"]),  # DP = 2 x TP = 2, SP
 ])
 def test_elastic_cp_gives_the_one_process_loss_and_gradients(tmp_path, world, extra):
     ref = _run(tmp_path, 1, [])
     got = _run(tmp_path, world, [*extra, "--wlb-elastic-cp"])
     for (loss, grad, _, _), (rloss, rgrad, _, _) in zip(got, ref):
         assert loss == pytest.approx(rloss, abs=1e-5)  # step 2's loss checks step 1's update
-        if "--pipeline-model-parallel-size" not in extra:  # (rank 0 holds stage 0 only)
+        sharded = {"--pipeline-model-parallel-size", "--tensor-model-parallel-size"} & set(extra)
+        if not sharded:  # (else rank 0 holds one stage's, or one TP shard's, parameters)
             torch.testing.assert_close(grad, rgrad, rtol=1e-4, atol=1e-6 * rgrad.abs().max())
     sizes, speedup = got[0][2], got[0][3]
     assert sizes and speedup >= 1.0  # never predicted slower than the fixed layout
