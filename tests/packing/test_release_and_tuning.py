@@ -176,6 +176,17 @@ def test_candidate_settings_by_hand():
     assert len(match) == 5 * 6
 
 
+def test_candidate_settings_fall_back_to_fractions_of_s_max():
+    # a per-document constant that dwarfs everything, on one-token pieces: a micro-batch's
+    # average work is 100 x 1001, so every L1 (the length reaching a fraction of it) would be
+    # far above S_max = 125: L1 falls back to 0.25, 0.4, 0.6 x 125
+    cost = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=1000.0)
+    cands = candidate_settings(np.ones(20, dtype=np.int64), cost, 4, 100, "count", 125)
+    assert sorted({c[0][0] for c in cands}) == [31, 50, 75]
+    tiny = candidate_settings(np.ones(20, dtype=np.int64), cost, 4, 2, "count", 3)
+    assert sorted({c[0][0] for c in tiny}) == [1]  # never below one token
+
+
 def test_candidate_settings_keep_l1_below_s_max():
     lin = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=0.0)
     # S = S_max = 100 and every piece is S_max long: f = 1.0 gives L1 = 100 = S_max, dropped
