@@ -202,3 +202,29 @@ def test_a_blended_run_lays_out_each_arm(tmp_path):
             tokens_a = int(lengths[ids[ids < 30]].sum())
             share = tokens_a / int(lengths[ids].sum())
             assert abs(share - 0.25) < 40 / int(lengths[ids].sum())  # within a document
+
+
+def test_stock_batchers_resume_from_their_state():
+    import json
+
+    from wlb.packing.stock_samples import StockBlendBatcher, StockSampleBatcher
+
+    rng = np.random.default_rng(2)
+    parts = [rng.integers(1, 40, size=30), rng.integers(1, 40, size=20)]
+
+    def makers():
+        yield lambda: StockSampleBatcher(parts[0], 4, 16, 40, seed=3)
+        yield lambda: StockBlendBatcher(parts, [0.4, 0.6], 4, 16, 40, seed=3)
+
+    for make in makers():
+        a = make()
+        for _ in range(3):
+            a.next_batch()
+        state = a.state_dict()
+        assert state["step"] == 3 and state["samples"] == a._size()
+        b = make()
+        b.load_state_dict(json.loads(json.dumps(state)))
+        assert b.step == 3
+        for _ in range(12):  # past num_samples: the order starts over
+            assert b.next_batch() == a.next_batch()
+            assert b.piece_epochs == a.piece_epochs
