@@ -183,8 +183,8 @@ def test_candidate_settings_fall_back_to_fractions_of_s_max():
     cost = CostModel(attn_coef=0.0, linear_coef=1.0, doc_coef=1000.0)
     cands = candidate_settings(np.ones(20, dtype=np.int64), cost, 4, 100, "count", 125)
     assert sorted({c[0][0] for c in cands}) == [31, 50, 75]
-    tiny = candidate_settings(np.ones(20, dtype=np.int64), cost, 4, 2, "count", 3)
-    assert sorted({c[0][0] for c in tiny}) == [1]  # never below one token
+    tiny = candidate_settings(np.ones(20, dtype=np.int64), cost, 4, 4, "count", 4)
+    assert sorted({c[0][0] for c in tiny}) == [1, 2]  # int(0.25 x 4) = 1, int(0.6 x 4) = 2
 
 
 def test_candidate_settings_keep_l1_below_s_max():

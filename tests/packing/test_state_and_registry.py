@@ -37,6 +37,11 @@ def test_fixed_greedy_places_longest_first_with_ties_by_document():
     # 4 (doc 1) -> mb 0, 4 (doc 3) -> mb 1, 2 (doc 2) -> mb 0, 2 (doc 4) -> mb 1, 1 -> carried
     assert [[p.doc_id for p in mb] for mb in mbs] == [[1, 2], [3, 4]]
     assert packer.pending() == [Piece(0, 0, 1, 0)]
+    state = json.loads(json.dumps(packer.state_dict()))
+    assert state == {"name": "fixed-greedy", "carry": [[0, 0, 1, 0]]}
+    again = build_packer("fixed-greedy", num_microbatches=2, seq_length=6, cost_model=LIN)
+    again.load_state_dict(state)
+    assert again.pending() == [Piece(0, 0, 1, 0)]
     assert [[p.doc_id for p in mb] for mb in packer.flush()] == [[0], []]
     assert packer.flush() == []
 
