@@ -49,11 +49,10 @@ class ValidationSet:
                    for s in samples]
             self.plans.append(BatchPlan(b, mbs, ranks))
         self.num_tokens = sum(p.num_tokens for p in self.plans)
-
-    def digest(self) -> str:
-        """One hash of every validation micro-batch, whatever the DP size (equal across runs
-        that evaluate the same tokens)."""
-        return BatchPlan(0, [mb for p in self.plans for mb in p.microbatches], []).digest()
+        #: one hash of every validation micro-batch, whatever the DP size (equal across runs
+        #: that evaluate the same tokens); the batches never change, so it is computed once
+        self.digest = BatchPlan(0, [mb for p in self.plans for mb in p.microbatches],
+                                []).digest()
 
 
 def evaluate(run, validation: ValidationSet) -> dict:

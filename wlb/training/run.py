@@ -69,7 +69,7 @@ def build_validation(run: Run, log: MetricsLogger) -> ValidationSet | None:
                         v.eval_iters, layout.dp, cfg.training.seed)
     log.info(f"validation: {v.eval_iters} x {layout.global_batch_size} samples of the valid "
              f"split ({len(run.documents.valid.lengths)} documents; {val.num_tokens} tokens, "
-             f"digest {val.digest()}) every {v.eval_interval} iterations and after the last")
+             f"digest {val.digest}) every {v.eval_interval} iterations and after the last")
     return val
 
 
@@ -136,7 +136,7 @@ def run_training(cfg: RunConfig) -> int:
             last = it == train_iters
             if validation and (it % cfg.validation.eval_interval == 0 or last):
                 log.validation(it, run.tokens_trained, evaluate(run, validation),
-                               validation.digest())
+                               validation.digest)
             stop = None if last else should_exit(it, t_start, cfg, run.device)
             if ck.save and ((ck.save_interval and it % ck.save_interval == 0) or last or stop):
                 from wlb.training.checkpoint import save_checkpoint
