@@ -3,6 +3,9 @@
 # For each layout in CONFIGS it trains twice (2 processes each) and prints the iteration-time
 # ratio, tokens/s, cost-model work/s, imbalance and the two loss curves side by side.
 #   CONFIGS="cp2 dp2 pp2" ITERS=10 SEQ=8192 bash scripts/bench_cpu.sh
+# It ends with OUT_DIR/results.json and plots (tools/bench_results.py collect); PUBLISH=1 records
+# them, with this machine and commit, as docs/results/bench_cpu.json and refreshes
+# docs/benchmarks.md.
 # WLB runs with outlier delay off (the same document stream in the same order; only the cut at
 # each global batch's end differs) unless DELAY=auto. Extra arguments go to both arms; WLB_FLAGS
 # (a string) to the WLB arm only, e.g. WLB_FLAGS="--wlb-max-tokens 8192".
@@ -67,3 +70,14 @@ for cfg in ${CONFIGS}; do
       wlb="${OUT}/${cfg}_wlb.jsonl" --out "${OUT}/${cfg}_quality" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
 done
+pairs=()
+for cfg in ${CONFIGS}; do pairs+=("${cfg}=${OUT}/${cfg}_baseline.jsonl,${OUT}/${cfg}_wlb.jsonl"); done
+SETTING="${LAYERS:-2} layers, hidden ${HIDDEN:-64}, seq ${SEQ:-8192}, ${GBS:-8} micro-batches, mock \
+documents (lengths x ${SCALE:-0.03125}), ${ITERS:-10} iterations, delay ${DELAY}, 2 processes"
+"${VPY}" -m tools.bench_results collect "${OUT}/results.json" "${pairs[@]}" \
+  --plots "${OUT}/bench_cpu" --setting "${SETTING}"
+echo "[bench_cpu] figures: ${OUT}/results.json"
+if [[ -n "${PUBLISH:-}" ]]; then
+  "${VPY}" -m tools.bench_results publish bench_cpu "${OUT}/results.json" \
+    --command "CONFIGS='${CONFIGS}' ITERS=${ITERS:-10} SEQ=${SEQ:-8192} DELAY=${DELAY} PUBLISH=1 bash scripts/bench_cpu.sh $*"
+fi

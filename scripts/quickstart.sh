@@ -1,29 +1,70 @@
 #!/usr/bin/env bash
-# The main job: train the same GPT twice on CPU -- stock Megatron (baseline) and WLB -- on a real
-# corpus built on the fly (the Python standard library cut into one document per definition,
-# byte-level tokens), and write a comparison report (summary.md + plots).
-#   bash scripts/quickstart.sh                  # 4D: PP=2 x CP=2 x DP=2 on 8 processes, 16 iterations
-#   PP=1 DP=1 bash scripts/quickstart.sh        # CP=2 on 2 processes (one core per rank here)
-#   any pretrain_gpt.sh / compare.sh setting (MODEL, TP, SEQ, ITERS, WLB_THRESHOLDS=auto, ...)
-# Extra arguments are passed to both training runs.
+# The main job: stock Megatron vs WLB -- the same GPT trained twice on a real corpus, on a layout
+# sized to this machine -- then a three-line verdict and a report (summary.md + plots).
+#   bash scripts/quickstart.sh                # layout from the cores: CP=2 below 8 cores, else 4d
+#   LAYOUT=cp2|dp2|4d bash scripts/quickstart.sh   # force one (4d: PP=2 x CP=2 x DP=2, 8 processes)
+#   TP=1 PP=2 CP=2 DP=1 bash scripts/quickstart.sh # or any layout, with any pretrain_gpt.sh setting
+# Phases: corpus, calibration, stock run, WLB run, report; each prints an ETA, the full logs go
+# to the report folder (OUT_DIR, default reports/quickstart). Extra arguments reach both runs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 export OUT_DIR="${OUT_DIR:-${ROOT}/reports/quickstart}"
 CORPUS="${CORPUS:-${ROOT}/data/corpus/stdlib}"
 mkdir -p "${OUT_DIR}"
-if [[ ! -f "${CORPUS}.idx" ]]; then
-  "${VPY}" -m tools.preprocess_data --input default --output-prefix "${CORPUS}"
+CORES=$(nproc)  # the cores this process may run on (sched_getaffinity)
+if [[ -z "${LAYOUT:-}" ]]; then
+  if [[ -n "${TP:-}${PP:-}${CP:-}${DP:-}" ]]; then LAYOUT=custom
+  elif (( CORES >= 8 )); then LAYOUT=4d
+  else LAYOUT=cp2; fi
 fi
-export MODEL="${MODEL:-tiny}" TP="${TP:-1}" PP="${PP:-2}" CP="${CP:-2}" DP="${DP:-2}"
-export SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-16}" LR="${LR:-1e-3}"
-export DATA_PATH="${CORPUS}"
-# calibrated once per model and context length on this machine
+case "${LAYOUT}" in
+  # one core per rank: a long-context run in miniature (8K context, S_max = seq-length; see
+  # docs/launch.md#the-quickstart for why)
+  cp2) export TP=1 PP=1 CP=2 DP=1 SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-10}" ;;
+  dp2) export TP=1 PP=1 CP=1 DP=2 SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-10}" ;;
+  4d) export TP=1 PP=2 CP=2 DP=2 SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-16}" ;;
+  custom) export TP="${TP:-1}" PP="${PP:-1}" CP="${CP:-1}" DP="${DP:-1}" ;;
+  *) echo "quickstart.sh: LAYOUT=${LAYOUT} unknown; choose cp2, dp2 or 4d (or set TP/PP/CP/DP)" >&2
+     exit 2 ;;
+esac
+export MODEL="${MODEL:-tiny}" SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-10}"
+export LR="${LR:-1e-3}" DATA_PATH="${CORPUS}"
+NPROC=$((TP * PP * CP * DP))
+echo "[quickstart] ${CORES} cores -> layout ${LAYOUT}: TP=${TP} PP=${PP} CP=${CP} DP=${DP}" \
+     "(${NPROC} processes), MODEL=${MODEL}, seq ${SEQ}, ${GBS} micro-batches x ${ITERS} iterations"
+if (( NPROC > CORES )); then
+  echo "[quickstart] note: ${NPROC} processes share ${CORES} cores, so imbalance costs less time" \
+       "than on one device per rank and the speed-up shows less (the report says so)"
+fi
+phase() { echo "[quickstart] phase $1/5: $2 (ETA $3)"; }
+
+phase 1 "corpus ${CORPUS}" "$([[ -f "${CORPUS}.idx" ]] && echo "0 s, built" || echo "~5 s")"
+if [[ ! -f "${CORPUS}.idx" ]]; then
+  "${VPY}" -m tools.preprocess_data --input default --output-prefix "${CORPUS}" \
+    > "${OUT_DIR}/corpus.log" 2>&1 || { cat "${OUT_DIR}/corpus.log"; exit 1; }
+  tail -1 "${OUT_DIR}/corpus.log"
+fi
+
+# the cost model, calibrated once per model and context length on this machine
 export COST_MODEL="${COST_MODEL:-${OUT_DIR}/cost_model_${MODEL}_${SEQ}.json}"
+phase 2 "cost-model calibration" "$([[ -f "${COST_MODEL}" ]] && echo "0 s, done" || echo "~40 s")"
 if [[ ! -f "${COST_MODEL}" ]]; then
-  echo "[quickstart] calibrating the WLB cost model for MODEL=${MODEL} on this machine"
   mapfile -t MODEL_FLAGS < <(PRINT_MODEL_ARGS=1 bash scripts/pretrain_gpt.sh)
   "${VPY}" -m tools.calibrate_cost_model --out "${COST_MODEL}" "${MODEL_FLAGS[@]}" \
-    --seq-length "${SEQ}" --data-path "${CORPUS}" | grep '^\[calibrate\] W'
+    --seq-length "${SEQ}" --data-path "${CORPUS}" > "${OUT_DIR}/calibration.log" 2>&1 \
+    || { tail -20 "${OUT_DIR}/calibration.log"; exit 1; }
+  grep '^\[calibrate\] W' "${OUT_DIR}/calibration.log" | sed 's/^/  /'
 fi
+
+# S_max = seq-length on one core per rank: on a CPU attention dominates (a 1.25x longer piece
+# costs ~1.5x), so WLB keeps its pieces as long as stock Megatron's
+if [[ "${LAYOUT}" == cp2 || "${LAYOUT}" == dp2 ]]; then
+  export WLB_FLAGS="${WLB_FLAGS:---wlb-max-tokens ${SEQ}}"
+fi
+export SETTING="MODEL=${MODEL}, seq ${SEQ}, ${GBS} micro-batches, ${ITERS} iterations, the stdlib corpus"
+export EVAL_INTERVAL="${EVAL_INTERVAL:-${ITERS}}"
+phase 3 "training, stock Megatron then WLB (4/5), then the report (5/5)" "per iteration, below"
+start=$(date +%s)
 bash scripts/compare.sh "$@"
+echo "[quickstart] done in $(( $(date +%s) - start )) s of training and report"

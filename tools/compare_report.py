@@ -10,11 +10,13 @@ per-micro-batch predicted workload of every iteration (sorted, baseline vs WLB).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from wlb.training.runlog import (
     cell,
+    compare,
     load,
     load_validation,
     plot_validation,
@@ -72,7 +74,7 @@ def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
 def _notes(sb: dict, sw: dict, nproc: int | None) -> list[str]:
     """Plain-language reasons, from the figures, when WLB's balance cannot show as speed."""
     notes = []
-    cores = os.cpu_count() or 1
+    cores = _cores()
     if nproc and nproc > cores:
         notes.append(
             f"**{nproc} processes shared {cores} CPU cores.** Ranks take turns on the cores, so "
@@ -106,6 +108,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--skip", type=int, default=1, help="start-up iterations left out")
     p.add_argument("--title", default="baseline (stock Megatron) vs WLB")
+    p.add_argument("--layout", default="layout", help="the layout's name in results.json")
+    p.add_argument("--setting", default="", help="one phrase for results.json: model, data")
     p.add_argument("--nproc", type=int, default=None,
                    help="processes per run; the report warns when they outnumber the CPU cores")
     a = p.parse_args(argv)
@@ -125,20 +129,29 @@ def main(argv=None) -> int:
         ("loss at the end", "final_loss", ".4f"),
         ("tokens held in queues at the end", "pending_tokens_at_end", ".0f"),
     ]
-    lines = [f"# {a.title}", "",
-             f"Iterations {a.skip + 1}..{len(base)} (baseline) and {a.skip + 1}..{len(wlb)} (WLB); "
-             "times are sums over the window.", "",
-             "| metric | baseline | WLB |", "|---|---|---|"]
-    lines += [f"| {name} | {cell(spec, sb[k])} | {cell(spec, sw[k])} |" for name, k, spec in rows]
     speed = sb["iter_ms_mean"] / sw["iter_ms_mean"]
     diffs = [abs(x["lm_loss"] - y["lm_loss"]) for x, y in zip(base, wlb)]
     n = min(len(base), len(wlb))
+    figures = compare(a.baseline, a.wlb, a.skip)
+    verdict = _verdict(figures, diffs)
+    cores = _cores()
+    lines = []
+    if a.nproc and a.nproc > cores:  # said first: it changes how every figure below reads
+        lines += [f"**{a.nproc} processes shared {cores} CPU cores: read the times below as "
+                  "total work, not balance (see the notes).**", ""]
+    lines += [f"# {a.title}", ""]
+    lines += [f"- {v}" for v in verdict] + [""]
+    lines += [f"![{plots[0]}]({plots[0]})", ""]
+    lines += [f"Iterations {a.skip + 1}..{len(base)} (baseline) and {a.skip + 1}..{len(wlb)} "
+              "(WLB); times are sums over the window.", "",
+              "| metric | baseline | WLB |", "|---|---|---|"]
+    lines += [f"| {name} | {cell(spec, sb[k])} | {cell(spec, sw[k])} |" for name, k, spec in rows]
 
     def consumed(log):  # tokens read from the stream: trained, plus queued at the end
         return sum(r["tokens"] for r in log[:n]) + log[n - 1].get("pending_tokens", 0)
 
     lag = 1.0 - consumed(wlb) / max(consumed(base), 1)
-    lines += ["", f"**WLB speed-up per iteration: {speed:.3f}x**; tokens/s "
+    lines += ["", f"WLB speed-up per iteration: {speed:.3f}x; tokens/s "
               f"{sw['tokens_per_s'] / sb['tokens_per_s']:.3f}x; cost-model work/s "
               f"{sw['work_per_s'] / sb['work_per_s']:.3f}x.", "",
               f"Loss per iteration, |baseline - WLB|: mean {sum(diffs) / len(diffs):.4f}, max "
@@ -154,12 +167,36 @@ def main(argv=None) -> int:
         runs = {"baseline": vb, "WLB": vw}
         lines += ["## Validation loss vs tokens trained", "", *validation_table(runs), ""]
         plots.append(plot_validation(runs, a.out))
-    lines += [f"![{p_}]({p_})" for p_ in plots]
-    with open(os.path.join(a.out, "summary.md"), "w") as f:
+    lines += [f"![{p_}]({p_})" for p_ in plots[1:]]
+    summary = os.path.join(a.out, "summary.md")
+    with open(summary, "w") as f:
         f.write("\n".join(lines) + "\n")
-    print("\n".join(lines[:len(rows) + 8]))
-    print(f"[report] {os.path.join(a.out, 'summary.md')} and {len(plots)} plots")
+    with open(os.path.join(a.out, "results.json"), "w") as f:  # tools/bench_results.py reads it
+        json.dump({"setting": a.setting, "layouts": {a.layout: figures}}, f, indent=1)
+    print("\n".join(verdict))
+    print(f"report: {summary}")
     return 0
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _verdict(f: dict, diffs: list[float]) -> list[str]:
+    """Three lines: speed-up per iteration, imbalance before/after, loss difference."""
+    b, w = f["baseline"], f["wlb"]
+    loss = (f"validation loss {f['valid_loss']['baseline']:.4f} (stock) vs "
+            f"{f['valid_loss']['wlb']:.4f} (WLB), "
+            f"{f['valid_loss']['wlb'] / f['valid_loss']['baseline'] - 1:+.2%}"
+            if "valid_loss" in f else f"training loss at the end {b['final_loss']:.4f} (stock) "
+            f"vs {w['final_loss']:.4f} (WLB)")
+    return [f"WLB is {f['speedup_iter_time']:.3f}x faster per iteration than stock Megatron "
+            f"({b['iter_ms_mean']:.0f} -> {w['iter_ms_mean']:.0f} ms)",
+            f"imbalance (predicted, max x N / sum): micro-batches {b['pp_imbalance_pred']:.2f} -> "
+            f"{w['pp_imbalance_pred']:.2f}, CP ranks {b['cp_imbalance_pred']:.3f} -> "
+            f"{w['cp_imbalance_pred']:.3f}",
+            f"{loss}; training loss differs by {sum(diffs) / len(diffs):.4f} per iteration "
+            "on average"]
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from wlb.training.runlog import cell, load, summarize
+from wlb.training.runlog import cell, compare, load
 
 
 def _row(r: dict | None) -> str:
@@ -29,11 +29,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
     base, wlb = load(a.baseline), load(a.wlb)
-    sb, sw = summarize(base, a.skip), summarize(wlb, a.skip)
-    out = {"baseline": sb, "wlb": sw,
-           "speedup_iter_time": sb["iter_ms_mean"] / sw["iter_ms_mean"],
-           "speedup_tokens_per_s": sw["tokens_per_s"] / sb["tokens_per_s"],
-           "speedup_work_per_s": sw["work_per_s"] / sb["work_per_s"]}
+    out = compare(a.baseline, a.wlb, a.skip)
+    sb, sw = out["baseline"], out["wlb"]
     if a.json:
         print(json.dumps(out, indent=1))
         return 0

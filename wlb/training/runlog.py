@@ -58,6 +58,21 @@ def summarize(rows: list[dict], skip: int) -> dict:
     }
 
 
+def compare(baseline: str, wlb: str, skip: int = 1) -> dict:
+    """Baseline vs WLB from two ``--log-json`` files: each arm's summary, the three speed-ups
+    (time per iteration, tokens/s, cost-model work/s) and, where both were evaluated, their
+    last validation loss."""
+    sb, sw = summarize(load(baseline), skip), summarize(load(wlb), skip)
+    out = {"baseline": sb, "wlb": sw,
+           "speedup_iter_time": sb["iter_ms_mean"] / sw["iter_ms_mean"],
+           "speedup_tokens_per_s": sw["tokens_per_s"] / sb["tokens_per_s"],
+           "speedup_work_per_s": sw["work_per_s"] / sb["work_per_s"]}
+    vb, vw = load_validation(baseline), load_validation(wlb)
+    if vb and vw:
+        out["valid_loss"] = {"baseline": vb[-1]["valid_lm_loss"], "wlb": vw[-1]["valid_lm_loss"]}
+    return out
+
+
 def cell(spec: str, x: float | None) -> str:
     """``x`` formatted with ``spec``, or "n/a" for a figure an older log lacks."""
     return "n/a" if x is None else format(x, spec)

@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Publish benchmark figures: record a run's JSON with its machine and commit, render the tables.
+
+    python -m tools.bench_results publish NAME FIGURES.json --command "bash scripts/bench_cpu.sh"
+    python -m tools.bench_results collect OUT.json cp2=BASE.jsonl,WLB.jsonl ... [--plots PREFIX]
+    python -m tools.bench_results render [--check]
+
+``publish`` writes ``docs/results/NAME.json`` (the figures plus date, machine, commit and command)
+and re-renders. ``render`` rewrites every block ``<!-- results:NAME -->...<!-- /results:NAME -->``
+in README.md and docs/*.md from those files; ``--check`` only says whether a block is stale
+(exit 1), as the tests do. NAME is one of: bench_cpu and quickstart (``tools.compare_runs
+--json`` figures per layout), packing (``scripts/bench_packing.sh``), sim_grid
+(``tools.simulate_cluster grid --json``). Nothing here is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
+from wlb.sim.model import PAPER_SPEEDUP
+from wlb.training.runlog import compare, load, summarize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
+
+
+def machine() -> str:
+    """One line naming this machine: CPU model, usable cores, and whether a GPU is visible."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu}, {cores} cores, no GPU used"
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return out + ("+changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _provenance(rec: dict) -> str:
+    return (f"Measured {rec['date']} on {rec['machine']}, commit `{rec['commit']}`: "
+            f"`{rec['command']}`.")
+
+
+def _x(v: float) -> str:
+    return f"{v:.3f}×"
+
+
+def render_layouts(rec: dict) -> list[str]:
+    """bench_cpu / quickstart: one row per layout, baseline vs WLB."""
+    lines = ["| layout | ms/iter, stock → WLB | **speed-up per iteration** | tokens/s | "
+             "cost-model work/s | micro-batch imbalance (pred.) | CP imbalance (pred.) | "
+             "valid loss, stock / WLB |", "|---|---|---|---|---|---|---|---|"]
+    for name, f in rec["figures"]["layouts"].items():
+        b, w = f["baseline"], f["wlb"]
+        valid = f.get("valid_loss") or {}
+        vl = (f"{valid['baseline']:.4f} / {valid['wlb']:.4f}" if valid else "n/a")
+        lines.append(
+            f"| {name} | {b['iter_ms_mean']:.0f} → {w['iter_ms_mean']:.0f} | "
+            f"**{_x(f['speedup_iter_time'])}** | {_x(f['speedup_tokens_per_s'])} | "
+            f"{_x(f['speedup_work_per_s'])} | {b['pp_imbalance_pred']:.2f} → "
+            f"{w['pp_imbalance_pred']:.2f} | {b['cp_imbalance_pred']:.3f} → "
+            f"{w['cp_imbalance_pred']:.3f} | {vl} |")
+    return lines
+
+
+def render_packing(rec: dict) -> list[str]:
+    runs = rec["figures"]["runs"]
+    names = [p["packer"] for p in runs[0]["packers"]]
+    lines = ["| data | N | batches | " + " | ".join(f"{n} imbalance (delay)" for n in names)
+             + " | wlb ms/batch |", "|---" * (len(names) + 4) + "|"]
+    for r in runs:
+        cells = [f"{p['imbalance_mean']:.3f} ({p['delay_iters_mean']:.2f})" for p in r["packers"]]
+        wlb = next(p for p in r["packers"] if p["packer"] == "wlb")
+        lines.append(f"| {r['data']} | {r['num_microbatches']} | {wlb['num_batches']} | "
+                     + " | ".join(cells) + f" | {wlb['pack_ms_mean']:.2f} |")
+    return lines
+
+
+def render_sim_grid(rec: dict) -> list[str]:
+    rows = rec["figures"]["results"]
+    lines = ["| model | context | layout | GPUs | Plain-4D s/iter | Fixed-4D | WLB | "
+             "PP imbalance plain → WLB | CP imbalance plain → WLB |", "|---" * 9 + "|"]
+    for r in rows:
+        s = r["systems"]
+        lines.append(
+            f"| {r['model']} | {r['context'] // 1024}K | {r['layout']} | {r['gpus']} | "
+            f"{s['plain']['iter_s_mean']:.3f} | {_x(s['fixed']['speedup'])} | "
+            f"{_x(s['wlb']['speedup'])} | {s['plain']['pp_imbalance_mean']:.2f} → "
+            f"{s['wlb']['pp_imbalance_mean']:.2f} | {s['plain']['cp_imbalance_mean']:.3f} → "
+            f"{s['wlb']['cp_imbalance_mean']:.3f} |")
+    lines += ["", "| average WLB speed-up over Plain-4D | simulated | paper |", "|---|---|---|"]
+    for label, ctx in (("64K", 65536), ("128K", 131072), ("all", None)):
+        sel = [r for r in rows if ctx is None or r["context"] == ctx]
+        mean = sum(r["systems"]["wlb"]["speedup"] for r in sel) / len(sel)
+        paper = PAPER_SPEEDUP["average" if ctx is None else ctx]
+        lines.append(f"| {label} | {_x(mean)} | {paper:.2f}× |")
+    return lines
+
+
+def render_headline(rec: dict) -> list[str]:
+    """The README's headline: one sentence on the first layout."""
+    name, f = next(iter(rec["figures"]["layouts"].items()))  # the first layout
+    return [f"**{_x(f['speedup_iter_time'])} faster per iteration than stock Megatron** "
+            f"({name}, {rec['figures'].get('setting', '')}). " + _provenance(rec)]
+
+
+RENDER = {"bench_cpu": render_layouts, "quickstart": render_layouts, "packing": render_packing,
+          "sim_grid": render_sim_grid}
+
+
+def render_block(name: str, kind: str | None = None, root: str = ROOT) -> str:
+    path = os.path.join(root, "docs", "results", f"{name}.json")
+    if not os.path.exists(path):
+        return f"(no result yet: run the command that publishes `{name}`)\n"
+    with open(path, encoding="utf-8") as f:
+        rec = json.load(f)
+    if kind == "headline":
+        lines = render_headline(rec)
+    else:
+        lines = [*RENDER[name](rec), "", _provenance(rec)]
+        lines += [f"![{p}](results/{p})" for p in rec["figures"].get("plots", [])]
+    return "\n".join(lines) + "\n"
+
+
+def render(check: bool, root: str = ROOT) -> int:
+    stale = []
+    for path in [os.path.join(root, "README.md"), *sorted(glob.glob(os.path.join(root, "docs",
+                                                                               "*.md")))]:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+
+        kind = "headline" if path.endswith("README.md") else None
+
+        def sub(m: re.Match, kind=kind) -> str:
+            return m.group(1) + render_block(m.group(2), kind, root) + m.group(4)
+
+        new = BLOCK.sub(sub, text)
+        if new != text:
+            stale.append(os.path.relpath(path, root))
+            if not check:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(new)
+    if check and stale:
+        print(f"bench_results: stale result blocks in {', '.join(stale)}; run "
+              "`python -m tools.bench_results render`")
+        return 1
+    return 0
+
+
+def collect(out: str, pairs: list[str], setting: str, plots: str | None) -> int:
+    """Figures of baseline-vs-WLB runs, one ``LAYOUT=BASELINE.jsonl,WLB.jsonl`` pair each."""
+    layouts, logs = {}, {}
+    for pair in pairs:
+        name, _, files = pair.partition("=")
+        base, _, wlb = files.partition(",")
+        if not (name and base and wlb):
+            raise SystemExit(f"bench_results: {pair!r} is not LAYOUT=BASELINE.jsonl,WLB.jsonl")
+        layouts[name] = compare(base, wlb)
+        logs[name] = (load(base), load(wlb))
+    figures = {"setting": setting, "layouts": layouts}
+    if plots:
+        figures["plots"] = _plots(logs, plots)
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(figures, f, indent=1)
+    return 0
+
+
+def _plots(logs: dict, prefix: str) -> list[str]:
+    """Iteration time per layout (stock vs WLB) and the first layout's per-micro-batch workload
+    (sorted, one line per iteration, before and after)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(logs)
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for k, (arm, color) in enumerate((("stock Megatron", "tab:blue"), ("WLB", "tab:orange"))):
+        ms = [compare_means(logs[n][k]) for n in names]
+        ax.bar([i + 0.4 * k for i in range(len(names))], ms, 0.4, label=arm, color=color)
+    ax.set_xticks([i + 0.2 for i in range(len(names))], names)
+    ax.set_ylabel("ms per iteration (mean)")
+    ax.legend()
+    fig.tight_layout()
+    made = [f"{prefix}_iter_time.png"]
+    fig.savefig(made[0], dpi=110)
+    plt.close(fig)
+    first = logs[names[0]]
+    if all("microbatch_work" in r for arm in first for r in arm):
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+        for ax, rows, arm in zip(axes, first, ("stock Megatron", "WLB")):
+            for r in rows:
+                w = sorted(r["microbatch_work"], reverse=True)
+                ax.plot(range(len(w)), w, color="tab:blue", alpha=0.3)
+            ax.set_title(f"{names[0]}, {arm}: per-micro-batch workload")
+            ax.set_xlabel("micro-batch (sorted; one line per iteration)")
+        axes[0].set_ylabel("predicted workload")
+        fig.tight_layout()
+        made.append(f"{prefix}_microbatch_work.png")
+        fig.savefig(made[-1], dpi=110)
+        plt.close(fig)
+    return [os.path.basename(m) for m in made]
+
+
+def compare_means(rows: list[dict]) -> float:
+    return summarize(rows, 1)["iter_ms_mean"]
+
+
+def publish(name: str, figures_path: str, command: str, root: str = ROOT) -> int:
+    if name not in RENDER:
+        raise SystemExit(f"bench_results: NAME {name!r} unknown; choose from {sorted(RENDER)}")
+    with open(figures_path, encoding="utf-8") as f:
+        figures = json.load(f)
+    rec = {"name": name, "date": datetime.date.today().isoformat(), "machine": machine(),
+           "commit": commit(), "command": command, "figures": figures}
+    results = os.path.join(root, "docs", "results")
+    os.makedirs(results, exist_ok=True)
+    for plot in figures.get("plots", []):  # written beside the figures file
+        shutil.copyfile(os.path.join(os.path.dirname(figures_path), plot),
+                        os.path.join(results, plot))
+    with open(os.path.join(results, f"{name}.json"), "w", encoding="utf-8") as f:
+        json.dump(rec, f, indent=1)
+    print(f"[bench_results] docs/results/{name}.json ({rec['machine']}, {rec['commit']})")
+    return render(check=False, root=root)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                epilog=__doc__.split("\n", 2)[2],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default=ROOT, help=argparse.SUPPRESS)  # tests: another checkout
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pub = sub.add_parser("publish", help="record a run's figures and re-render")
+    pub.add_argument("name")
+    pub.add_argument("figures")
+    pub.add_argument("--command", required=True, help="the command that produced the figures")
+    c = sub.add_parser("collect", help="figures of baseline-vs-WLB run logs, per layout")
+    c.add_argument("out")
+    c.add_argument("pairs", nargs="+", metavar="LAYOUT=BASELINE.jsonl,WLB.jsonl")
+    c.add_argument("--setting", default="", help="one phrase: model, context, data")
+    c.add_argument("--plots", default=None, help="write PREFIX_iter_time.png (and more)")
+    r = sub.add_parser("render", help="re-render every results block")
+    r.add_argument("--check", action="store_true", help="exit 1 if a block is stale")
+    a = p.parse_args(argv)
+    if a.cmd == "publish":
+        return publish(a.name, a.figures, a.command, a.root)
+    if a.cmd == "collect":
+        return collect(a.out, a.pairs, a.setting, a.plots)
+    return render(a.check, a.root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
