@@ -12,6 +12,7 @@
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
 # EVAL=0: off) and tools/quality_report.py prints their validation losses.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 OUT="${OUT_DIR:-${ROOT}/reports/bench_cpu}"

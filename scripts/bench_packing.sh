@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
+# The packing benchmark: every packer's balance and delay on the shipped length samples.
 # The packing benchmark: both length samples, N = 4 and 16, 128K context,
 # W = d^2/49408 + d (LLaMA-7B FLOP ratio), S_max = 1.25 x context, 300 batches, every packer.
 # Writes reports/bench_packing/results.json; PUBLISH=1 records it as docs/results/packing.json
 # (with this machine and commit) and refreshes docs/benchmarks.md. Extra arguments go to
 # tools/simulate_packing.py.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 OUT="${OUT_DIR:-${ROOT}/reports/bench_packing}"

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Stock Megatron vs WLB: one layout trained twice, then a report folder with the verdict.
 # Train the same model on the same data and seed twice -- stock Megatron (WLB=0) and WLB (WLB=1)
 # -- through scripts/pretrain_gpt.sh, then write a report folder (summary.md + PNG plots).
 #   TP=1 PP=2 CP=2 DP=1 ITERS=20 bash scripts/compare.sh [extra pretrain flags]
@@ -10,6 +11,7 @@
 # report adds validation loss against tokens trained. WLB_FLAGS (a string) goes to the WLB run
 # only. The terminal gets one progress line per iteration; the full logs are in OUT_DIR.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 OUT="${OUT_DIR:-${ROOT}/reports/compare}"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks for one CUDA GPU (issues #3, #4, #5), in one short run (~5 min on an H100):
+# GPU checks for one CUDA GPU: the gpu tests, a training comparison, the kernel table.
+# GPU checks for one CUDA GPU, in one short run (~5 min on an H100):
 #   1. the `gpu` tests: each installed varlen kernel (varlen / flash / te) against the torch
 #      backend in bf16, on the segments of a CP=2 shard, and 1-GPU bf16 training
 #      (tests/training/test_gpu.py);
@@ -15,6 +16,7 @@
 #   bash scripts/gpu_check.sh
 #   WHEELS=.whl OUT_DIR=$OUT bash scripts/gpu_check.sh
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "${ROOT}"
 PY="${PYTHON:-python3}"

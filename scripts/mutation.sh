@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Mutation testing of the pure core: how many deliberately broken versions the tests catch.
 # Mutation testing of the pure core -- wlb/packing/, wlb/cp/shard.py, wlb/cp/selector.py,
 # wlb/cost_model.py, wlb/metrics.py -- against their fast unit tests (mutmut; the scope and the
 # tests are [tool.mutmut] in pyproject.toml). Prints the score per module; not part of .ci/run
@@ -6,6 +7,7 @@
 #   bash scripts/mutation.sh                 # everything
 #   OUT=docs/mutation.json bash scripts/mutation.sh
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 "${VPY}" -m pip install -q -r requirements-dev.txt 2>&1 | grep -v "^WARNING: Location" || true

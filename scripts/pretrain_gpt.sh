@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# Launch pretrain_gpt_wlb.py with torchrun on one node (every setting an environment variable).
 # Launch pretrain_gpt_wlb.py on one node with torchrun (or one node of a multi-node job: the
 # Slurm script sets NNODES / NODE_RANK / MASTER_ADDR). Every setting is a ${VAR:-default};
 # extra arguments are passed through to pretrain_gpt_wlb.py ("$@").
@@ -8,6 +9,7 @@
 #   PRINT_MODEL_ARGS=1 ...   prints the model flags of MODEL, one per line
 # WLB=0 gives stock Megatron behaviour (--wlb-packing megatron --wlb-cp-sharding per-seq).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The project's venv (WLB_VENV, as scripts/_venv.sh), or PYTHON; never a silent fallback to a
 # python3 that lacks the packages.

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Same model, faster -- or a worse model? Three runs on the same data and seed, each evaluated on
+# Same model, faster -- or a worse model? Validation loss of stock Megatron vs WLB.
+# Three runs on the same data and seed, each evaluated on
 # the same held-out batches: stock Megatron, WLB with outlier delay off, WLB with delay on
 # (auto-tuned queues); then validation loss against tokens trained (table + plot).
 #   bash scripts/quality.sh                          # ~2 minutes on 2 CPU cores
 #   ITERS=60 SEQ=2048 bash scripts/quality.sh [extra flags for all three runs]
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 OUT="${OUT_DIR:-${ROOT}/reports/quality}"

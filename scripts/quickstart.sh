@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# The main job: stock Megatron vs WLB -- the same GPT trained twice on a real corpus, on a layout
-# sized to this machine -- then a three-line verdict and a report (summary.md + plots).
+# The main job: stock Megatron vs WLB on a real corpus, sized to this machine, with a verdict.
+# The same GPT is trained twice (stock, then WLB) on a layout with one core per rank where it
+# can, then a three-line verdict and a report (summary.md + plots).
 #   bash scripts/quickstart.sh                # layout from the cores: CP=2 below 8 cores, else 4d
 #   LAYOUT=cp2|dp2|4d bash scripts/quickstart.sh   # force one (4d: PP=2 x CP=2 x DP=2, 8 processes)
 #   TP=1 PP=2 CP=2 DP=1 bash scripts/quickstart.sh # or any layout, with any pretrain_gpt.sh setting
 # Phases: corpus, calibration, stock run, WLB run, report; each prints an ETA, the full logs go
 # to the report folder (OUT_DIR, default reports/quickstart). Extra arguments reach both runs.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 export OUT_DIR="${OUT_DIR:-${ROOT}/reports/quickstart}"

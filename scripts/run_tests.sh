@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the test suite on CPU (creates/reuses .venv). Extra arguments go to pytest.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 echo "[tests] ruff"

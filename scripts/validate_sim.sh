@@ -8,6 +8,7 @@
 # 3. Replays every run's plans through tools/simulate_cluster.py validate (plan digests and CP
 #    strategies checked) with the mean of the two calibrations (CAL_ONE=file: one calibration).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
 cd "${ROOT}"
 OUT="${OUT_DIR:-${ROOT}/reports/sim_validate}"

@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     from wlb.training.arguments import build_parser, run_config
 
     parser = build_parser()
+    parser.description = __doc__.split("\n")[0]
     parser.add_argument("--out", required=True, help="cost-model JSON to write")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-attention-table", action="store_true",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Is FlexAttention a better CPU backend than our SDPA-per-segment path? (issue #3 asks to measure)
+"""Is FlexAttention a better CPU backend than our SDPA-per-segment path? Measured, fwd and bwd.
 
 Times, on one packed micro-batch with a causal document mask (1 thread, fp32):
 * FlexAttention forward, eager and ``torch.compile``d (block mask built once, as it would be

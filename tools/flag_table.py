@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""docs/flags.md from the parser: every flag pretrain_gpt_wlb.py reads, the Megatron flags it
-accepts as no-ops, and the ones it refuses (a test keeps the file equal to this output).
+"""Print docs/flags.md from the parser: every flag read, Megatron's no-ops and refused flags.
+
+Every flag pretrain_gpt_wlb.py reads, the Megatron flags it accepts as no-ops, and the ones it
+refuses (a test keeps the file equal to this output).
 
     python -m tools.flag_table > docs/flags.md
 """
@@ -54,7 +56,8 @@ def render() -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n")[0]).parse_args(argv)
     sys.stdout.write(render())
     return 0
 

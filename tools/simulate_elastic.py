@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Predicted iteration time of stock Megatron, WLB, WLB with elastic CP, and megatron-core's
-hybrid CP planner, on the same global batches (cost model only; no training).
+"""Elastic CP, predicted: iteration time against stock Megatron, WLB and megatron-core's planner.
+
+Stock Megatron, WLB, WLB with elastic CP, and megatron-core's hybrid CP planner, on the same
+global batches (cost model only; no training).
 
     python -m tools.simulate_elastic --dp 2 --cp 1 --gbs 2 4 8
 
