@@ -124,3 +124,23 @@ def test_two_node_agents_on_one_machine(tmp_path):
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("cores, env, layout", [
+    ("2", {}, "layout cp2: TP=1 PP=1 CP=2 DP=1 (2 processes)"),
+    ("7", {}, "layout cp2: TP=1 PP=1 CP=2 DP=1 (2 processes)"),
+    ("8", {}, "layout 4d: TP=1 PP=2 CP=2 DP=2 (8 processes)"),
+    ("64", {"LAYOUT": "dp2"}, "layout dp2: TP=1 PP=1 CP=1 DP=2 (2 processes)"),
+    ("2", {"PP": "2", "CP": "2"}, "layout custom: TP=1 PP=2 CP=2 DP=1 (4 processes)"),
+])
+def test_quickstart_picks_the_layout_from_the_cores(cores, env, layout, tmp_path):
+    proc = _sh("quickstart.sh", {"CORES": cores, "PRINT_LAYOUT": "1",
+                                 "OUT_DIR": str(tmp_path), **env})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"[quickstart] {cores} cores -> {layout}"), proc.stdout
+
+
+def test_quickstart_refuses_an_unknown_layout(tmp_path):
+    proc = _sh("quickstart.sh", {"LAYOUT": "8d", "OUT_DIR": str(tmp_path)})
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "quickstart.sh: LAYOUT=8d unknown; choose cp2, dp2 or 4d (or set TP/PP/CP/DP)"]

@@ -22,7 +22,8 @@ def _row(r: dict | None) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("baseline")
     p.add_argument("wlb")
     p.add_argument("--skip", type=int, default=1, help="start-up iterations left out")

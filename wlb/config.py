@@ -22,6 +22,8 @@ CP_SHARDING: dict[str, tuple[Strategy, ...]] = {
     "adaptive-paper": PAPER_STRATEGIES,
 }
 CP_SHARDINGS = tuple(CP_SHARDING)
+#: ``--wlb-global-batch``: what a WLB packer packs each iteration
+GLOBAL_BATCHES = ("documents", "megatron")
 
 
 def cp_candidates(cp_sharding: str) -> tuple[Strategy, ...]:
@@ -106,6 +108,13 @@ class WLBConfig:
                   "regroups the DP x CP ranks of a pipeline stage, so a heavy document borrows "
                   "ranks from other DP replicas (wlb.elastic.planner); needs DP x CP > 1."},
     )
+    global_batch: str = field(
+        default="documents",
+        metadata={"help": "What a WLB packer packs each iteration: 'documents' (its own seeded "
+                  "document stream, whole documents up to --wlb-max-tokens, as the paper) or "
+                  "'megatron' (stock Megatron's own global batch: the pieces of its GPTDataset "
+                  "samples, repacked, so every iteration trains the baseline's tokens)."},
+    )
     shuffle: bool = field(
         default=True,
         metadata={"help": "Seeded order per epoch (--seed) of the documents, a long document's "
@@ -119,6 +128,12 @@ class WLBConfig:
             )
         if self.cp_sharding not in CP_SHARDINGS:
             raise ConfigError(f"--wlb-cp-sharding={self.cp_sharding!r}; choose from {CP_SHARDINGS}")
+        if self.global_batch not in GLOBAL_BATCHES:
+            raise ConfigError(f"--wlb-global-batch={self.global_batch!r}; choose from "
+                              f"{GLOBAL_BATCHES}")
+        if self.global_batch == "megatron" and not self.shuffle:
+            raise ConfigError("--wlb-global-batch megatron repacks Megatron's shuffled samples; "
+                              "it cannot be combined with --no-wlb-shuffle")
         if self.max_tokens is not None and self.max_tokens <= 0:
             raise ConfigError(f"--wlb-max-tokens={self.max_tokens} must be > 0")
         if self.max_wait < 1:
@@ -133,7 +148,8 @@ class WLBConfig:
         defaults = {f.name: f.default for f in fields(self)}
         changed = {k for k, v in defaults.items() if getattr(self, k) != v}
         if not self.packing.startswith("wlb"):
-            for k in ("outlier_thresholds", "max_wait", "delay_budget", "max_tokens"):
+            for k in ("outlier_thresholds", "max_wait", "delay_budget", "max_tokens",
+                      "global_batch"):
                 if k in changed:
                     out.append(f"--wlb-{k.replace('_', '-')} has no effect with --wlb-packing "
                                f"{self.packing}")
@@ -175,6 +191,8 @@ class WLBConfig:
                 choices = available_packers()
             elif f.name == "cp_sharding":
                 choices = list(CP_SHARDINGS)
+            elif f.name == "global_batch":
+                choices = list(GLOBAL_BATCHES)
             default = None if f.default is MISSING else f.default
             group.add_argument(flag, type=kind, default=default, choices=choices, help=help_,
                                dest="wlb_" + f.name)

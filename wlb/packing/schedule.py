@@ -45,15 +45,20 @@ class PlanSchedule:
         blend: (document lengths of each dataset, weights) when ``lengths`` is a weighted blend's
             datasets one after another: the stock packer's batches then interleave each
             dataset's samples as megatron-core's ``BlendedDataset`` does.
+        megatron_batches: give any packer stock Megatron's global batches (the pieces of its
+            shuffled samples, as above) instead of the document stream, so that a WLB packer
+            repacks exactly the tokens the baseline trains (``--wlb-global-batch megatron``).
     """
 
     def __init__(self, lengths, packer: Packer, dp_size: int, *, shuffle: bool, seed: int,
                  balance_dp: bool, wrap_epochs: bool = True,
-                 num_samples: int | None = None, blend=None) -> None:
+                 num_samples: int | None = None, blend=None,
+                 megatron_batches: bool = False) -> None:
         self.packer = packer
         self.dp_size = dp_size
         self.balance_dp = balance_dp
-        stock = packer.name == "megatron" and shuffle and num_samples is not None
+        stock = ((packer.name == "megatron" or megatron_batches) and shuffle
+                 and num_samples is not None)
         if stock and blend is not None:
             self.batcher = StockBlendBatcher(blend[0], blend[1], packer.n, packer.seq_length,
                                              num_samples, seed)

@@ -164,7 +164,7 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, train: DocumentSource
     schedule = PlanSchedule(lengths, packer, layout.dp, shuffle=wlb.shuffle, seed=seed,
                             balance_dp=wlb.packing != "megatron",
                             num_samples=cfg.training.train_iters * layout.global_batch_size,
-                            blend=blend)
+                            blend=blend, megatron_batches=wlb.global_batch == "megatron")
     table = None
     if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
         table = KernelTable.from_json(wlb.kernel_table or _table_in(wlb.cost_model)
