@@ -9,6 +9,8 @@
 # WLB runs with outlier delay off (the same document stream in the same order; only the cut at
 # each global batch's end differs) unless DELAY=auto. Extra arguments go to both arms; WLB_FLAGS
 # (a string) to the WLB arm only, e.g. WLB_FLAGS="--wlb-max-tokens 8192".
+# ELASTIC=1 adds a third arm, WLB with --wlb-elastic-cp (experimental), compared with both, and
+# prints tools/simulate_elastic.py's ideal for the same layout (elastic's fraction of the ideal).
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
 # EVAL=0: off) and tools/quality_report.py prints their validation losses.
 set -euo pipefail
@@ -41,17 +43,22 @@ declare -A LAYOUT=(
   [cp2]="--context-parallel-size 2"
   [dp2]=""
   [pp2]="--pipeline-model-parallel-size 2"
+  [pp2dp2]="--pipeline-model-parallel-size 2"
 )
+declare -A NPROC=([cp2]=2 [dp2]=2 [pp2]=2 [pp2dp2]=4)
+declare -A DIMS=([cp2]="--dp 1 --cp 2 --pp 1" [dp2]="--dp 2 --cp 1 --pp 1"
+                 [pp2]="--dp 1 --cp 1 --pp 2" [pp2dp2]="--dp 2 --cp 1 --pp 2")
 run() {  # tag, flags...
   local tag=$1; shift
-  "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 pretrain_gpt_wlb.py \
-    "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" --wlb-cost-model "${COST}" \
+  "${VPY}" -m torch.distributed.run --standalone --nproc_per_node "${NPROC[${cfg}]}" \
+    pretrain_gpt_wlb.py "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" --wlb-cost-model "${COST}" \
     --log-json "${OUT}/${tag}.jsonl" "$@" "${EXTRA[@]}" > "${OUT}/${tag}.log" 2>&1 \
     || { tail -20 "${OUT}/${tag}.log"; exit 1; }
 }
 EXTRA=("$@")
 # shellcheck disable=SC2206
 WLB_EXTRA=(${WLB_FLAGS:-})
+WLB_ARM=(--wlb-packing wlb --wlb-cp-sharding adaptive --wlb-outlier-thresholds "${DELAY}")
 for cfg in ${CONFIGS}; do
   if [[ -z "${LAYOUT[$cfg]+set}" ]]; then
     echo "bench_cpu.sh: CONFIGS entry '${cfg}' unknown; choose from: ${!LAYOUT[*]}" >&2
@@ -59,10 +66,9 @@ for cfg in ${CONFIGS}; do
   fi
   # shellcheck disable=SC2086
   flags=(${LAYOUT[$cfg]})
-  rm -f "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl"
+  rm -f "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" "${OUT}/${cfg}_elastic.jsonl"
   run "${cfg}_baseline" "${flags[@]}" --wlb-packing megatron --wlb-cp-sharding per-seq
-  run "${cfg}_wlb" "${flags[@]}" --wlb-packing wlb --wlb-cp-sharding adaptive \
-    --wlb-outlier-thresholds "${DELAY}" "${WLB_EXTRA[@]}"
+  run "${cfg}_wlb" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}"
   echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
   "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
     | tee "${OUT}/${cfg}_compare.txt"
@@ -70,11 +76,31 @@ for cfg in ${CONFIGS}; do
     "${VPY}" -m tools.quality_report baseline="${OUT}/${cfg}_baseline.jsonl" \
       wlb="${OUT}/${cfg}_wlb.jsonl" --out "${OUT}/${cfg}_quality" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
+  if [[ "${ELASTIC:-0}" == 1 ]]; then
+    run "${cfg}_elastic" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" --wlb-elastic-cp
+    for ref in wlb baseline; do
+      "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_${ref}.jsonl" "${OUT}/${cfg}_elastic.jsonl" \
+        | tail -1 | sed "s/^WLB speed-up/${cfg}: elastic over ${ref}/" \
+        | tee -a "${OUT}/${cfg}_compare.txt"
+    done
+    # the same layout and batches predicted: elastic CP's fraction of the ideal
+    mapfile -t COEF < <("${VPY}" -c 'import json, sys; d = json.load(open(sys.argv[1]))
+for k in ("attn", "linear", "doc"): print(f"--{k}-coef"); print(d[k + "_coef"])' "${COST}")
+    # shellcheck disable=SC2086
+    "${VPY}" -m tools.simulate_elastic --scale "${SCALE:-0.03125}" --seq-length "${SEQ:-8192}" \
+      ${DIMS[${cfg}]} --gbs "${GBS:-8}" --iters "${ITERS:-10}" --seed "${SEED:-1234}" \
+      "${COEF[@]}" | tee -a "${OUT}/${cfg}_compare.txt"
+  fi
 done
 pairs=()
-for cfg in ${CONFIGS}; do pairs+=("${cfg}=${OUT}/${cfg}_baseline.jsonl,${OUT}/${cfg}_wlb.jsonl"); done
+for cfg in ${CONFIGS}; do
+  pairs+=("${cfg}=${OUT}/${cfg}_baseline.jsonl,${OUT}/${cfg}_wlb.jsonl")
+  if [[ "${ELASTIC:-0}" == 1 ]]; then
+    pairs+=("${cfg}+elastic=${OUT}/${cfg}_baseline.jsonl,${OUT}/${cfg}_elastic.jsonl")
+  fi
+done
 SETTING="${LAYERS:-2} layers, hidden ${HIDDEN:-64}, seq ${SEQ:-8192}, ${GBS:-8} micro-batches, mock \
-documents (lengths x ${SCALE:-0.03125}), ${ITERS:-10} iterations, delay ${DELAY}, 2 processes"
+documents (lengths x ${SCALE:-0.03125}), ${ITERS:-10} iterations, delay ${DELAY}"
 "${VPY}" -m tools.bench_results collect "${OUT}/results.json" "${pairs[@]}" \
   --plots "${OUT}/bench_cpu" --setting "${SETTING}"
 echo "[bench_cpu] figures: ${OUT}/results.json"
