@@ -10,9 +10,11 @@ fi
 STAMP="${VENV}/.wlb-requirements.sha"
 WANT="$(sha256sum "${ROOT}/requirements.txt" | cut -d' ' -f1)"
 if [[ "$(cat "${STAMP}" 2>/dev/null)" != "${WANT}" ]]; then
-  echo "[setup] installing requirements into ${VENV} (first run takes a few minutes)"
+  echo "[setup] installing requirements into ${VENV} (first run: about a minute; log:" \
+       "${VENV}/install.log)"
   "${VENV}/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "${VENV}/bin/python" -m pip install -q -r "${ROOT}/requirements.txt"
+  "${VENV}/bin/python" -m pip install -q -r "${ROOT}/requirements.txt" > "${VENV}/install.log" 2>&1 \
+    || { tail -20 "${VENV}/install.log"; echo "[setup] pip install failed" >&2; exit 1; }
   echo "${WANT}" > "${STAMP}"
 fi
 # The repository on the venv's import path, so `python tools/NAME.py` finds wlb from anywhere
