@@ -86,6 +86,20 @@ def test_report_leads_with_the_verdict_and_writes_its_figures(tmp_path):
     assert summary[8].startswith("![iter_time.png]")  # one picture, before the table
     figures = json.loads((out / "results.json").read_text())
     assert figures["layouts"]["CP=2"]["speedup_iter_time"] == 2.0
+    assert "Both runs consumed the same tokens in every iteration" in "\n".join(summary)
+
+
+def test_report_says_when_wlb_packed_its_own_stream(tmp_path):
+    base = _log(tmp_path / "b.jsonl", [500.0, 200.0, 200.0], 5.0)
+    wlb = tmp_path / "w.jsonl"
+    _log(wlb, [500.0, 100.0, 100.0], 5.0, 1.2)
+    rows = [dict(json.loads(x), tokens=900) for x in wlb.read_text().splitlines()]
+    wlb.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "r"
+    subprocess.run([sys.executable, "-m", "tools.compare_report", base, str(wlb), "--out",
+                    str(out)], cwd=ROOT, check=True, capture_output=True, timeout=120)
+    text = (out / "summary.md").read_text()
+    assert "WLB packed its own document stream" in text and "consumed 10.0% fewer" in text
 
 
 def test_progress_prints_one_line_per_iteration_with_an_eta():
