@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 from wlb.sim.model import PAPER_SPEEDUP
-from wlb.training.runlog import compare, load, summarize
+from wlb.training.runlog import cell, compare, load, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
@@ -69,8 +69,8 @@ def _x(v: float) -> str:
 def render_layouts(rec: dict) -> list[str]:
     """bench_cpu / quickstart: one row per layout, baseline vs WLB."""
     lines = ["| layout | ms/iter, stock → WLB | **speed-up per iteration** | tokens/s | "
-             "cost-model work/s | micro-batch imbalance (pred.) | CP imbalance (pred.) | "
-             "valid loss, stock / WLB |", "|---|---|---|---|---|---|---|---|"]
+             "cost-model work/s | micro-batch imbalance (pred.) | DP imbalance (pred.) | "
+             "CP imbalance (pred.) | valid loss, stock / WLB |", "|---" * 9 + "|"]
     for name, f in rec["figures"]["layouts"].items():
         b, w = f["baseline"], f["wlb"]
         valid = f.get("valid_loss") or {}
@@ -79,7 +79,8 @@ def render_layouts(rec: dict) -> list[str]:
             f"| {name} | {b['iter_ms_mean']:.0f} → {w['iter_ms_mean']:.0f} | "
             f"**{_x(f['speedup_iter_time'])}** | {_x(f['speedup_tokens_per_s'])} | "
             f"{_x(f['speedup_work_per_s'])} | {b['pp_imbalance_pred']:.2f} → "
-            f"{w['pp_imbalance_pred']:.2f} | {b['cp_imbalance_pred']:.3f} → "
+            f"{w['pp_imbalance_pred']:.2f} | {cell('.2f', b['dp_imbalance_pred'])} → "
+            f"{cell('.2f', w['dp_imbalance_pred'])} | {b['cp_imbalance_pred']:.3f} → "
             f"{w['cp_imbalance_pred']:.3f} | {vl} |")
     return lines
 
