@@ -122,7 +122,10 @@ def render_sim_grid(rec: dict) -> list[str]:
 def render_headline(rec: dict) -> list[str]:
     """The README's headline: one sentence on the first layout."""
     name, f = next(iter(rec["figures"]["layouts"].items()))  # the first layout
-    return [f"**{_x(f['speedup_iter_time'])} faster per iteration than stock Megatron** "
+    valid = f.get("valid_loss")
+    loss = (f", validation loss {valid['baseline']:.4f} (stock) vs {valid['wlb']:.4f} (WLB)"
+            if valid else "")
+    return [f"**{_x(f['speedup_iter_time'])} faster per iteration than stock Megatron**{loss} "
             f"({name}, {rec['figures'].get('setting', '')}). " + _provenance(rec)]
 
 
