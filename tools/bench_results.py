@@ -27,7 +27,7 @@ import subprocess
 import sys
 
 from wlb.sim.model import PAPER_SPEEDUP
-from wlb.training.runlog import cell, compare, load, summarize
+from wlb.training.runlog import cell, compare, load, plot_microbatch_work, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)
@@ -211,19 +211,10 @@ def _plots(logs: dict, prefix: str) -> list[str]:
     fig.savefig(made[0], dpi=110)
     plt.close(fig)
     first = logs[names[0]]
-    if all("microbatch_work" in r for arm in first for r in arm):
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
-        for ax, rows, arm in zip(axes, first, ("stock Megatron", "WLB")):
-            for r in rows:
-                w = sorted(r["microbatch_work"], reverse=True)
-                ax.plot(range(len(w)), w, color="tab:blue", alpha=0.3)
-            ax.set_title(f"{names[0]}, {arm}: per-micro-batch workload")
-            ax.set_xlabel("micro-batch (sorted; one line per iteration)")
-        axes[0].set_ylabel("predicted workload")
-        fig.tight_layout()
-        made.append(f"{prefix}_microbatch_work.png")
-        fig.savefig(made[-1], dpi=110)
-        plt.close(fig)
+    work = f"{prefix}_microbatch_work.png"
+    if plot_microbatch_work({f"{names[0]}, stock Megatron": first[0],
+                             f"{names[0]}, WLB": first[1]}, work):
+        made.append(work)
     return [os.path.basename(m) for m in made]
 
 

@@ -19,6 +19,7 @@ from wlb.training.runlog import (
     compare,
     load,
     load_validation,
+    plot_microbatch_work,
     plot_validation,
     summarize,
     validation_table,
@@ -55,18 +56,8 @@ def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
         fig.savefig(os.path.join(out, fname), dpi=110)
         plt.close(fig)
         made.append(fname)
-    if all("microbatch_work" in r for r in base + wlb):
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.5), sharey=True)
-        for ax, rows, name in ((axes[0], base, "baseline"), (axes[1], wlb, "WLB")):
-            for r in rows:
-                w = sorted(r["microbatch_work"], reverse=True)
-                ax.plot(range(len(w)), w, color="tab:blue", alpha=0.3)
-            ax.set_title(f"{name}: per-micro-batch workload")
-            ax.set_xlabel("micro-batch (sorted, one line per iteration)")
-        axes[0].set_ylabel("predicted workload (cost model)")
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, "microbatch_work.png"), dpi=110)
-        plt.close(fig)
+    if plot_microbatch_work({"baseline": base, "WLB": wlb},
+                            os.path.join(out, "microbatch_work.png")):
         made.append("microbatch_work.png")
     return made
 

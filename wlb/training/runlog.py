@@ -121,3 +121,27 @@ def plot_validation(runs: dict[str, list[dict]], out: str) -> str:
     fig.savefig(os.path.join(out, name), dpi=110)
     plt.close(fig)
     return name
+
+
+def plot_microbatch_work(arms: dict[str, list[dict]], path: str) -> bool:
+    """``path`` (PNG): each arm's predicted per-micro-batch workload, sorted, one line per
+    iteration, side by side. False (nothing drawn) when a log lacks ``microbatch_work``."""
+    if not all("microbatch_work" in r for rows in arms.values() for r in rows):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 3.5), sharey=True)
+    for ax, (name, rows) in zip(axes, arms.items()):
+        for r in rows:
+            w = sorted(r["microbatch_work"], reverse=True)
+            ax.plot(range(len(w)), w, color="tab:blue", alpha=0.3)
+        ax.set_title(f"{name}: per-micro-batch workload")
+        ax.set_xlabel("micro-batch (sorted; one line per iteration)")
+    axes[0].set_ylabel("predicted workload (cost model)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
