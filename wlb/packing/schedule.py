@@ -105,7 +105,14 @@ class PlanSchedule:
         return deal_to_dp_ranks(mbs, self.dp_size, self.packer, balance=self.balance_dp)
 
     def _find(self, p) -> list[int]:
-        for entry in self._epochs[(p.doc_id, p.arrival)]:
+        """The consumed record ``p`` came from: the one with exactly its span and untouched
+        first (a batch that straddles epochs can hold the same document twice, at the same
+        offsets), else the one whose span holds its offset (a piece cut further by the packer)."""
+        entries = self._epochs.get((p.doc_id, p.arrival), [])
+        for entry in entries:
+            if entry[0] == p.offset and entry[1] == entry[3] == p.length:
+                return entry
+        for entry in entries:
             if entry[0] <= p.offset < entry[0] + entry[1] and entry[3] > 0:
                 return entry
         raise KeyError(f"piece {p} was never consumed")
