@@ -201,7 +201,7 @@ def _plots(logs: dict, prefix: str) -> list[str]:
     names = list(logs)
     fig, ax = plt.subplots(figsize=(6, 3.2))
     for k, (arm, color) in enumerate((("stock Megatron", "tab:blue"), ("WLB", "tab:orange"))):
-        ms = [compare_means(logs[n][k]) for n in names]
+        ms = [summarize(logs[n][k], 1)["iter_ms_mean"] for n in names]  # as compare() skips
         ax.bar([i + 0.4 * k for i in range(len(names))], ms, 0.4, label=arm, color=color)
     ax.set_xticks([i + 0.2 for i in range(len(names))], names)
     ax.set_ylabel("ms per iteration (mean)")
@@ -216,10 +216,6 @@ def _plots(logs: dict, prefix: str) -> list[str]:
                              f"{names[0]}, WLB": first[1]}, work):
         made.append(work)
     return [os.path.basename(m) for m in made]
-
-
-def compare_means(rows: list[dict]) -> float:
-    return summarize(rows, 1)["iter_ms_mean"]
 
 
 def publish(name: str, figures_path: str, command: str, root: str = ROOT) -> int:
