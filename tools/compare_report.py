@@ -21,7 +21,6 @@ from wlb.training.runlog import (
     load_validation,
     plot_microbatch_work,
     plot_validation,
-    summarize,
     validation_table,
 )
 
@@ -105,7 +104,8 @@ def main(argv=None) -> int:
                    help="processes per run; the report warns when they outnumber the CPU cores")
     a = p.parse_args(argv)
     base, wlb = load(a.baseline), load(a.wlb)
-    sb, sw = summarize(base, a.skip), summarize(wlb, a.skip)
+    figures = compare(a.baseline, a.wlb, a.skip)  # each arm's summary and the speed-ups
+    sb, sw = figures["baseline"], figures["wlb"]
     os.makedirs(a.out, exist_ok=True)
     plots = _plots(base, wlb, a.out)
     rows = [
@@ -120,10 +120,8 @@ def main(argv=None) -> int:
         ("loss at the end", "final_loss", ".4f"),
         ("tokens held in queues at the end", "pending_tokens_at_end", ".0f"),
     ]
-    speed = sb["iter_ms_mean"] / sw["iter_ms_mean"]
     diffs = [abs(x["lm_loss"] - y["lm_loss"]) for x, y in zip(base, wlb)]
     n = min(len(base), len(wlb))
-    figures = compare(a.baseline, a.wlb, a.skip)
     verdict = _verdict(figures, diffs)
     cores = _cores()
     lines = []
@@ -142,9 +140,9 @@ def main(argv=None) -> int:
         return sum(r["tokens"] for r in log[:n]) + log[n - 1].get("pending_tokens", 0)
 
     lag = 1.0 - consumed(wlb) / max(consumed(base), 1)
-    lines += ["", f"WLB speed-up per iteration: {speed:.3f}x; tokens/s "
-              f"{sw['tokens_per_s'] / sb['tokens_per_s']:.3f}x; cost-model work/s "
-              f"{sw['work_per_s'] / sb['work_per_s']:.3f}x.", "",
+    lines += ["", f"WLB speed-up per iteration: {figures['speedup_iter_time']:.3f}x; tokens/s "
+              f"{figures['speedup_tokens_per_s']:.3f}x; cost-model work/s "
+              f"{figures['speedup_work_per_s']:.3f}x.", "",
               f"Loss per iteration, |baseline - WLB|: mean {sum(diffs) / len(diffs):.4f}, max "
               f"{max(diffs):.4f} over {len(diffs)} iterations. " + _same_data(lag), "",
               f"Logs: `{a.baseline}`, `{a.wlb}`.", ""]

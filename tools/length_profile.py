@@ -32,8 +32,7 @@ def pieces(lengths: np.ndarray, cap: int) -> np.ndarray:
     """
     full = lengths // cap
     rest = lengths % cap
-    out = np.repeat(np.full(len(lengths), cap), full)
-    return np.concatenate([out, rest[rest > 0]]) if len(out) else rest[rest > 0]
+    return np.concatenate([np.repeat(np.full(len(lengths), cap), full), rest[rest > 0]])
 
 
 def profile(lengths: np.ndarray, seq_length: int, cost: CostModel) -> dict:
