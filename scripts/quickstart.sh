@@ -22,9 +22,9 @@ if [[ -z "${LAYOUT:-}" ]]; then
 fi
 case "${LAYOUT}" in
   # one core per rank where the machine has them (docs/launch.md#the-quickstart says why)
-  cp2) export TP=1 PP=1 CP=2 DP=1 SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-10}" ;;
-  dp2) export TP=1 PP=1 CP=1 DP=2 SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-10}" ;;
-  4d) export TP=1 PP=2 CP=2 DP=2 SEQ="${SEQ:-4096}" GBS="${GBS:-8}" ITERS="${ITERS:-16}" ;;
+  cp2) export TP=1 PP=1 CP=2 DP=1 ;;
+  dp2) export TP=1 PP=1 CP=1 DP=2 ;;
+  4d) export TP=1 PP=2 CP=2 DP=2 ITERS="${ITERS:-16}" ;;
   custom) export TP="${TP:-1}" PP="${PP:-1}" CP="${CP:-1}" DP="${DP:-1}" ;;
   *) echo "quickstart.sh: LAYOUT=${LAYOUT} unknown; choose cp2, dp2 or 4d (or set TP/PP/CP/DP)" >&2
      exit 2 ;;
