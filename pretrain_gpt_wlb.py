@@ -45,7 +45,8 @@ def main(argv=None) -> int:
             preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
             if args.preflight_only:
                 return 0
-            from wlb.training.run import TrainingError, run_training
+            from wlb.training.checks import TrainingError
+            from wlb.training.run import run_training
 
             try:
                 return run_training(cfg)

@@ -108,6 +108,12 @@ class WLBConfig:
                   "regroups the DP x CP ranks of a pipeline stage, so a heavy document borrows "
                   "ranks from other DP replicas (wlb.elastic.planner); needs DP x CP > 1."},
     )
+    elastic_comm_coef: float | None = field(
+        default=None,
+        metadata={"help": "Elastic CP's price of the K/V all-gather, in the cost model's units "
+                  "per token gathered over a group (0: free); default: the --wlb-cost-model "
+                  "file's 'elastic_comm_coef' (tools/calibrate_comm.py writes it), else 0."},
+    )
     global_batch: str = field(
         default="documents",
         metadata={"help": "What a WLB packer packs each iteration: 'documents' (its own seeded "
@@ -140,6 +146,9 @@ class WLBConfig:
             raise ConfigError(f"--wlb-max-wait={self.max_wait} must be >= 1")
         if self.delay_budget < 0:
             raise ConfigError(f"--wlb-delay-budget={self.delay_budget} must be >= 0")
+        if self.elastic_comm_coef is not None and not 0 <= self.elastic_comm_coef < float("inf"):
+            raise ConfigError(f"--wlb-elastic-comm-coef={self.elastic_comm_coef} must be a "
+                              "finite number >= 0")
         self.thresholds = _parse_thresholds(str(self.outlier_thresholds))
 
     def no_effect_warnings(self, cp_size: int) -> list[str]:
@@ -155,10 +164,12 @@ class WLBConfig:
                                f"{self.packing}")
         elif self.thresholds != "auto" and "delay_budget" in changed:
             out.append("--wlb-delay-budget only applies to --wlb-outlier-thresholds auto")
-        if cp_size == 1 and "cp_sharding" in changed:
+        if "elastic_comm_coef" in changed and not self.elastic_cp:
+            out.append("--wlb-elastic-comm-coef only applies with --wlb-elastic-cp")
+        if cp_size == 1 and not self.elastic_cp and "cp_sharding" in changed:
             out.append(f"--wlb-cp-sharding {self.cp_sharding} has no effect with "
                        "--context-parallel-size 1")
-        if "kernel_table" in changed and (cp_size == 1 or
+        if "kernel_table" in changed and ((cp_size == 1 and not self.elastic_cp) or
                                           not self.cp_sharding.startswith("adaptive")):
             out.append("--wlb-kernel-table only applies to --wlb-cp-sharding adaptive with CP > 1")
         return out
@@ -185,7 +196,8 @@ class WLBConfig:
                 group.add_argument(flag, action=argparse.BooleanOptionalAction,
                                    default=f.default, help=help_)
                 continue
-            kind = {"int | None": int, "int": int, "float": float}.get(str(f.type), str)
+            kind = {"int | None": int, "int": int, "float": float,
+                    "float | None": float}.get(str(f.type), str)
             choices = None
             if f.name == "packing":
                 choices = available_packers()

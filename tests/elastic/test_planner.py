@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
 from wlb.cost_model import CostModel
 from wlb.elastic.planner import (
     ElasticCost,
+    ElasticPlan,
     Group,
     PlanError,
+    Slot,
     critical_path,
     fixed_slots,
     group_slot,
@@ -17,6 +21,7 @@ from wlb.elastic.planner import (
     pow2_ceil,
     pow2_floor,
     slot_time,
+    validate_plan,
 )
 from wlb.packing.types import Piece
 
@@ -145,3 +150,33 @@ def test_re_slicing_balances_work_across_slots():
     fixed = [slot_time(s, SQ) for s in fixed_slots(mbs, [0, 1, 0, 1], 2, 1)]
     assert fixed == [100.0, 100.0]
     assert plan.slot_times == [50.5, 50.5]
+
+
+def _plan(*slots):
+    return ElasticPlan([Slot(tuple(Group(f, g, tuple(ps)) for f, g, ps in s)) for s in slots],
+                       [0.0] * len(slots))
+
+
+def test_validate_plan_accepts_the_planners_plans():
+    mbs = [_pieces([200]), _pieces([50, 50], 1), _pieces([30], 3), _pieces([30], 4)]
+    plan = plan_elastic(mbs, [0, 1, 0, 1], dp=2, cp=2, rank_tokens=100, ec=SQ)
+    validate_plan(plan, 4, [p for mb in mbs for p in mb])  # no error
+
+
+@pytest.mark.parametrize("slots,pieces,message", [
+    # a rank in no group: its peers' collectives would wait for it
+    ([[(0, 2, _pieces([10]))]], _pieces([10]), "cover pool ranks [0, 1], not each of 0..3"),
+    # a rank in two groups
+    ([[(0, 2, _pieces([10])), (1, 1, []), (2, 2, [])]], _pieces([10]), "not each of 0..3"),
+    # a group of 2 starting at rank 1 is not aligned; a group of 3 is not a power of two
+    ([[(0, 1, _pieces([10])), (1, 2, []), (3, 1, [])]], _pieces([10]), "(1, 2) is not an aligned"),
+    ([[(0, 3, _pieces([10])), (3, 1, [])]], _pieces([10]), "(0, 3) is not an aligned"),
+    # a piece trained twice, one left out, one cut
+    ([[(0, 4, _pieces([10, 10]))]], _pieces([10]), "trains 2 pieces (20 tokens), not the "
+     "iteration's 1 (10 tokens)"),
+    ([[(0, 4, _pieces([10]))]], _pieces([10, 20]), "trains 1 pieces"),
+    ([[(0, 4, [Piece(0, 0, 5, 0)])]], _pieces([10]), "trains 1 pieces (5 tokens)"),
+])
+def test_validate_plan_refuses_a_plan_that_would_deadlock_or_lose_tokens(slots, pieces, message):
+    with pytest.raises(PlanError, match=re.escape(message)):
+        validate_plan(_plan(*slots), 4, pieces)

@@ -3,6 +3,7 @@ over the DP x CP pool, gives the 1-process loss and gradients."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -10,7 +11,8 @@ import torch
 
 from tests.helpers.dist import run_distributed
 from tests.training.test_equivalence import _config, _grads, _layouts
-from wlb.packing.types import BatchPlan
+from wlb.packing.ledger import TokenLedger
+from wlb.packing.types import BatchPlan, Piece
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -24,9 +26,9 @@ def _worker(rank, world, extra, out_path):
     mbs = _layouts(run.schedule.batcher.lengths, run.cost)["wlb"]
     dp = run.groups.layout.dp
     out = []
-    for it in range(2):  # two steps: the second starts from the first's update
+    for it in range(3):  # three steps: the later ones start from the earlier updates
         m = train_step(run, BatchPlan(it, mbs, [j % dp for j in range(len(mbs))]))
-        out.append((m["lm_loss"], _grads(run), m.get("elastic_group_sizes"),
+        out.append((m["lm_loss"], _grads(run), m["grad_norm"], m.get("elastic_group_sizes"),
                     m.get("elastic_speedup_pred")))
     if rank == 0:
         torch.save(out, out_path)
@@ -38,6 +40,12 @@ def _run(tmp_path, world, extra):
     return torch.load(path, weights_only=False)
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: the same three steps on one process."""
+    return _run(tmp_path_factory.mktemp("ref"), 1, [])
+
+
 @pytest.mark.parametrize("world,extra", [
     (2, []),  # DP = 2: the pool is two replicas
     (2, ["--context-parallel-size", "2"]),  # CP = 2: the pool is one CP group
@@ -46,17 +54,26 @@ def _run(tmp_path, world, extra):
     (4, ["--pipeline-model-parallel-size", "2", "--num-layers-per-virtual-pipeline-stage",
          "1"]),  # DP = 2 x PP = 2, interleaved (VPP = 2)
     (4, ["--tensor-model-parallel-size", "2", "--sequence-parallel"]),  # DP = 2 x TP = 2, SP
+    (4, ["--context-parallel-size", "2", "--pipeline-model-parallel-size", "2"]),  # CP2 x PP2
+    (4, []),  # DP = 4: groups of 1, 2 and 4 replicas
+    (2, ["--use-distributed-optimizer"]),  # DP = 2, optimizer state sharded over the replicas
 ])
-def test_elastic_cp_gives_the_one_process_loss_and_gradients(tmp_path, world, extra):
-    ref = _run(tmp_path, 1, [])
+def test_elastic_cp_gives_the_one_process_loss_and_gradients(tmp_path, one_process, world,
+                                                              extra):
     got = _run(tmp_path, world, [*extra, "--wlb-elastic-cp"])
-    for (loss, grad, _, _), (rloss, rgrad, _, _) in zip(got, ref):
-        assert loss == pytest.approx(rloss, abs=1e-5)  # step 2's loss checks step 1's update
-        sharded = {"--pipeline-model-parallel-size", "--tensor-model-parallel-size"} & set(extra)
-        if not sharded:  # (else rank 0 holds one stage's, or one TP shard's, parameters)
+    for (loss, grad, norm, _, _), (rloss, rgrad, rnorm, _, _) in zip(got, one_process):
+        assert loss == pytest.approx(rloss, abs=1e-5)  # steps 2, 3 check the earlier updates
+        # the gradient norm covers every stage and TP shard (megatron reduces it over them)
+        assert norm == pytest.approx(rnorm, rel=1e-5)
+        sharded = {"--pipeline-model-parallel-size", "--tensor-model-parallel-size",
+                   "--use-distributed-optimizer"} & set(extra)
+        if not sharded:  # (else rank 0 holds one stage's, one TP shard's, or the distributed
+            # optimizer's reduce-scattered share of the gradients)
             torch.testing.assert_close(grad, rgrad, rtol=1e-4, atol=1e-6 * rgrad.abs().max())
-    sizes, speedup = got[0][2], got[0][3]
+    sizes, speedup = got[0][3], got[0][4]
     assert sizes and speedup >= 1.0  # never predicted slower than the fixed layout
+    if world == 4 and not extra:
+        assert {"1", "2", "4"} & set(sizes) != {"1"}, sizes  # the pool was regrouped
 
 
 def test_a_run_with_elastic_cp_logs_its_plan_and_resumes_exactly(tmp_path):
@@ -64,9 +81,19 @@ def test_a_run_with_elastic_cp_logs_its_plan_and_resumes_exactly(tmp_path):
 
     flags = [f for f in TINY if f not in ("--train-iters", "3")] + WLB + [
         "--wlb-elastic-cp", "--train-iters", "4"]
-    full = run_pretrain(2, flags, str(tmp_path / "full.jsonl"))
+    plans = tmp_path / "plans.jsonl"
+    full = run_pretrain(2, flags + ["--log-plans", str(plans)], str(tmp_path / "full.jsonl"))
     assert all(len(r["elastic_digest"]) == 16 and r["elastic_speedup_pred"] >= 1.0
                for r in full)
+    assert any(set(r["elastic_group_sizes"]) != {"1"} for r in full)  # some slot regrouped
+    # the token ledger: every document consumed is trained exactly once or still pending (each
+    # step checks that its elastic plan trains exactly the logged plan's pieces)
+    ledger = TokenLedger()
+    rows = [json.loads(line) for line in plans.read_text().splitlines()]
+    for r in rows:
+        ledger.consume(Piece(e * 10_000 + d, o, n, 0) for e, d, o, n in r["consumed"])
+        ledger.train(Piece(e * 10_000 + d, o, n, 0) for mb in r["trained"] for e, d, o, n in mb)
+    ledger.check(Piece(e * 10_000 + d, o, n, 0) for e, d, o, n in rows[-1]["pending"])
     ck = str(tmp_path / "ck")
     run_pretrain(2, flags + ["--exit-interval", "2", "--save", ck], str(tmp_path / "a.jsonl"))
     second = run_pretrain(2, flags + ["--load", ck], str(tmp_path / "b.jsonl"))

@@ -180,6 +180,33 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
         slot = trial
 
 
+def validate_plan(plan: ElasticPlan, pool: int, pieces) -> None:
+    """Refuse a plan that would deadlock or lose tokens, before any collective runs.
+
+    Every slot's groups must partition the pool's ``pool`` ranks into aligned power-of-two
+    groups (so every rank runs exactly one micro-batch per slot and every group's collectives
+    have all their members), and the plan must train exactly ``pieces``, each once and uncut.
+
+    Raises:
+        PlanError: naming the slot and what is wrong.
+    """
+    for j, slot in enumerate(plan.slots):
+        covered = []
+        for g in slot.groups:
+            if g.size < 1 or g.size & (g.size - 1) or g.first % g.size or g.first < 0:
+                raise PlanError(f"slot {j}: group ({g.first}, {g.size}) is not an aligned "
+                                "power-of-two group")
+            covered += range(g.first, g.first + g.size)
+        if sorted(covered) != list(range(pool)):
+            raise PlanError(f"slot {j}: its groups cover pool ranks {sorted(covered)}, not each "
+                            f"of 0..{pool - 1} once (a rank would wait for a missing peer)")
+    trained = sorted(p for s in plan.slots for g in s.groups for p in g.pieces)
+    if trained != sorted(pieces):
+        raise PlanError(f"the plan trains {len(trained)} pieces "
+                        f"({sum(p.length for p in trained)} tokens), not the iteration's "
+                        f"{len(pieces)} ({sum(p.length for p in pieces)} tokens) each once")
+
+
 def fixed_slots(microbatches: list[list[Piece]], dp_ranks: list[int], dp: int, cp: int
                 ) -> list[Slot]:
     """Today's fixed layout as slots: in slot m, replica r's CP ranks (``r x cp`` on) run its

@@ -91,19 +91,20 @@ def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: Document
     return out
 
 
-def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multiple: int
-                   ) -> list[MicroBatchInput]:
+def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multiple: int,
+                   strategy=None) -> list[MicroBatchInput]:
     """This pool rank's micro-batch in every slot of an elastic plan (``wlb.elastic.planner``):
-    its group's pieces, collated (padded to 2 x size x ``sp_multiple`` tokens) and sharded per
-    document over the group (one rank: whole)."""
+    its group's pieces, collated (padded to 2 x size x ``sp_multiple`` tokens) and sharded over
+    the group (one rank: whole) by ``strategy(seq_lens, size)`` (default: per document)."""
     out = []
     for j, slot in enumerate(slots):
         grp = next(g for g in slot.groups if g.first <= pool_index < g.first + g.size)
         pad = (2 * grp.size if grp.size > 1 else 1) * sp_multiple
         packed = collate(list(grp.pieces), source, pad)
-        strategy = "per_doc" if grp.size > 1 else "per_seq"
-        local = shard_for_cp(packed, grp.size, pool_index - grp.first, strategy)
-        out.append(MicroBatchInput(index=j, seq_lens=packed.seq_lens, strategy=strategy,
+        how = "per_seq" if grp.size == 1 else (
+            strategy(packed.seq_lens, grp.size) if strategy else "per_doc")
+        local = shard_for_cp(packed, grp.size, pool_index - grp.first, how)
+        out.append(MicroBatchInput(index=j, seq_lens=packed.seq_lens, strategy=how,
                                    group=(grp.first, grp.size), **local))
     return out
 

@@ -18,6 +18,7 @@ from wlb.training.batches import (
     lay_out,
     plan_predictions,
 )
+from wlb.training.elastic import plan_step, predictions
 
 
 def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -34,7 +35,7 @@ class TimedForwardStep:
 
     def __init__(self, device: torch.device, elastic=None) -> None:
         self.device = device
-        self.elastic = elastic  # ElasticGroups: the groups of elastic micro-batches
+        self.elastic = elastic  # ElasticRuntime: the groups of elastic micro-batches
         self._marks: list[tuple[int, int, object, object]] = []  # (mb index, vp chunk, t0, t1)
 
     def _mark(self):
@@ -97,9 +98,11 @@ def train_step(run, plan) -> dict:
     layouts = lay_out(plan, layout.pad_multiple, run.chooser)  # one CP strategy per micro-batch
     eplan = None
     if run.elastic is not None:  # the DP x CP pool regrouped in every slot
-        eplan = elastic_plan(run, plan)
+        eplan = plan_step(run.elastic, plan, layout, run.packer_max_tokens // layout.cp,
+                          run.device)
         inputs = elastic_inputs(eplan.slots, run.elastic.pool_index, run.source,
-                                sp_multiple=layout.tp if layout.sequence_parallel else 1)
+                                sp_multiple=layout.tp if layout.sequence_parallel else 1,
+                                strategy=run.elastic.strategy)
     else:
         inputs = build_inputs(layouts, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
                               cp_size=layout.cp, cp_rank=g.cp_rank)
@@ -137,33 +140,5 @@ def train_step(run, plan) -> dict:
     }
     out.update(plan_predictions(plan, layouts, run.cost, layout.cp))
     if eplan is not None:
-        out.update(elastic_predictions(run, plan, eplan))
+        out.update(predictions(run.elastic, plan, eplan, layout))
     return out
-
-
-def elastic_plan(run, plan):
-    """The elastic CP plan of ``plan`` (the same on every rank)."""
-    from wlb.elastic.planner import ElasticCost, plan_elastic
-
-    layout = run.groups.layout
-    return plan_elastic(plan.microbatches, plan.dp_ranks, dp=layout.dp, cp=layout.cp,
-                        rank_tokens=run.packer_max_tokens // layout.cp,
-                        ec=ElasticCost(run.cost), pp=layout.pp)
-
-
-def elastic_predictions(run, plan, eplan) -> dict:
-    """Logged figures of an elastic plan: its digest, group sizes, and predicted time against
-    the fixed layout's (cost model, with the pipeline's warm-up)."""
-    from wlb.elastic.planner import ElasticCost, critical_path, fixed_slots, slot_time
-
-    layout = run.groups.layout
-    ec = ElasticCost(run.cost)
-    fixed = [slot_time(s, ec) for s in fixed_slots(plan.microbatches, plan.dp_ranks,
-                                                    layout.dp, layout.cp)]
-    sizes: dict[str, int] = {}
-    for s in eplan.slots:
-        for grp in s.groups:
-            sizes[str(grp.size)] = sizes.get(str(grp.size), 0) + 1
-    return {"elastic_digest": eplan.digest(), "elastic_group_sizes": sizes,
-            "elastic_speedup_pred": critical_path(fixed, layout.pp)
-            / max(critical_path(eplan.slot_times, layout.pp), 1e-30)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import time
@@ -12,6 +11,7 @@ import torch
 import torch.distributed as dist
 
 from wlb.run_config import RunConfig
+from wlb.training.checks import check_finite, check_plan_agreement
 from wlb.training.evaluate import ValidationSet, evaluate
 from wlb.training.log import MetricsLogger
 from wlb.training.loop import train_step
@@ -20,35 +20,6 @@ from wlb.training.setup import Run, build
 #: fault injection for the crash tests: "save:<iteration>" kills this process with SIGKILL in the
 #: middle of that iteration's checkpoint save (after the rank files, before the rename).
 CRASH_ENV = "WLB_TEST_CRASH"
-
-
-class TrainingError(RuntimeError):
-    """The run cannot go on (non-finite loss, ranks disagreeing on the plan, ...)."""
-
-
-def check_plan_agreement(digest: str, iteration: int, device=None) -> None:
-    """Every rank computed the same plan, or fail loudly (collective)."""
-    value = int(digest[:15], 16)  # 60 bits: fits int64
-    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
-    t = t.cpu()
-    if int(t[0]) != value or -int(t[1]) != value:
-        raise TrainingError(
-            f"iteration {iteration}: ranks computed different packing plans (rank "
-            f"{dist.get_rank()} has {digest}); same data, seed and flags on every rank?"
-        )
-
-
-def check_finite(m: dict, iteration: int, save_dir: str | None) -> None:
-    bad = [k for k in ("lm_loss", "grad_norm") if m.get(k) is not None and not
-           math.isfinite(m[k])]
-    if bad:
-        where = f"; last good checkpoint: {save_dir}" if save_dir else ""
-        raise TrainingError(
-            f"iteration {iteration}: non-finite {' and '.join(bad)} "
-            f"({', '.join(f'{k}={m[k]}' for k in bad)}); stopping before any checkpoint is "
-            f"written{where}"
-        )
 
 
 def _maybe_crash(point: str) -> None:

@@ -57,7 +57,7 @@ class Run:
         device: where this rank's model and micro-batches live.
         tokens_trained: tokens of every iteration so far (checkpointed; the validation rows'
             x axis).
-        elastic: elastic CP's pool groups (``wlb.megatron.elastic``), or None.
+        elastic: elastic CP's groups, cost and strategies (``wlb.training.elastic``), or None.
         packer_max_tokens: S_max, the largest micro-batch in tokens.
     """
 
@@ -166,9 +166,10 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, train: DocumentSource
                             num_samples=cfg.training.train_iters * layout.global_batch_size,
                             blend=blend, megatron_batches=wlb.global_batch == "megatron")
     table = None
-    if wlb.cp_sharding.startswith("adaptive") and layout.cp > 1:
+    if wlb.cp_sharding.startswith("adaptive") and (layout.cp > 1 or wlb.elastic_cp):
         table = KernelTable.from_json(wlb.kernel_table or _table_in(wlb.cost_model)
                                       or DEFAULT_TABLE)
+    # (elastic CP: a group of g ranks chooses with the same candidates and table for CP = g)
     return schedule, info, StrategyChooser(cp_candidates(wlb.cp_sharding), layout.cp, table)
 
 
@@ -219,8 +220,10 @@ def build(cfg: RunConfig) -> Run:
     elastic = None
     if cfg.wlb.elastic_cp:
         from wlb.megatron.elastic import build_elastic_groups
+        from wlb.training.elastic import build_runtime, comm_coef
 
-        elastic = build_elastic_groups(groups)
+        elastic = build_runtime(build_elastic_groups(groups), cost, chooser,
+                                comm_coef(cfg.wlb.elastic_comm_coef, cfg.wlb.cost_model))
     return Run(cfg, groups, documents, documents.train, config, model, optimizer, scheduler,
                schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel,
                device, elastic=elastic, packer_max_tokens=schedule.packer.max_tokens)

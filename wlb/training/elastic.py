@@ -1,0 +1,98 @@
+"""Elastic CP in the training step: each iteration's slots planned, checked and laid out.
+
+The plan is a pure function of the iteration's :class:`~wlb.packing.types.BatchPlan`
+(``wlb.elastic.planner``), so every rank computes it alone; before the schedule runs any
+collective, the plan is validated (every slot partitions the pool, every piece trained once) and
+its digest compared across ranks. Each group's micro-batch runs the CP strategy the run's
+selector picks for a CP group of that size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from wlb.cost_model import CostModel
+from wlb.cp.selector import StrategyChooser
+from wlb.elastic.planner import (
+    ElasticCost,
+    ElasticPlan,
+    critical_path,
+    fixed_slots,
+    plan_elastic,
+    slot_time,
+    validate_plan,
+)
+from wlb.training.checks import check_plan_agreement
+
+#: the cost-model file's key for the all-gather price (``tools/calibrate_comm.py``)
+COMM_KEY = "elastic_comm_coef"
+
+
+def comm_coef(flag: float | None, cost_model_path: str | None) -> float:
+    """``--wlb-elastic-comm-coef``, else the cost-model file's :data:`COMM_KEY`, else 0."""
+    if flag is not None:
+        return float(flag)
+    if cost_model_path:
+        with open(cost_model_path, encoding="utf-8") as f:
+            return float(json.load(f).get(COMM_KEY, 0.0))
+    return 0.0
+
+
+@dataclass
+class ElasticRuntime:
+    """What a rank needs to run elastic CP.
+
+    Attributes:
+        groups: the pool's process groups (``wlb.megatron.elastic.ElasticGroups``).
+        cost: the planner's group cost (the run's cost model and all-gather price).
+        chooser: the run's CP strategy chooser; a group of g ranks uses the same candidates
+            and latency table for CP = g.
+    """
+
+    groups: object
+    cost: ElasticCost
+    chooser: StrategyChooser
+    _by_size: dict = field(default_factory=dict)
+
+    @property
+    def pool_index(self) -> int:
+        return self.groups.pool_index
+
+    def group(self, first: int, size: int):
+        return self.groups.group(first, size)
+
+    def strategy(self, seq_lens, size: int) -> str:
+        """The CP strategy of a group of ``size`` ranks running ``seq_lens``."""
+        if size not in self._by_size:
+            c = self.chooser
+            self._by_size[size] = StrategyChooser(c.candidates, size, c.table)
+        return self._by_size[size](seq_lens)
+
+
+def build_runtime(groups, cost: CostModel, chooser: StrategyChooser, comm: float
+                  ) -> ElasticRuntime:
+    return ElasticRuntime(groups, ElasticCost(cost, comm), chooser)
+
+
+def plan_step(rt: ElasticRuntime, plan, layout, rank_tokens: int, device=None) -> ElasticPlan:
+    """The iteration's elastic plan, validated and agreed on by every rank (collective)."""
+    eplan = plan_elastic(plan.microbatches, plan.dp_ranks, dp=layout.dp, cp=layout.cp,
+                         rank_tokens=rank_tokens, ec=rt.cost, pp=layout.pp)
+    validate_plan(eplan, layout.dp * layout.cp, [p for mb in plan.microbatches for p in mb])
+    check_plan_agreement(eplan.digest(), plan.step + 1, device, what="elastic CP plans")
+    return eplan
+
+
+def predictions(rt: ElasticRuntime, plan, eplan: ElasticPlan, layout) -> dict:
+    """Logged figures of an elastic plan: its digest, group sizes, and predicted time against
+    the fixed layout's (cost model, with the pipeline's warm-up)."""
+    fixed = [slot_time(s, rt.cost) for s in fixed_slots(plan.microbatches, plan.dp_ranks,
+                                                         layout.dp, layout.cp)]
+    sizes: dict[str, int] = {}
+    for s in eplan.slots:
+        for grp in s.groups:
+            sizes[str(grp.size)] = sizes.get(str(grp.size), 0) + 1
+    return {"elastic_digest": eplan.digest(), "elastic_group_sizes": sizes,
+            "elastic_speedup_pred": critical_path(fixed, layout.pp)
+            / max(critical_path(eplan.slot_times, layout.pp), 1e-30)}
