@@ -10,7 +10,8 @@
 # each global batch's end differs) unless DELAY=auto. Extra arguments go to both arms; WLB_FLAGS
 # (a string) to the WLB arm only, e.g. WLB_FLAGS="--wlb-max-tokens 8192".
 # ELASTIC=1 adds a third arm, WLB with --wlb-elastic-cp (experimental), compared with both, and
-# prints tools/simulate_elastic.py's ideal for the same layout (elastic's fraction of the ideal).
+# prints tools/simulate_elastic.py's ideal for the same layout (elastic's fraction of the ideal);
+# the all-gather is priced once per cost model by tools/calibrate_comm.py (2 processes).
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
 # EVAL=0: off) and tools/quality_report.py prints their validation losses.
 set -euo pipefail
@@ -77,6 +78,10 @@ for cfg in ${CONFIGS}; do
       wlb="${OUT}/${cfg}_wlb.jsonl" --out "${OUT}/${cfg}_quality" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
   if [[ "${ELASTIC:-0}" == 1 ]]; then
+    if ! grep -q elastic_comm_coef "${COST}"; then  # price the all-gather once, on 2 processes
+      "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \
+        --cost-model "${COST}" 2>/dev/null | grep '^\[calibrate_comm\] [0-9.]* ms +'
+    fi
     run "${cfg}_elastic" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" --wlb-elastic-cp
     for ref in wlb baseline; do
       "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_${ref}.jsonl" "${OUT}/${cfg}_elastic.jsonl" \
@@ -85,7 +90,8 @@ for cfg in ${CONFIGS}; do
     done
     # the same layout and batches predicted: elastic CP's fraction of the ideal
     mapfile -t COEF < <("${VPY}" -c 'import json, sys; d = json.load(open(sys.argv[1]))
-for k in ("attn", "linear", "doc"): print(f"--{k}-coef"); print(d[k + "_coef"])' "${COST}")
+for k in ("attn", "linear", "doc"): print(f"--{k}-coef"); print(d[k + "_coef"])
+for k in ("coef", "fixed"): print(f"--comm-{k}"); print(d.get("elastic_comm_" + k, 0))' "${COST}")
     # shellcheck disable=SC2086
     "${VPY}" -m tools.simulate_elastic --scale "${SCALE:-0.03125}" --seq-length "${SEQ:-8192}" \
       ${DIMS[${cfg}]} --gbs "${GBS:-8}" --iters "${ITERS:-10}" --seed "${SEED:-1234}" \

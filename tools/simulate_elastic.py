@@ -97,10 +97,13 @@ def main(argv=None) -> int:
     p.add_argument("--doc-coef", type=float, default=50.0)
     p.add_argument("--comm-coef", type=float, default=0.0,
                    help="K/V all-gather time per token gathered (0: free)")
+    p.add_argument("--comm-fixed", type=float, default=0.0,
+                   help="a group's collectives' time however few tokens (0: free)")
     p.add_argument("--json", action="store_true", help="one JSON object per GBS")
     a = p.parse_args(argv)
     lengths = scaled_lengths(a.lengths, a.seq_length, a.scale)
-    ec = ElasticCost(CostModel(a.attn_coef, a.linear_coef, a.doc_coef), a.comm_coef)
+    ec = ElasticCost(CostModel(a.attn_coef, a.linear_coef, a.doc_coef), a.comm_coef,
+                      a.comm_fixed)
     rows = [run(lengths, dp=a.dp, cp=a.cp, gbs=g, seq=a.seq_length, iters=a.iters, ec=ec,
                 pp=a.pp, seed=a.seed) for g in a.gbs]
     if a.json:
@@ -108,8 +111,8 @@ def main(argv=None) -> int:
             print(json.dumps(r))
         return 0
     print(f"DP={a.dp} CP={a.cp} PP={a.pp}, seq {a.seq_length}, {a.lengths} x {a.scale:g}, "
-          f"W = {a.attn_coef:g} d^2 + {a.linear_coef:g} d + {a.doc_coef:g}, comm {a.comm_coef:g}"
-          f", {a.iters} iterations (predicted, over stock Megatron)")
+          f"W = {a.attn_coef:g} d^2 + {a.linear_coef:g} d + {a.doc_coef:g}, comm {a.comm_fixed:g} + "
+          f"{a.comm_coef:g} per token, {a.iters} iterations (predicted, over stock Megatron)")
     print("| GBS | WLB | elastic | ideal | elastic / WLB | ideal / WLB | elastic, fraction of "
           "ideal | megatron hybrid CP |")
     print("|---|---|---|---|---|---|---|---|")

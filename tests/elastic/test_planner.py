@@ -94,9 +94,10 @@ def test_communication_cost_stops_the_widening():
     # 100 on g ranks: 100 / g + 50 (g - 1) / g -> 100, 75, 62.5, 56.25 for g = 1, 2, 4, 8: wider
     # still helps; with comm_coef 2 it never does
     assert slot.groups[0].size == 8
-    assert group_slot(heavy, 8, 100, ElasticCost(SQ.cost, comm_coef=2.0)).groups[0].size == 4
+    # (100 / g + 100 (g - 1) / g = 100, 150, 175 for g = 1, 2, 4): it stays on one rank
+    assert group_slot(heavy, 8, 100, ElasticCost(SQ.cost, comm_coef=2.0)).groups[0].size == 1
     expensive = ElasticCost(SQ.cost, comm_coef=2.0)
-    assert expensive.group_time([100], 4) < expensive.group_time([100], 8)
+    assert expensive.group_time([100], 1) < expensive.group_time([100], 2)
 
 
 def test_the_plan_is_never_slower_than_the_fixed_layout_and_trains_every_piece_once():
@@ -130,6 +131,12 @@ def test_group_time():
     ec = ElasticCost(SQ.cost, comm_coef=1.0)
     assert ec.group_time([100], 4) == 100 / 4 + 100 * 3 / 4
     assert ec.group_time([], 1) == 0.0
+    # the fixed price: every group of two or more ranks pays it, one rank (no collective) not
+    fx = ElasticCost(SQ.cost, comm_coef=1.0, comm_fixed=7.0)
+    assert fx.group_time([100], 4) == 100 / 4 + 7.0 + 100 * 3 / 4
+    assert fx.group_time([100], 1) == 100.0
+    # a short piece: the fixed price keeps it whole on one rank
+    assert _shape(group_slot(_pieces([20]), 2, 100, fx))[0][:2] == (0, 1)
     assert Group(0, 2, (Piece(0, 0, 5, 0), Piece(1, 0, 7, 0))).tokens == 12
 
 

@@ -19,14 +19,17 @@ from wlb.parallel import ParallelLayout
 def test_the_comm_price_comes_from_the_flag_else_the_cost_model_file_else_zero(tmp_path):
     path = tmp_path / "cost.json"
     path.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0,
-                                elastic.COMM_KEY: 0.25}))
+                                "elastic_comm_coef": 0.25, "elastic_comm_fixed": 40.0}))
     bare = tmp_path / "bare.json"
     bare.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0}))
-    assert elastic.comm_coef(0.5, str(path)) == 0.5
-    assert elastic.comm_coef(0.0, str(path)) == 0.0  # an explicit 0 wins over the file
-    assert elastic.comm_coef(None, str(path)) == 0.25
-    assert elastic.comm_coef(None, str(bare)) == 0.0
-    assert elastic.comm_coef(None, None) == 0.0
+    assert elastic.comm_price(0.5, str(path)) == (0.5, 0.0)
+    assert elastic.comm_price(0.0, str(path)) == (0.0, 0.0)  # an explicit 0 wins over the file
+    assert elastic.comm_price(None, str(path)) == (0.25, 40.0)
+    assert elastic.comm_price(None, str(bare)) == (0.0, 0.0)
+    assert elastic.comm_price(None, None) == (0.0, 0.0)
+    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(("per_doc",), 1, None),
+                               elastic.comm_price(None, str(path)))
+    assert (rt.cost.comm_coef, rt.cost.comm_fixed) == (0.25, 40.0)
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
@@ -38,14 +41,13 @@ def test_a_bad_comm_price_is_one_line_naming_it(bad):
 def test_a_group_chooses_its_strategy_as_a_cp_group_of_its_size():
     table = KernelTable.from_json(DEFAULT_TABLE)
     candidates = ("per_seq", "per_doc", "mixed")
-    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(candidates, 1, table),
-                               0.0)
+    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(candidates, 1, table))
     # one long document then many short ones: per_seq leaves rank 0 the long one's front
     for lens in [(3000, *[40] * 60), (600, 600, 600, 600), (64,) * 50]:
         for g in (2, 4):
             assert rt.strategy(lens, g) == choose_strategy(lens, g, table, candidates)[0]
     fixed = elastic.build_runtime(None, CostModel(1.0, 1.0),
-                                  StrategyChooser(("per_doc",), 1, None), 0.0)
+                                  StrategyChooser(("per_doc",), 1, None))
     assert fixed.strategy((3000, 40), 4) == "per_doc"  # a single candidate is used as it is
 
 
@@ -55,8 +57,7 @@ def test_a_plan_that_would_deadlock_is_refused_before_any_collective(monkeypatch
     monkeypatch.setattr(elastic, "plan_elastic", lambda *a, **k: bad)
     called = []
     monkeypatch.setattr(elastic, "check_plan_agreement", lambda *a, **k: called.append(a))
-    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(("per_doc",), 1, None),
-                               0.0)
+    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(("per_doc",), 1, None))
     layout = ParallelLayout(world_size=2, global_batch_size=2)
     with pytest.raises(PlanError, match=r"slot 0: its groups cover pool ranks \[0\], not each"):
         elastic.plan_step(rt, BatchPlan(0, [pieces[:1], pieces[1:]], [0, 1]), layout, 100)

@@ -34,21 +34,26 @@ class PlanError(ValueError):
 class ElasticCost:
     """Per-rank time of one group's micro-batch.
 
-    ``sum(W(d)) / g + comm_coef * tokens * (g - 1) / g``: the work of every document split
-    evenly over the g ranks (per-document CP sharding), plus the K/V all-gather of the group's
-    tokens (each rank receives the other ranks' share).
+    ``sum(W(d)) / g + comm_fixed + comm_coef * tokens * (g - 1) / g`` (the last two for g > 1):
+    the work of every document split evenly over the g ranks (per-document CP sharding), plus
+    the K/V all-gather of the group's tokens (each rank receives the other ranks' share) and its
+    per-micro-batch latency. ``tools/calibrate_comm.py`` measures both prices.
 
     Attributes:
         cost: the per-document workload W(d).
-        comm_coef: time per token gathered (0: free communication).
+        comm_coef: time per token gathered (0: free communication), in W's units.
+        comm_fixed: time of a group's collectives however few tokens they carry, in W's units.
     """
 
     cost: CostModel
     comm_coef: float = 0.0
+    comm_fixed: float = 0.0
 
     def time(self, work: float, tokens: int, g: int) -> float:
         """Per-rank time of ``work`` over ``tokens`` tokens on ``g`` ranks."""
-        return work / g + self.comm_coef * tokens * (g - 1) / g
+        if g == 1:
+            return work
+        return work / g + self.comm_fixed + self.comm_coef * tokens * (g - 1) / g
 
     def group_time(self, lengths, g: int) -> float:
         return self.time(sum(self.cost.doc_workload(d) for d in lengths), sum(lengths), g)
@@ -118,7 +123,8 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
     """The groups of one slot.
 
     Pieces heavier than a rank's fair share (or longer than one rank holds) get a group of their
-    own of ``pow2_floor(share)`` ranks (at least what their tokens need), laid out largest first
+    own of up to ``pow2_floor(share)`` ranks (at least what their tokens need; no wider than
+    shortens the piece, communication included), laid out largest first
     so that every group is aligned; the other ranks are one-rank groups. The remaining
     pieces, heaviest first, join the group (own or one-rank) whose time they raise least, within
     its tokens. Then, while it shortens the slot, the slowest own group doubles (taking
@@ -136,7 +142,11 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
         need = pow2_ceil(p.length / rank_tokens)
         share = work[i] / fair if fair else 0.0
         if need > 1 or share >= 1:
-            big[i] = max(need, pow2_floor(share))
+            g = need  # widen up to its share while that shortens it (communication included)
+            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2)
+                                                  < ec.time(work[i], p.length, g)):
+                g *= 2
+            big[i] = g
     small = [i for i in range(len(order)) if i not in big]
 
     def layout(sizes: dict[int, int]) -> Slot | None:

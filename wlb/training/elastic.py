@@ -25,18 +25,20 @@ from wlb.elastic.planner import (
 )
 from wlb.training.checks import check_plan_agreement
 
-#: the cost-model file's key for the all-gather price (``tools/calibrate_comm.py``)
-COMM_KEY = "elastic_comm_coef"
+#: the cost-model file's keys for the all-gather's prices (``tools/calibrate_comm.py``)
+COMM_KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
 
 
-def comm_coef(flag: float | None, cost_model_path: str | None) -> float:
-    """``--wlb-elastic-comm-coef``, else the cost-model file's :data:`COMM_KEY`, else 0."""
+def comm_price(flag: float | None, cost_model_path: str | None) -> tuple[float, float]:
+    """(per token gathered, per group micro-batch): ``--wlb-elastic-comm-coef`` (then no fixed
+    part), else the cost-model file's :data:`COMM_KEYS`, else free."""
     if flag is not None:
-        return float(flag)
+        return float(flag), 0.0
     if cost_model_path:
         with open(cost_model_path, encoding="utf-8") as f:
-            return float(json.load(f).get(COMM_KEY, 0.0))
-    return 0.0
+            data = json.load(f)
+        return tuple(float(data.get(k, 0.0)) for k in COMM_KEYS)
+    return 0.0, 0.0
 
 
 @dataclass
@@ -70,9 +72,10 @@ class ElasticRuntime:
         return self._by_size[size](seq_lens)
 
 
-def build_runtime(groups, cost: CostModel, chooser: StrategyChooser, comm: float
-                  ) -> ElasticRuntime:
-    return ElasticRuntime(groups, ElasticCost(cost, comm), chooser)
+def build_runtime(groups, cost: CostModel, chooser: StrategyChooser,
+                  comm: tuple[float, float] = (0.0, 0.0)) -> ElasticRuntime:
+    """The runtime of ``groups`` with the all-gather priced at ``comm`` (:func:`comm_price`)."""
+    return ElasticRuntime(groups, ElasticCost(cost, *comm), chooser)
 
 
 def plan_step(rt: ElasticRuntime, plan, layout, rank_tokens: int, device=None) -> ElasticPlan:

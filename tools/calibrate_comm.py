@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Price elastic CP's K/V all-gather on this machine, in a cost-model file's units.
+
+Run under torchrun with as many processes as the widest group to price (2 here: one node's
+loopback; on a cluster, the processes of the group that may cross nodes). Each process times
+what one layer of a group's micro-batch exchanges: the forward's K/V all-gather of
+``n`` local tokens and the backward's reduce-scatter of their gradient (``wlb.cp.attention``),
+for several ``n``; the slowest rank's median counts. It fits, per micro-batch (all layers),
+``t = fixed + coef x n x (g - 1)`` (``n x (g - 1)``: the tokens a rank receives, which is
+``tokens x (g - 1) / g`` of a group's ``tokens``) and writes ``elastic_comm_coef`` and
+``elastic_comm_fixed`` into the cost-model file, in its units (its ``fit_ms`` says how many ms
+one unit is), where ``--wlb-elastic-cp`` reads them. Example:
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \\
+        --cost-model reports/bench_cpu/cost_model_l2_h64_a4_s8192.json
+
+The model's shape (layers, heads, KV groups, head size) comes from the file's ``model`` entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
+
+
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """Least-squares ``y = a + b x`` with both clamped at >= 0; returns (a, b)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    b = max(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx, 0.0) if sxx else 0.0
+    return max(my - b * mx, 0.0), b
+
+
+def _time_layer(n: int, row: tuple[int, ...], repeats: int, group) -> float:
+    """Median ms of one layer's all-gather + reduce-scatter of ``n`` local tokens (slowest
+    rank)."""
+    import torch
+    import torch.distributed as dist
+
+    # (torch >= 2.13 names them *_single; older torch, common on GPU images, lacks those)
+    gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+    scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+    g = dist.get_world_size(group)
+    kv = torch.randn(n, *row)
+    gathered = kv.new_empty((g * n, *row))
+    grad_out = kv.new_empty((n, *row))
+    samples = []
+    for rep in range(repeats + 1):
+        dist.barrier(group)
+        t0 = time.perf_counter()
+        gather(gathered, kv, group=group)
+        scatter(grad_out, gathered, group=group)
+        if rep:  # the first call warms up
+            samples.append((time.perf_counter() - t0) * 1e3)
+    worst = torch.tensor([statistics.median(samples)], dtype=torch.float64)
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX, group=group)
+    return float(worst)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cost-model", required=True,
+                   help="calibrated cost-model JSON (tools/calibrate_cost_model.py); updated")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--tokens", default="512,1024,2048,4096,8192",
+                   help="local token counts to time (comma-separated)")
+    a = p.parse_args(argv)
+    with open(a.cost_model, encoding="utf-8") as f:
+        data = json.load(f)
+    ms_per_unit = (data.get("fit_ms") or {}).get("linear_ms_per_token")
+    model = data.get("model") or {}
+    if not ms_per_unit or not model.get("num_layers"):
+        print(f"calibrate_comm: {a.cost_model} has no fit_ms.linear_ms_per_token or model "
+              "entry; write it with tools/calibrate_cost_model.py first", file=sys.stderr)
+        return 2
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) < 2:
+        print("calibrate_comm: run it under torchrun with >= 2 processes (see --help)",
+              file=sys.stderr)
+        return 2
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    g = dist.get_world_size()
+    heads = model["num_attention_heads"]
+    kv_heads = model.get("num_query_groups") or heads
+    row = (kv_heads, 2 * model["hidden_size"] // heads)  # a token's K and V, fp32
+    layers = model["num_layers"]
+    xs, ys = [], []
+    for n in (int(x) for x in a.tokens.split(",")):
+        ms = layers * _time_layer(n, row, a.repeats, dist.group.WORLD)
+        xs.append(n * (g - 1))
+        ys.append(ms)
+        if dist.get_rank() == 0:
+            print(f"[calibrate_comm] {g} ranks, {n:6d} tokens each: {ms:8.2f} ms per "
+                  f"micro-batch ({layers} layers)", flush=True)
+    fixed_ms, coef_ms = fit_line(xs, ys)
+    if dist.get_rank() == 0:
+        data.update({KEYS[0]: coef_ms / ms_per_unit, KEYS[1]: fixed_ms / ms_per_unit,
+                     "elastic_comm_fit_ms": {"per_token_received": coef_ms,
+                                             "per_microbatch": fixed_ms, "ranks": g}})
+        tmp = f"{a.cost_model}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+        os.replace(tmp, a.cost_model)
+        print(f"[calibrate_comm] {fixed_ms:.2f} ms + {coef_ms * 1e3:.3f} us per token received "
+              f"-> {KEYS[0]} = {data[KEYS[0]]:.4g}, {KEYS[1]} = {data[KEYS[1]]:.4g} "
+              f"(cost-model units) in {a.cost_model}", flush=True)
+    dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
