@@ -112,7 +112,8 @@ def main(argv=None) -> int:
         return 0
     print(f"DP={a.dp} CP={a.cp} PP={a.pp}, seq {a.seq_length}, {a.lengths} x {a.scale:g}, "
           f"W = {a.attn_coef:g} d^2 + {a.linear_coef:g} d + {a.doc_coef:g}, comm "
-          f"{a.comm_fixed:g} + {a.comm_coef:g} per token, {a.iters} iterations (predicted, over stock Megatron)")
+          f"{a.comm_fixed:g} + {a.comm_coef:g} per token, {a.iters} iterations (predicted, over "
+          "stock Megatron)")
     print("| GBS | WLB | elastic | ideal | elastic / WLB | ideal / WLB | elastic, fraction of "
           "ideal | megatron hybrid CP |")
     print("|---|---|---|---|---|---|---|---|")
