@@ -12,6 +12,8 @@
 # ELASTIC=1 adds a third arm, WLB with --wlb-elastic-cp (experimental), compared with both, and
 # prints tools/simulate_elastic.py's ideal for the same layout (elastic's fraction of the ideal);
 # the all-gather is priced once per cost model by tools/calibrate_comm.py (2 processes).
+# REPEATS=N runs the arms N times, interleaved, and prints each ratio's median over the repeats
+# (tools/bench_repeats.py); the other figures come from the first repeat.
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
 # EVAL=0: off) and tools/quality_report.py prints their validation losses.
 set -euo pipefail
@@ -67,9 +69,22 @@ for cfg in ${CONFIGS}; do
   fi
   # shellcheck disable=SC2086
   flags=(${LAYOUT[$cfg]})
-  rm -f "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" "${OUT}/${cfg}_elastic.jsonl"
-  run "${cfg}_baseline" "${flags[@]}" --wlb-packing megatron --wlb-cp-sharding per-seq
-  run "${cfg}_wlb" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}"
+  rm -f "${OUT}/${cfg}"_{baseline,wlb,elastic}{,_r[0-9]*}.jsonl
+  if [[ "${ELASTIC:-0}" == 1 ]] && ! grep -q elastic_comm_coef "${COST}"; then
+    # price elastic CP's all-gather once per cost model, on 2 processes
+    "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \
+      --cost-model "${COST}" 2>/dev/null | grep '^\[calibrate_comm\] [0-9.]* ms +'
+  fi
+  arms=(baseline wlb)
+  [[ "${ELASTIC:-0}" != 1 ]] || arms+=(elastic)
+  for rep in $(seq 1 "${REPEATS:-1}"); do  # repeats interleave the arms
+    sfx=""
+    [[ "${rep}" == 1 ]] || sfx="_r${rep}"
+    run "${cfg}_baseline${sfx}" "${flags[@]}" --wlb-packing megatron --wlb-cp-sharding per-seq
+    run "${cfg}_wlb${sfx}" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}"
+    [[ "${ELASTIC:-0}" != 1 ]] || run "${cfg}_elastic${sfx}" "${flags[@]}" "${WLB_ARM[@]}" \
+      "${WLB_EXTRA[@]}" --wlb-elastic-cp
+  done
   echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
   "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
     | tee "${OUT}/${cfg}_compare.txt"
@@ -78,11 +93,6 @@ for cfg in ${CONFIGS}; do
       wlb="${OUT}/${cfg}_wlb.jsonl" --out "${OUT}/${cfg}_quality" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
   if [[ "${ELASTIC:-0}" == 1 ]]; then
-    if ! grep -q elastic_comm_coef "${COST}"; then  # price the all-gather once, on 2 processes
-      "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \
-        --cost-model "${COST}" 2>/dev/null | grep '^\[calibrate_comm\] [0-9.]* ms +'
-    fi
-    run "${cfg}_elastic" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" --wlb-elastic-cp
     for ref in wlb baseline; do
       "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_${ref}.jsonl" "${OUT}/${cfg}_elastic.jsonl" \
         | tail -1 | sed "s/^WLB speed-up/${cfg}: elastic over ${ref}/" \
@@ -96,6 +106,16 @@ for k in ("coef", "fixed"): print(f"--comm-{k}"); print(d.get("elastic_comm_" + 
     "${VPY}" -m tools.simulate_elastic --scale "${SCALE:-0.03125}" --seq-length "${SEQ:-8192}" \
       ${DIMS[${cfg}]} --gbs "${GBS:-8}" --iters "${ITERS:-10}" --seed "${SEED:-1234}" \
       "${COEF[@]}" | tee -a "${OUT}/${cfg}_compare.txt"
+  fi
+  if (( ${REPEATS:-1} > 1 )); then  # the median over the interleaved repeats
+    specs=()
+    for arm in "${arms[@]}"; do
+      files="${OUT}/${cfg}_${arm}.jsonl"
+      for rep in $(seq 2 "${REPEATS}"); do files+=",${OUT}/${cfg}_${arm}_r${rep}.jsonl"; done
+      specs+=("${arm}=${files}")
+    done
+    echo "=== ${cfg}: ${REPEATS} interleaved repeats ===" | tee -a "${OUT}/${cfg}_compare.txt"
+    "${VPY}" -m tools.bench_repeats "${specs[@]}" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
 done
 pairs=()

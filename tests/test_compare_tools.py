@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -85,3 +87,27 @@ def test_quality_report_refuses_runs_evaluated_on_different_batches(tmp_path):
     out = subprocess.run([sys.executable, "-m", "tools.quality_report", f"a={a}", f"b={b}",
                           "--out", str(tmp_path / "q")], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "evaluated different batches" in out.stderr
+
+
+def test_bench_repeats_takes_each_repeats_ratio_then_the_median(tmp_path, capsys):
+    from tools.bench_repeats import main, repeats
+
+    arms = {"baseline": [], "wlb": [], "elastic": []}
+    # per repeat: baseline, wlb, elastic iteration times (the first iteration is skipped)
+    for k, (b, w, e) in enumerate([(300, 200, 100), (300, 150, 150), (600, 200, 300)]):
+        for name, ms in zip(arms, (b, w, e)):
+            path = tmp_path / f"{name}{k}.jsonl"
+            _log(path, [9999, ms, ms], 5.0)
+            arms[name].append(str(path))
+    rows = {(r["arm"], r["over"]): r for r in repeats(arms)}
+    assert rows["wlb", "baseline"]["speedup_iter_time"]["each"] == pytest.approx([1.5, 2, 3])
+    assert rows["wlb", "baseline"]["speedup_iter_time"]["median"] == pytest.approx(2.0)
+    assert rows["elastic", "wlb"]["speedup_iter_time"]["each"] == pytest.approx([2, 1, 2 / 3])
+    assert rows["elastic", "wlb"]["speedup_iter_time"]["median"] == pytest.approx(1.0)
+    assert rows["elastic", "baseline"]["speedup_tokens_per_s"]["median"] == pytest.approx(2.0)
+    main([f"{k}={','.join(v)}" for k, v in arms.items()])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("wlb over baseline: time per iteration 2.000x median of 3 (1.500, 2.000, "
+                      "3.000); tokens/s 2.000x (1.500-3.000)")
+    with pytest.raises(SystemExit, match="same number of repeats"):
+        repeats({"a": arms["wlb"], "b": arms["elastic"][:2]})
