@@ -12,6 +12,7 @@
 # ELASTIC=1 adds a third arm, WLB with --wlb-elastic-cp (experimental), compared with both, and
 # prints tools/simulate_elastic.py's ideal for the same layout (elastic's fraction of the ideal);
 # the all-gather is priced once per cost model by tools/calibrate_comm.py (2 processes).
+# SHARDING sets the WLB arms' --wlb-cp-sharding (default adaptive).
 # REPEATS=N runs the arms N times, interleaved, and prints each ratio's median over the repeats
 # (tools/bench_repeats.py); the other figures come from the first repeat.
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
@@ -61,7 +62,8 @@ run() {  # tag, flags...
 EXTRA=("$@")
 # shellcheck disable=SC2206
 WLB_EXTRA=(${WLB_FLAGS:-})
-WLB_ARM=(--wlb-packing wlb --wlb-cp-sharding adaptive --wlb-outlier-thresholds "${DELAY}")
+WLB_ARM=(--wlb-packing wlb --wlb-cp-sharding "${SHARDING:-adaptive}" --wlb-outlier-thresholds
+         "${DELAY}")
 for cfg in ${CONFIGS}; do
   if [[ -z "${LAYOUT[$cfg]+set}" ]]; then
     echo "bench_cpu.sh: CONFIGS entry '${cfg}' unknown; choose from: ${!LAYOUT[*]}" >&2

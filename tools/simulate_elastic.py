@@ -8,7 +8,9 @@ global batches (cost model only; no training).
 
 For every global-batch size: the mean over ``--iters`` iterations of each system's predicted
 time relative to stock Megatron, and elastic CP's fraction of the ideal (the iteration's work
-split perfectly over the DP x CP ranks and the slots, plus the pipeline's warm-up). Stock and
+split perfectly over the DP x CP ranks and the slots, plus the pipeline's warm-up). Every
+system's time is ``wlb.elastic.planner.plan_time``: replicas run unsynchronised except where a
+group joins them. Stock and
 WLB run the fixed layout (each replica's CP ranks run its micro-batches); elastic CP regroups
 each WLB slot over the pool (``wlb.elastic.planner``); megatron-core's
 ``BalancedCPScheduler`` groups the WLB iteration's documents as sub-samples, in as many
@@ -23,7 +25,7 @@ import sys
 
 from wlb.cost_model import CostModel
 from wlb.data.lengths import DEFAULT_LENGTHS, scaled_lengths
-from wlb.elastic.planner import ElasticCost, critical_path, fixed_slots, plan_elastic, slot_time
+from wlb.elastic.planner import ElasticCost, fixed_slots, plan_elastic, plan_time
 from wlb.packing import build_packer
 from wlb.packing.base import default_max_tokens
 from wlb.packing.schedule import PlanSchedule
@@ -57,13 +59,11 @@ def run(lengths, *, dp: int, cp: int, gbs: int, seq: int, iters: int, ec: Elasti
     t = {"stock": 0.0, "wlb": 0.0, "elastic": 0.0, "ideal": 0.0, "hybrid": 0.0}
     for _ in range(iters):
         ps, pw = stock.next_plan(), wlb.next_plan()
-        t["stock"] += critical_path([slot_time(s, ec) for s in fixed_slots(
-            ps.microbatches, ps.dp_ranks, dp, cp)], pp)
-        t["wlb"] += critical_path([slot_time(s, ec) for s in fixed_slots(
-            pw.microbatches, pw.dp_ranks, dp, cp)], pp)
+        t["stock"] += plan_time(fixed_slots(ps.microbatches, ps.dp_ranks, dp, cp), ec, pp)
+        t["wlb"] += plan_time(fixed_slots(pw.microbatches, pw.dp_ranks, dp, cp), ec, pp)
         plan = plan_elastic(pw.microbatches, pw.dp_ranks, dp=dp, cp=cp,
-                            rank_tokens=s_max // cp, ec=ec)
-        t["elastic"] += critical_path(plan.slot_times, pp)
+                            rank_tokens=s_max // cp, ec=ec, pp=pp)
+        t["elastic"] += plan_time(plan.slots, ec, pp)
         docs = [p.length for mb in pw.microbatches for p in mb]
         # perfectly balanced slots: each lasts work / (pool x M); the pipeline adds pp - 1
         m = gbs // dp

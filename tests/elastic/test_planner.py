@@ -18,6 +18,7 @@ from wlb.elastic.planner import (
     fixed_slots,
     group_slot,
     plan_elastic,
+    plan_time,
     pow2_ceil,
     pow2_floor,
     slot_time,
@@ -115,15 +116,17 @@ def test_the_plan_is_never_slower_than_the_fixed_layout_and_trains_every_piece_o
             mbs.append(_pieces(lens, doc))
             doc += len(lens)
         ranks = [j % dp for j in range(n)]
-        plan = plan_elastic(mbs, ranks, dp=dp, cp=cp, rank_tokens=300 // cp, ec=SQ)
-        fixed = [slot_time(s, SQ) for s in fixed_slots(mbs, ranks, dp, cp)]
-        assert all(a <= b for a, b in zip(plan.slot_times, fixed))
+        for pp in (1, 4):
+            plan = plan_elastic(mbs, ranks, dp=dp, cp=cp, rank_tokens=300 // cp, ec=SQ, pp=pp)
+            fixed = fixed_slots(mbs, ranks, dp, cp)
+            assert plan_time(plan.slots, SQ, pp) <= plan_time(fixed, SQ, pp)
+            assert plan.slot_times == [slot_time(s, SQ) for s in plan.slots]
         seen = sorted(p.doc_id for s in plan.slots for g in s.groups for p in g.pieces)
         assert seen == list(range(doc))
         for s in plan.slots:
             assert sum(g.size for g in s.groups) == dp * cp
         assert plan.digest() == plan_elastic(mbs, ranks, dp=dp, cp=cp, rank_tokens=300 // cp,
-                                             ec=SQ).digest()
+                                             ec=SQ, pp=4).digest()  # deterministic
 
 
 def test_group_time():
@@ -187,3 +190,27 @@ def test_validate_plan_accepts_the_planners_plans():
 def test_validate_plan_refuses_a_plan_that_would_deadlock_or_lose_tokens(slots, pieces, message):
     with pytest.raises(PlanError, match=re.escape(message)):
         validate_plan(_plan(*slots), 4, pieces)
+
+
+def test_plan_time_lets_replicas_that_share_no_group_run_on():
+    def one(first, d):
+        return Group(first, 1, (Piece(first, 0, d, 0),))
+
+    lin = ElasticCost(CostModel(0.0, 1.0, 0.0))  # W(d) = d
+    slots = [Slot((one(0, 3), one(1, 1))), Slot((one(0, 1), one(1, 3)))]
+    assert plan_time(slots, lin) == 4.0  # the docstring's example; in lockstep 6
+    assert critical_path([slot_time(s, lin) for s in slots]) == 6.0
+    joined = [slots[0], Slot((Group(0, 2, (Piece(5, 0, 2, 0), Piece(6, 0, 2, 0))),))]
+    assert plan_time(joined, lin) == 5.0  # waits for rank 0 (free at 3), then 4 / 2
+    assert plan_time(joined, lin, pp=3) == 5.0 + 2 * 3.0
+
+
+def test_the_planner_keeps_the_fixed_layout_where_replicas_balance_each_other():
+    # replica 0 holds a heavy then a light micro-batch, replica 1 the reverse: unsynchronised
+    # they finish together, so regrouping either slot (which joins the replicas) cannot win
+    lin = ElasticCost(CostModel(0.0, 1.0, 0.0), comm_fixed=1.0)
+    mbs = [_pieces([90]), _pieces([10], 1), _pieces([10], 2), _pieces([90], 3)]
+    plan = plan_elastic(mbs, [0, 1, 0, 1], dp=2, cp=1, rank_tokens=100, ec=lin)
+    assert [_shape(s) for s in plan.slots] == [[(0, 1, [90]), (1, 1, [10])],
+                                               [(0, 1, [10]), (1, 1, [90])]]
+    assert plan_time(plan.slots, lin) == 100.0

@@ -106,3 +106,21 @@ def test_elastic_runs_the_same_batches_in_slots_of_borrowed_groups():
     assert sizes <= {1, 2, 4} and sizes  # group sizes within the DP x CP pool of 4
     # every slot's pieces are in exactly one group: its micro-batches count at most N per slot
     assert sum(elastic.strategies.values()) >= 6 * 2  # 2 slots of at least one group each
+
+
+def test_the_elastic_planner_prices_the_all_gather_from_the_simulated_links():
+    from dataclasses import replace
+
+    from wlb.sim.elastic import comm_price
+
+    model = MODELS["550m"]
+    cost = fit_cost_model(model, SMALL, HW, 16384)
+    per_token, fixed = comm_price(model, SMALL, HW, cost)
+    assert per_token > 0 and fixed > 0
+    # twice the bandwidth halves the per-token price; twice the latency doubles the fixed one
+    fast = replace(HW, intra_bw=2 * HW.intra_bw, inter_bw=2 * HW.inter_bw)
+    assert comm_price(model, SMALL, fast, cost)[0] == pytest.approx(per_token / 2)
+    slow = replace(HW, link_latency_s=2 * HW.link_latency_s)
+    assert comm_price(model, SMALL, slow, cost)[1] == pytest.approx(2 * fixed)
+    # in cost-model units: a token's K/V over the link costs far less than its linear work
+    assert per_token < cost.linear_coef

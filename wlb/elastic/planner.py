@@ -18,6 +18,7 @@ sequence (300 tokens <= 4 x 100), gives ``Group(0, 4, [200, 50, 50])``: (400 + 5
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -110,9 +111,32 @@ def pow2_ceil(x: float) -> int:
 
 
 def critical_path(slot_times: list[float], pp: int = 1) -> float:
-    """Iteration time of slots run through ``pp`` pipeline stages (1F1B, equal stages): every
-    slot once, plus the slowest slot for each extra stage (warm-up and cool-down)."""
+    """Iteration time of slots run in lockstep through ``pp`` pipeline stages (1F1B, equal
+    stages): every slot once, plus the slowest slot for each extra stage (warm-up and
+    cool-down)."""
     return sum(slot_times) + (pp - 1) * max(slot_times, default=0.0)
+
+
+def plan_time(slots: list[Slot], ec: ElasticCost, pp: int = 1) -> float:
+    """Predicted iteration time of ``slots`` on the pool: a group starts when all its ranks are
+    free (its collectives wait for the slowest), a one-rank group as soon as its rank is, and the
+    iteration ends with the last rank; plus, as :func:`critical_path`, the slowest slot for each
+    extra pipeline stage.
+
+    Worked example (DP = 2, CP = 1, ``W(d) = d``): slot 0 runs [3] on rank 0 and [1] on rank 1,
+    slot 1 [1] and [3]: the ranks never meet, so the iteration lasts max(3 + 1, 1 + 3) = 4 (in
+    lockstep, 3 + 3 = 6). Had slot 1 one group of both ranks with [2, 2] (2 each), it would start
+    at 3, when rank 0 is free: 3 + 2 = 5.
+    """
+    pool = max((g.first + g.size for s in slots for g in s.groups), default=0)
+    ready = [0.0] * pool
+    for s in slots:
+        for g in s.groups:
+            end = max(ready[g.first:g.first + g.size]) + ec.group_time(
+                [p.length for p in g.pieces], g.size)
+            ready[g.first:g.first + g.size] = [end] * g.size
+    return max(ready, default=0.0) + (pp - 1) * max(
+        (slot_time(s, ec) for s in slots), default=0.0)
 
 
 def _heavy_first(pieces, cost: CostModel) -> list[Piece]:
@@ -251,14 +275,15 @@ def _slot_by_work(pieces: list[Piece], slots: int, cap: int, cost: CostModel
 
 def plan_elastic(microbatches: list[list[Piece]], dp_ranks: list[int], *, dp: int, cp: int,
                  rank_tokens: int, ec: ElasticCost, pp: int = 1) -> ElasticPlan:
-    """The faster (by :func:`critical_path`) of two elastic plans of the iteration, never slower
-    than the fixed layout:
+    """The fastest (by :func:`plan_time`) of three plans of the iteration:
 
+    * **fixed**: today's layout (:func:`fixed_slots`);
     * **regrouped**: slot m holds the m-th micro-batch of every replica (the packer and the DP
-      dealing balanced them); :func:`group_slot` regroups its pieces over the pool, and the slot
-      keeps the fixed layout when that is not faster (or no grouping holds its pieces);
+      dealing balanced them); slot by slot, :func:`group_slot` regroups its pieces over the
+      pool, kept where that ends the slot earlier on the ranks' timelines than the fixed slot
+      (replicas that never share a group run on unsynchronised);
     * **re-sliced**: all pieces dealt to the slots by work (heaviest first, least-loaded slot
-      with room), then grouped; used only when every slot can be grouped.
+      with room), then grouped; only when every slot can be grouped.
 
     Args:
         microbatches, dp_ranks: the iteration's plan (``wlb.packing.types.BatchPlan``).
@@ -268,26 +293,21 @@ def plan_elastic(microbatches: list[list[Piece]], dp_ranks: list[int], *, dp: in
         pp: pipeline stages (the objective's warm-up term).
     """
     pool = dp * cp
-    regrouped, times = [], []
-    for fixed in fixed_slots(microbatches, dp_ranks, dp, cp):
-        best, best_t = fixed, slot_time(fixed, ec)
+    fixed = fixed_slots(microbatches, dp_ranks, dp, cp)
+    regrouped: list[Slot] = []
+    for slot in fixed:
         try:
-            slot = group_slot([p for g in fixed.groups for p in g.pieces], pool, rank_tokens, ec)
-            if slot_time(slot, ec) < best_t:
-                best, best_t = slot, slot_time(slot, ec)
+            grouped = group_slot([p for g in slot.groups for p in g.pieces], pool, rank_tokens,
+                                 ec)
         except PlanError:
-            pass
-        regrouped.append(best)
-        times.append(best_t)
-    plan = ElasticPlan(regrouped, times)
+            grouped = slot
+        regrouped.append(min((slot, grouped), key=lambda s: (plan_time([*regrouped, s], ec),
+                                                             s is not slot)))
+    plans = [fixed, regrouped]
     pieces = [p for mb in microbatches for p in mb]
-    sliced = _slot_by_work(pieces, len(regrouped), pool * rank_tokens, ec.cost)
+    sliced = _slot_by_work(pieces, len(fixed), pool * rank_tokens, ec.cost)
     if sliced is not None:
-        try:
-            slots = [group_slot(ps, pool, rank_tokens, ec) for ps in sliced]
-        except PlanError:
-            return plan
-        other = ElasticPlan(slots, [slot_time(s, ec) for s in slots])
-        if critical_path(other.slot_times, pp) < critical_path(plan.slot_times, pp):
-            return other
-    return plan
+        with contextlib.suppress(PlanError):
+            plans.append([group_slot(ps, pool, rank_tokens, ec) for ps in sliced])
+    best = min(plans, key=lambda slots: plan_time(slots, ec, pp))  # the first of equals
+    return ElasticPlan(best, [slot_time(s, ec) for s in best])

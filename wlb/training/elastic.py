@@ -17,10 +17,9 @@ from wlb.cp.selector import StrategyChooser
 from wlb.elastic.planner import (
     ElasticCost,
     ElasticPlan,
-    critical_path,
     fixed_slots,
     plan_elastic,
-    slot_time,
+    plan_time,
     validate_plan,
 )
 from wlb.training.checks import check_plan_agreement
@@ -89,13 +88,12 @@ def plan_step(rt: ElasticRuntime, plan, layout, rank_tokens: int, device=None) -
 
 def predictions(rt: ElasticRuntime, plan, eplan: ElasticPlan, layout) -> dict:
     """Logged figures of an elastic plan: its digest, group sizes, and predicted time against
-    the fixed layout's (cost model, with the pipeline's warm-up)."""
-    fixed = [slot_time(s, rt.cost) for s in fixed_slots(plan.microbatches, plan.dp_ranks,
-                                                         layout.dp, layout.cp)]
+    the fixed layout's (``plan_time``: cost model, with the pipeline's warm-up)."""
+    fixed = fixed_slots(plan.microbatches, plan.dp_ranks, layout.dp, layout.cp)
     sizes: dict[str, int] = {}
     for s in eplan.slots:
         for grp in s.groups:
             sizes[str(grp.size)] = sizes.get(str(grp.size), 0) + 1
     return {"elastic_digest": eplan.digest(), "elastic_group_sizes": sizes,
-            "elastic_speedup_pred": critical_path(fixed, layout.pp)
-            / max(critical_path(eplan.slot_times, layout.pp), 1e-30)}
+            "elastic_speedup_pred": plan_time(fixed, rt.cost, layout.pp)
+            / max(plan_time(eplan.slots, rt.cost, layout.pp), 1e-30)}
