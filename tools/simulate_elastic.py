@@ -9,7 +9,7 @@ global batches (cost model only; no training).
 For every global-batch size: the mean over ``--iters`` iterations of each system's predicted
 time relative to stock Megatron, and elastic CP's fraction of the ideal (the iteration's work
 split perfectly over the DP x CP ranks and the slots, plus the pipeline's warm-up). Every
-system's time is ``wlb.elastic.planner.plan_time``: replicas run unsynchronised except where a
+system's time is ``wlb.elastic.plan.plan_time``: replicas run unsynchronised except where a
 group joins them. Stock and
 WLB run the fixed layout (each replica's CP ranks run its micro-batches); elastic CP regroups
 each WLB slot over the pool (``wlb.elastic.planner``); megatron-core's
@@ -25,7 +25,8 @@ import sys
 
 from wlb.cost_model import CostModel
 from wlb.data.lengths import DEFAULT_LENGTHS, scaled_lengths
-from wlb.elastic.planner import ElasticCost, fixed_slots, plan_elastic, plan_time
+from wlb.elastic.plan import ElasticCost, fixed_slots, plan_time
+from wlb.elastic.planner import plan_elastic
 from wlb.packing import build_packer
 from wlb.packing.base import default_max_tokens
 from wlb.packing.schedule import PlanSchedule

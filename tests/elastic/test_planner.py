@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from wlb.cost_model import CostModel
-from wlb.elastic.planner import (
+from wlb.elastic.plan import (
     ElasticCost,
     ElasticPlan,
     Group,
@@ -16,14 +16,11 @@ from wlb.elastic.planner import (
     Slot,
     critical_path,
     fixed_slots,
-    group_slot,
-    plan_elastic,
     plan_time,
-    pow2_ceil,
-    pow2_floor,
     slot_time,
     validate_plan,
 )
+from wlb.elastic.planner import group_slot, plan_elastic, pow2_ceil, pow2_floor
 from wlb.packing.types import Piece
 
 SQ = ElasticCost(CostModel(attn_coef=0.01, linear_coef=0.0, doc_coef=0.0))  # W(d) = d^2 / 100

@@ -11,7 +11,7 @@ import wlb.training.elastic as elastic
 from wlb.config import ConfigError, WLBConfig
 from wlb.cost_model import CostModel
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, StrategyChooser, choose_strategy
-from wlb.elastic.planner import ElasticPlan, Group, PlanError, Slot
+from wlb.elastic.plan import ElasticPlan, Group, PlanError, Slot
 from wlb.packing.types import BatchPlan, Piece
 from wlb.parallel import ParallelLayout
 

@@ -16,7 +16,8 @@ from dataclasses import replace
 from wlb.config import cp_candidates
 from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
-from wlb.elastic.planner import ElasticCost, plan_elastic
+from wlb.elastic.plan import ElasticCost
+from wlb.elastic.planner import plan_elastic
 from wlb.metrics import imbalance
 from wlb.packing.base import default_max_tokens
 from wlb.packing.types import packed_seq_lens

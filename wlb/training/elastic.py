@@ -14,14 +14,8 @@ from dataclasses import dataclass, field
 
 from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
-from wlb.elastic.planner import (
-    ElasticCost,
-    ElasticPlan,
-    fixed_slots,
-    plan_elastic,
-    plan_time,
-    validate_plan,
-)
+from wlb.elastic.plan import ElasticCost, ElasticPlan, fixed_slots, plan_time, validate_plan
+from wlb.elastic.planner import plan_elastic
 from wlb.training.checks import check_plan_agreement
 
 #: the cost-model file's keys for the all-gather's prices (``tools/calibrate_comm.py``)
