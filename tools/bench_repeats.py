@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Speed-ups over repeated, interleaved runs of the same arms: each repeat's ratio, then the
-median (and range) over repeats.
+"""Speed-ups over repeated, interleaved runs of the same arms, as medians over the repeats.
+
+Each repeat's ratio, then their median and range.
 
     python -m tools.bench_repeats baseline=b1.jsonl,b2.jsonl wlb=w1.jsonl,w2.jsonl \\
         elastic=e1.jsonl,e2.jsonl [--skip 1] [--json]

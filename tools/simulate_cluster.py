@@ -73,20 +73,20 @@ def _fmt_row(cells) -> str:
 
 
 def cmd_grid(a) -> list[dict]:
-    systems = ["plain", "fixed", "wlb", "wlb-elastic"]
+    systems = ["plain", "fixed", "wlb-nodelay", "wlb", "wlb-elastic", "wlb-elastic-delay"]
     rows = []
     print(_fmt_row(["model", "context", "layout (vpp 2)", "GPUs", "Plain-4D s/iter",
-                    "Fixed-4D", "WLB", "WLB elastic CP (no delay)", "PP imb. plain->WLB",
-                    "CP imb. plain->WLB"]))
-    print(_fmt_row(["---"] * 10))
+                    "Fixed-4D", "WLB, no delay", "WLB", "elastic CP, no delay",
+                    "elastic CP + delay", "PP imb. plain->WLB", "CP imb. plain->WLB"]))
+    print(_fmt_row(["---"] * 12))
     for (model, ctx), layout in PAPER_GRID.items():
         r = run_config(model, layout, ctx, systems, a)
         rows.append(r)
         s = r["systems"]
         print(_fmt_row([
             model, f"{ctx // 1024}K", layout.describe(), layout.world_size,
-            f"{s['plain']['iter_s_mean']:.3f}", f"{s['fixed']['speedup']:.3f}x",
-            f"{s['wlb']['speedup']:.3f}x", f"{s['wlb-elastic']['speedup']:.3f}x",
+            f"{s['plain']['iter_s_mean']:.3f}",
+            *(f"{s[k]['speedup']:.3f}x" for k in systems[1:]),
             f"{s['plain']['pp_imbalance_mean']:.2f} -> {s['wlb']['pp_imbalance_mean']:.2f}",
             f"{s['plain']['cp_imbalance_mean']:.3f} -> {s['wlb']['cp_imbalance_mean']:.3f}",
         ]), flush=True)

@@ -1,20 +1,21 @@
 #!/usr/bin/env python3
-"""Elastic CP, predicted: iteration time against stock Megatron, WLB and megatron-core's planner.
+"""Elastic CP, predicted: time per token against stock Megatron, WLB and megatron-core's planner.
 
-Stock Megatron, WLB, WLB with elastic CP, and megatron-core's hybrid CP planner, on the same
-global batches (cost model only; no training).
+Stock Megatron, WLB, WLB with elastic CP, and megatron-core's hybrid CP planner (cost model
+only; no training):
 
     python -m tools.simulate_elastic --dp 2 --cp 1 --gbs 2 4 8
 
-For every global-batch size: the mean over ``--iters`` iterations of each system's predicted
-time relative to stock Megatron, and elastic CP's fraction of the ideal (the iteration's work
-split perfectly over the DP x CP ranks and the slots, plus the pipeline's warm-up). Every
-system's time is ``wlb.elastic.plan.plan_time``: replicas run unsynchronised except where a
-group joins them. Stock and
-WLB run the fixed layout (each replica's CP ranks run its micro-batches); elastic CP regroups
-each WLB slot over the pool (``wlb.elastic.planner``); megatron-core's
-``BalancedCPScheduler`` groups the WLB iteration's documents as sub-samples, in as many
-micro-batch groups as it chooses (it runs without PP only).
+For every global-batch size: each system's predicted time per token over ``--iters``
+iterations relative to stock Megatron's (WLB, elastic CP and megatron-core's planner run the
+same WLB batches; stock Megatron its own, which need not hold as many tokens), and elastic CP's
+fraction of the ideal (the iteration's work split perfectly over the DP x CP ranks and the
+slots, plus the pipeline's warm-up). Every system's time is ``wlb.elastic.plan.plan_time``:
+replicas run unsynchronised except where a group joins them. Stock and WLB run the fixed layout
+(each replica's CP ranks run its micro-batches); elastic CP regroups each WLB slot over the pool
+(``wlb.elastic.planner``); megatron-core's ``BalancedCPScheduler`` groups the WLB iteration's
+documents as sub-samples, in as many micro-batch groups as it chooses (it runs without PP only),
+each group lasting as long as its slowest rank.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def run(lengths, *, dp: int, cp: int, gbs: int, seq: int, iters: int, ec: Elasti
                                              outlier_thresholds=[]), dp, shuffle=True,
                        seed=seed, balance_dp=True)
     t = {"stock": 0.0, "wlb": 0.0, "elastic": 0.0, "ideal": 0.0, "hybrid": 0.0}
+    tokens = {"stock": 0, "wlb": 0}
     for _ in range(iters):
         ps, pw = stock.next_plan(), wlb.next_plan()
+        tokens["stock"] += ps.num_tokens
+        tokens["wlb"] += pw.num_tokens
         t["stock"] += plan_time(fixed_slots(ps.microbatches, ps.dp_ranks, dp, cp), ec, pp)
         t["wlb"] += plan_time(fixed_slots(pw.microbatches, pw.dp_ranks, dp, cp), ec, pp)
         plan = plan_elastic(pw.microbatches, pw.dp_ranks, dp=dp, cp=cp,
@@ -71,6 +75,9 @@ def run(lengths, *, dp: int, cp: int, gbs: int, seq: int, iters: int, ec: Elasti
         t["ideal"] += sum(cost.doc_workload(d) for d in docs) / (dp * cp) * (m + pp - 1) / m
         if pp == 1:
             t["hybrid"] += _hybrid_time(docs, dp * cp, s_max // cp, ec)
+    # per token: the two streams need not train as many tokens in ``iters`` iterations
+    per_token = tokens["wlb"] / tokens["stock"]
+    t["stock"] *= per_token  # (stock's time for WLB's tokens)
     out = {"gbs": gbs, "dp": dp, "cp": cp, "pp": pp,
            "wlb_over_stock": t["stock"] / t["wlb"],
            "elastic_over_stock": t["stock"] / t["elastic"],
