@@ -199,6 +199,7 @@ def test_plan_time_lets_replicas_that_share_no_group_run_on():
     assert critical_path([slot_time(s, lin) for s in slots]) == 6.0
     joined = [slots[0], Slot((Group(0, 2, (Piece(5, 0, 2, 0), Piece(6, 0, 2, 0))),))]
     assert plan_time(joined, lin) == 5.0  # waits for rank 0 (free at 3), then 4 / 2
+    assert plan_time([slots[1], joined[1]], lin) == 5.0  # waits for rank 1 (free at 3)
     assert plan_time(joined, lin, pp=3) == 5.0 + 2 * 3.0
 
 
