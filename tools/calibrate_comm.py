@@ -26,7 +26,7 @@ import statistics
 import sys
 import time
 
-KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
+from wlb.training.elastic import COMM_KEYS as KEYS  # where --wlb-elastic-cp reads them
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
