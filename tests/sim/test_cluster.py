@@ -124,3 +124,29 @@ def test_the_elastic_planner_prices_the_all_gather_from_the_simulated_links():
     assert comm_price(model, SMALL, slow, cost)[1] == pytest.approx(2 * fixed)
     # in cost-model units: a token's K/V over the link costs far less than its linear work
     assert per_token < cost.linear_coef
+
+
+def test_joined_ranks_are_the_sets_that_groups_tie_together():
+    from wlb.elastic.plan import Group, Slot
+    from wlb.sim.elastic import joined_ranks
+
+    s = Slot((Group(0, 2, ()), Group(2, 1, ()), Group(3, 1, ())))
+    assert joined_ranks([s, s], 4) == [[0, 1], [2], [3]]
+    wide = Slot((Group(0, 4, ()),))
+    assert joined_ranks([s, wide], 4) == [[0, 1, 2, 3]]
+    pairs = Slot((Group(0, 1, ()), Group(1, 2, ()), Group(3, 1, ())))  # not aligned: still tied
+    assert joined_ranks([s, pairs], 4) == [[0, 1, 2], [3]]
+
+
+def test_elastic_that_keeps_the_fixed_layout_simulates_as_wlb(monkeypatch):
+    """With communication priced out of reach the planner keeps the fixed layout, and the
+    replicas then run unsynchronised, exactly as WLB's (not in lockstep slot by slot)."""
+    import wlb.sim.elastic as sim_elastic
+
+    monkeypatch.setattr(sim_elastic, "comm_price", lambda *a: (1e9, 1e9))
+    model, lens = MODELS["550m"], _lengths()
+    layout = ParallelDims(tp=1, cp=1, pp=2, dp=4, vpp=1)
+    nodelay = simulate_system(SYSTEMS["wlb-nodelay"], model, layout, 16384, lens, HW, iters=4)
+    elastic = simulate_system(SYSTEMS["wlb-elastic"], model, layout, 16384, lens, HW, iters=4)
+    assert elastic.iter_s == pytest.approx(nodelay.iter_s, rel=1e-12)
+    assert set(elastic.strategies) == {"g1"}
