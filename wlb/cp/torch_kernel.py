@@ -34,16 +34,18 @@ def _sdpa_block(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
     else:  # bottom-right causal: query i sits at doc position start+i and sees keys 0..start+i
         qi = torch.arange(n, device=qs.device)[:, None] + start
         mask, causal = torch.arange(kv, device=qs.device)[None, :] <= qi, False
+    # 4-D: SDPA's fused (flash) kernels take only [batch, heads, seq, dim]; 3-D inputs fall back
+    # to the unfused math path, which materialises the score matrix (3-6x slower on CPU)
     o = F.scaled_dot_product_attention(
-        qs.transpose(0, 1),  # [h, s, d]
-        ks.transpose(0, 1),  # [hkv, start+s, d]
-        vs.transpose(0, 1),
+        qs.transpose(0, 1)[None],  # [1, h, s, d]
+        ks.transpose(0, 1)[None],  # [1, hkv, start+s, d]
+        vs.transpose(0, 1)[None],
         attn_mask=mask,
         is_causal=causal,
         scale=scale,
         enable_gqa=qs.shape[1] != ks.shape[1],
     )
-    return o.transpose(0, 1)  # [s, h, d]
+    return o[0].transpose(0, 1)  # [1, h, s, d] -> [s, h, d]
 
 
 def _segment_attention(qs, ks, vs, start: int, scale: float) -> torch.Tensor:
