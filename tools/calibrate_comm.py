@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Price elastic CP's K/V all-gather on this machine, in a cost-model file's units.
+"""Price elastic CP's K/V all-gather and document split on this machine, for a cost-model file.
 
 Run under torchrun with as many processes as the widest group to price (2 here: one node's
 loopback; on a cluster, the processes of the group that may cross nodes). Each process times
@@ -9,7 +9,13 @@ for several ``n``; the slowest rank's median counts. It fits, per micro-batch (a
 ``t = fixed + coef x n x (g - 1)`` (``n x (g - 1)``: the tokens a rank receives, which is
 ``tokens x (g - 1) / g`` of a group's ``tokens``) and writes ``elastic_comm_coef`` and
 ``elastic_comm_fixed`` into the cost-model file, in its units (its ``fit_ms`` says how many ms
-one unit is), where ``--wlb-elastic-cp`` reads them. Example:
+one unit is), where ``--wlb-elastic-cp`` reads them.
+
+It also times one layer's attention (forward + backward, the ``torch`` kernel, compute only) of
+one ``--split-lengths`` document, whole on every rank at once, then split over the g ranks
+(per-document sharding, every rank its shard at once, the slowest counting), and writes the
+median of ``whole / (g x split)`` as ``elastic_split_efficiency`` (at most 1): how much of the
+ideal ``1 / g`` a split document's attention reaches (``wlb.elastic.plan.ElasticCost``). Example:
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \\
         --cost-model reports/bench_cpu/cost_model_l2_h64_a4_s8192.json
@@ -27,6 +33,7 @@ import sys
 import time
 
 from wlb.training.elastic import COMM_KEYS as KEYS  # where --wlb-elastic-cp reads them
+from wlb.training.elastic import SPLIT_KEY
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -64,6 +71,41 @@ def _time_layer(n: int, row: tuple[int, ...], repeats: int, group) -> float:
     return float(worst)
 
 
+def _time_split(length: int, heads: int, kv_heads: int, head_dim: int, repeats: int,
+                group) -> tuple[float, float]:
+    """Median ms (slowest rank) of one layer's attention forward + backward of a ``length``-token
+    document: whole on every rank, then each rank's per-document shard of it (compute only,
+    against K/V already gathered)."""
+    import torch
+    import torch.distributed as dist
+
+    from wlb.cp import shard_indices
+    from wlb.cp.layout import build_layout
+    from wlb.cp.torch_kernel import attend_segments, attend_segments_backward
+
+    g, rank = dist.get_world_size(group), dist.get_rank(group)
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(length, heads, head_dim, generator=gen)
+    k, v = (torch.randn(length, kv_heads, head_dim, generator=gen) for _ in range(2))
+    scale = head_dim ** -0.5
+    out = []
+    for n, r, strategy in ((1, 0, "per_seq"), (g, rank, "per_doc")):
+        segments = build_layout((length,), n, r, strategy).segments
+        ql = q[shard_indices([length], n, r, strategy)] if n > 1 else q
+        samples = []
+        for rep in range(repeats + 1):
+            dist.barrier(group)
+            t0 = time.perf_counter()
+            o = attend_segments(ql, k, v, segments, scale)
+            attend_segments_backward(ql, k, v, segments, scale, torch.ones_like(o))
+            if rep:  # the first call warms up
+                samples.append((time.perf_counter() - t0) * 1e3)
+        worst = torch.tensor([statistics.median(samples)], dtype=torch.float64)
+        dist.all_reduce(worst, op=dist.ReduceOp.MAX, group=group)
+        out.append(float(worst))
+    return out[0], out[1]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cost-model", required=True,
@@ -71,6 +113,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--tokens", default="512,1024,2048,4096,8192",
                    help="local token counts to time (comma-separated)")
+    p.add_argument("--split-lengths", default="2048,4096,6144",
+                   help="document lengths whose split efficiency to time (comma-separated)")
     a = p.parse_args(argv)
     with open(a.cost_model, encoding="utf-8") as f:
         data = json.load(f)
@@ -103,7 +147,19 @@ def main(argv=None) -> int:
             print(f"[calibrate_comm] {g} ranks, {n:6d} tokens each: {ms:8.2f} ms per "
                   f"micro-batch ({layers} layers)", flush=True)
     fixed_ms, coef_ms = fit_line(xs, ys)
+    split = {"lengths": [], "whole_ms": [], "split_ms": [], "efficiency": []}
+    for d in (int(x) for x in a.split_lengths.split(",")):
+        whole, part = _time_split(d, heads, kv_heads, model["hidden_size"] // heads, a.repeats,
+                                  dist.group.WORLD)
+        for key, value in zip(split, (d, whole, part, whole / (g * part))):
+            split[key].append(value)
+        if dist.get_rank() == 0:
+            print(f"[calibrate_comm] a {d}-token document's attention: {whole:.1f} ms whole, "
+                  f"{part:.1f} ms split over {g} ranks: efficiency {split['efficiency'][-1]:.3f}",
+                  flush=True)
+    measured = statistics.median(split["efficiency"])
     if dist.get_rank() == 0:
+        data.update({SPLIT_KEY: min(measured, 1.0), "elastic_split_fit": {**split, "ranks": g}})
         data.update({KEYS[0]: coef_ms / ms_per_unit, KEYS[1]: fixed_ms / ms_per_unit,
                      "elastic_comm_fit_ms": {"per_token_received": coef_ms,
                                              "per_microbatch": fixed_ms, "ranks": g}})
@@ -113,7 +169,8 @@ def main(argv=None) -> int:
         os.replace(tmp, a.cost_model)
         print(f"[calibrate_comm] {fixed_ms:.2f} ms + {coef_ms * 1e3:.3f} us per token received "
               f"-> {KEYS[0]} = {data[KEYS[0]]:.4g}, {KEYS[1]} = {data[KEYS[1]]:.4g} "
-              f"(cost-model units) in {a.cost_model}", flush=True)
+              f"(cost-model units); {SPLIT_KEY} = {data[SPLIT_KEY]:.3f} (measured "
+              f"{measured:.3f}, at most 1 counts) in {a.cost_model}", flush=True)
     dist.destroy_process_group()
     return 0
 

@@ -126,6 +126,20 @@ def test_the_plan_is_never_slower_than_the_fixed_layout_and_trains_every_piece_o
                                              ec=SQ, pp=4).digest()  # deterministic
 
 
+def test_a_split_documents_attention_costs_one_over_its_efficiency_and_its_overhead_stays():
+    ec = ElasticCost(CostModel(0.01, 1.0, 10.0), split_efficiency=0.8)  # the docstring's example
+    assert ec.group_time([100, 50], 1) == pytest.approx(295.0)
+    assert ec.group_time([100, 50], 2) == pytest.approx((125 / 0.8 + 150) / 2 + 2 * 10)
+    assert ElasticCost(ec.cost).group_time([100, 50], 2) == pytest.approx(125 / 2 + 75 + 20)
+    # a document that pays to split over 2 at efficiency 1 keeps one rank at 0.5
+    heavy = [Piece(0, 0, 100, 0)] + [Piece(i, 0, 10, 0) for i in range(1, 5)]
+    assert group_slot(heavy, 2, 200, ElasticCost(SQ.cost)).groups[0].size == 2
+    assert group_slot(heavy, 2, 200, ElasticCost(SQ.cost, split_efficiency=0.5)
+                      ).groups[0].size == 1
+    with pytest.raises(PlanError, match="split efficiency 0 must be > 0"):
+        ElasticCost(SQ.cost, split_efficiency=0)
+
+
 def test_group_time():
     assert SQ.group_time([100, 50], 2) == (100 + 25) / 2
     ec = ElasticCost(SQ.cost, comm_coef=1.0)

@@ -32,6 +32,32 @@ def test_the_comm_price_comes_from_the_flag_else_the_cost_model_file_else_zero(t
     assert (rt.cost.comm_coef, rt.cost.comm_fixed) == (0.25, 40.0)
 
 
+def test_the_split_efficiency_comes_from_the_cost_model_file_else_one(tmp_path):
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0,
+                                "elastic_split_efficiency": 0.75}))
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0}))
+    assert elastic.split_efficiency(str(path)) == 0.75
+    assert elastic.split_efficiency(str(bare)) == 1.0
+    assert elastic.split_efficiency(None) == 1.0
+    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(("per_doc",), 1, None),
+                               split=elastic.split_efficiency(str(path)))
+    assert rt.cost.split_efficiency == 0.75
+
+
+@pytest.mark.parametrize("key,bad", [("elastic_split_efficiency", 0), ("elastic_split_efficiency",
+                                     "high"), ("elastic_comm_coef", -1.0),
+                                     ("elastic_comm_fixed", True)])
+def test_a_bad_price_in_the_cost_model_file_is_one_line_naming_it(tmp_path, key, bad):
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps({"attn_coef": 1.0, "linear_coef": 1.0, key: bad}))
+    read = elastic.split_efficiency if key == "elastic_split_efficiency" else (
+        lambda p: elastic.comm_price(None, p))
+    with pytest.raises(ConfigError, match=rf"cost.json: {key}={bad!r} must be a finite number"):
+        read(str(path))
+
+
 @pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
 def test_a_bad_comm_price_is_one_line_naming_it(bad):
     with pytest.raises(ConfigError, match=r"^--wlb-elastic-comm-coef=.* must be a finite"):

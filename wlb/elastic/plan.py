@@ -24,29 +24,48 @@ class PlanError(ValueError):
 class ElasticCost:
     """Per-rank time of one group's micro-batch.
 
-    ``sum(W(d)) / g + comm_fixed + comm_coef * tokens * (g - 1) / g`` (the last two for g > 1):
-    the work of every document split evenly over the g ranks (per-document CP sharding), plus
-    the K/V all-gather of the group's tokens (each rank receives the other ranks' share) and its
-    per-micro-batch latency. ``tools/calibrate_comm.py`` measures both prices.
+    For ``g > 1`` ranks, ``(A / e + B x tokens) / g + C x docs + comm_fixed + comm_coef x tokens
+    x (g - 1) / g``, ``A`` the attention part of ``sum(W(d))``, ``B`` and ``C`` the cost model's
+    per-token and per-document coefficients and ``e`` the split efficiency: each document's work
+    is split over the g ranks (per-document CP sharding), but its attention only ``e`` as well as
+    ``1 / g`` (smaller, masked kernel calls) and its per-document overhead not at all (every rank
+    runs a piece of every document); then the K/V all-gather of the group's tokens (each rank
+    receives the other ranks' share) and its per-micro-batch latency. One rank: ``sum(W(d))``.
+    ``tools/calibrate_comm.py`` measures ``e`` and both prices.
+
+    Worked example (``W(d) = 0.01 d^2 + d + 10``, ``e = 0.8``, free communication): [100, 50]
+    on one rank costs (100 + 100 + 10) + (25 + 50 + 10) = 295; on two ranks
+    (125 / 0.8 + 150) / 2 + 2 x 10 = 173.1 (perfectly split: 147.5).
 
     Attributes:
         cost: the per-document workload W(d).
         comm_coef: time per token gathered (0: free communication), in W's units.
         comm_fixed: time of a group's collectives however few tokens they carry, in W's units.
+        split_efficiency: ``e`` above, in (0, 1] on the machines measured (1: perfect split).
     """
 
     cost: CostModel
     comm_coef: float = 0.0
     comm_fixed: float = 0.0
+    split_efficiency: float = 1.0
 
-    def time(self, work: float, tokens: int, g: int) -> float:
-        """Per-rank time of ``work`` over ``tokens`` tokens on ``g`` ranks."""
+    def __post_init__(self) -> None:
+        if not self.split_efficiency > 0:
+            raise PlanError(f"split efficiency {self.split_efficiency!r} must be > 0")
+
+    def time(self, work: float, tokens: int, g: int, docs: int) -> float:
+        """Per-rank time of ``docs`` documents of ``work`` over ``tokens`` tokens on ``g``
+        ranks."""
         if g == 1:
             return work
-        return work / g + self.comm_fixed + self.comm_coef * tokens * (g - 1) / g
+        c = self.cost
+        attn = max(work - c.linear_coef * tokens - c.doc_coef * docs, 0.0)
+        return ((attn / self.split_efficiency + c.linear_coef * tokens) / g + c.doc_coef * docs
+                + self.comm_fixed + self.comm_coef * tokens * (g - 1) / g)
 
     def group_time(self, lengths, g: int) -> float:
-        return self.time(sum(self.cost.doc_workload(d) for d in lengths), sum(lengths), g)
+        return self.time(sum(self.cost.doc_workload(d) for d in lengths), sum(lengths), g,
+                         len(lengths))
 
 
 @dataclass(frozen=True)

@@ -78,8 +78,8 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
         share = work[i] / fair if fair else 0.0
         if need > 1 or share >= 1:
             g = need  # widen up to its share while that shortens it (communication included)
-            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2)
-                                                  < ec.time(work[i], p.length, g)):
+            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2, 1)
+                                                  < ec.time(work[i], p.length, g, 1)):
                 g *= 2
             big[i] = g
     small = [i for i in range(len(order)) if i not in big]
@@ -99,7 +99,7 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
             if not room:
                 return None
             gr = min(room, key=lambda gr: (ec.time(gr[3] + work[i], gr[4] + order[i].length,
-                                                   gr[1]), gr[0]))
+                                                   gr[1], len(gr[2]) + 1), gr[0]))
             gr[2].append(i)
             gr[3] += work[i]
             gr[4] += order[i].length

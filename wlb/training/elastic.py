@@ -10,8 +10,10 @@ selector picks for a CP group of that size.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 
+from wlb.config import ConfigError
 from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
 from wlb.elastic.plan import ElasticCost, ElasticPlan, fixed_slots, plan_time, validate_plan
@@ -20,18 +22,44 @@ from wlb.training.checks import check_plan_agreement
 
 #: the cost-model file's keys for the all-gather's prices (``tools/calibrate_comm.py``)
 COMM_KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
+#: the cost-model file's key for the measured split efficiency (``tools/calibrate_comm.py``)
+SPLIT_KEY = "elastic_split_efficiency"
+
+
+def _file_price(path: str, key: str, default: float, ok, need: str) -> float:
+    with open(path, encoding="utf-8") as f:
+        value = json.load(f).get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+        raise ConfigError(f"{path}: {key}={value!r} must be {need} "
+                          "(tools/calibrate_comm.py writes it)")
+    return float(value)
 
 
 def comm_price(flag: float | None, cost_model_path: str | None) -> tuple[float, float]:
     """(per token gathered, per group micro-batch): ``--wlb-elastic-comm-coef`` (then no fixed
-    part), else the cost-model file's :data:`COMM_KEYS`, else free."""
+    part), else the cost-model file's :data:`COMM_KEYS`, else free.
+
+    Raises:
+        ConfigError: a price in the file that is not a finite number >= 0.
+    """
     if flag is not None:
         return float(flag), 0.0
     if cost_model_path:
-        with open(cost_model_path, encoding="utf-8") as f:
-            data = json.load(f)
-        return tuple(float(data.get(k, 0.0)) for k in COMM_KEYS)
+        return tuple(_file_price(cost_model_path, k, 0.0, lambda v: 0 <= v < math.inf,
+                                 "a finite number >= 0") for k in COMM_KEYS)
     return 0.0, 0.0
+
+
+def split_efficiency(cost_model_path: str | None) -> float:
+    """The cost-model file's :data:`SPLIT_KEY` (``ElasticCost.split_efficiency``), else 1.
+
+    Raises:
+        ConfigError: a value that is not a finite number > 0.
+    """
+    if not cost_model_path:
+        return 1.0
+    return _file_price(cost_model_path, SPLIT_KEY, 1.0, lambda v: 0 < v < math.inf,
+                       "a finite number > 0")
 
 
 @dataclass
@@ -66,9 +94,10 @@ class ElasticRuntime:
 
 
 def build_runtime(groups, cost: CostModel, chooser: StrategyChooser,
-                  comm: tuple[float, float] = (0.0, 0.0)) -> ElasticRuntime:
-    """The runtime of ``groups`` with the all-gather priced at ``comm`` (:func:`comm_price`)."""
-    return ElasticRuntime(groups, ElasticCost(cost, *comm), chooser)
+                  comm: tuple[float, float] = (0.0, 0.0), split: float = 1.0) -> ElasticRuntime:
+    """The runtime of ``groups`` with the all-gather priced at ``comm`` (:func:`comm_price`) and
+    a split document's attention at ``split`` efficiency (:func:`split_efficiency`)."""
+    return ElasticRuntime(groups, ElasticCost(cost, *comm, split_efficiency=split), chooser)
 
 
 def plan_step(rt: ElasticRuntime, plan, layout, rank_tokens: int, device=None) -> ElasticPlan:

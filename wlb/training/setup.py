@@ -220,10 +220,11 @@ def build(cfg: RunConfig) -> Run:
     elastic = None
     if cfg.wlb.elastic_cp:
         from wlb.megatron.elastic import build_elastic_groups
-        from wlb.training.elastic import build_runtime, comm_price
+        from wlb.training.elastic import build_runtime, comm_price, split_efficiency
 
         elastic = build_runtime(build_elastic_groups(groups), cost, chooser,
-                                comm_price(cfg.wlb.elastic_comm_coef, cfg.wlb.cost_model))
+                                comm_price(cfg.wlb.elastic_comm_coef, cfg.wlb.cost_model),
+                                split_efficiency(cfg.wlb.cost_model))
     return Run(cfg, groups, documents, documents.train, config, model, optimizer, scheduler,
                schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel,
                device, elastic=elastic, packer_max_tokens=schedule.packer.max_tokens)
