@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from wlb.packing.base import default_max_tokens
 from wlb.parallel import ParallelDims
 from wlb.sim.cluster import SYSTEMS, fit_cost_model, simulate_system
 from wlb.sim.hardware import h100
@@ -150,3 +151,20 @@ def test_elastic_that_keeps_the_fixed_layout_simulates_as_wlb(monkeypatch):
     elastic = simulate_system(SYSTEMS["wlb-elastic"], model, layout, 16384, lens, HW, iters=4)
     assert elastic.iter_s == pytest.approx(nodelay.iter_s, rel=1e-12)
     assert set(elastic.strategies) == {"g1"}
+
+
+def test_the_elastic_planner_prices_one_rank_so_its_cost_model_is_fitted_at_cp1(monkeypatch):
+    """ElasticCost's W(d) is one rank's time (g ranks: W / g): a fit on the CP = 2 layout would
+    already hold the split once, and the planner would divide it again."""
+    from dataclasses import replace
+
+    import wlb.sim.elastic as sim_elastic
+
+    seen = []
+    monkeypatch.setattr(sim_elastic, "simulate_elastic_iteration",
+                        lambda plan, model, layout, hw, cost, *a: seen.append(cost))
+    model = MODELS["550m"]
+    simulate_system(SYSTEMS["wlb-elastic"], model, SMALL, 16384, _lengths(), HW, iters=2)
+    max_len = default_max_tokens(16384)
+    assert seen == [fit_cost_model(model, replace(SMALL, cp=1), HW, max_len)] * 2
+    assert seen[0] != fit_cost_model(model, SMALL, HW, max_len)

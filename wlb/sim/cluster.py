@@ -193,11 +193,15 @@ def simulate_system(system: System, model: ModelSpec, layout: ParallelDims, cont
     schedule = system_schedule(system, model, layout, context, lengths, hw, seed=seed, cost=cost)
     report = SimReport(system.name, [], [], [], {}, [])
     if system.cp == "elastic":
+        from dataclasses import replace
+
         from wlb.sim.elastic import simulate_elastic_iteration
 
+        # the planner's W(d) is one rank's time (a group of g ranks: W / g), so fit it at CP = 1
+        one_rank = fit_cost_model(model, replace(layout, cp=1), hw, default_max_tokens(context))
         for _ in range(iters):
-            simulate_elastic_iteration(schedule.next_plan(), model, layout, hw, cost, context,
-                                       report)
+            simulate_elastic_iteration(schedule.next_plan(), model, layout, hw, one_rank,
+                                       context, report)
         return report
     chooser = system_chooser(system.cp, model, layout, hw)
     for _ in range(iters):
