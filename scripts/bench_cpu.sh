@@ -72,10 +72,10 @@ for cfg in ${CONFIGS}; do
   # shellcheck disable=SC2086
   flags=(${LAYOUT[$cfg]})
   rm -f "${OUT}/${cfg}"_{baseline,wlb,elastic}{,_r[0-9]*}.jsonl
-  if [[ "${ELASTIC:-0}" == 1 ]] && ! grep -q elastic_comm_coef "${COST}"; then
-    # price elastic CP's all-gather once per cost model, on 2 processes
+  if [[ "${ELASTIC:-0}" == 1 ]] && ! grep -q elastic_split_efficiency "${COST}"; then
+    # price elastic CP's all-gather and document split once per cost model, on 2 processes
     "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \
-      --cost-model "${COST}" 2>/dev/null | grep '^\[calibrate_comm\] [0-9.]* ms +'
+      --cost-model "${COST}" 2>/dev/null | grep '^\[calibrate_comm\] [0-9.]* ms +\|attention'
   fi
   arms=(baseline wlb)
   [[ "${ELASTIC:-0}" != 1 ]] || arms+=(elastic)
@@ -103,7 +103,8 @@ for cfg in ${CONFIGS}; do
     # the same layout and batches predicted: elastic CP's fraction of the ideal
     mapfile -t COEF < <("${VPY}" -c 'import json, sys; d = json.load(open(sys.argv[1]))
 for k in ("attn", "linear", "doc"): print(f"--{k}-coef"); print(d[k + "_coef"])
-for k in ("coef", "fixed"): print(f"--comm-{k}"); print(d.get("elastic_comm_" + k, 0))' "${COST}")
+for k in ("coef", "fixed"): print(f"--comm-{k}"); print(d.get("elastic_comm_" + k, 0))
+print("--split-efficiency"); print(d.get("elastic_split_efficiency", 1))' "${COST}")
     # shellcheck disable=SC2086
     "${VPY}" -m tools.simulate_elastic --scale "${SCALE:-0.03125}" --seq-length "${SEQ:-8192}" \
       ${DIMS[${cfg}]} --gbs "${GBS:-8}" --iters "${ITERS:-10}" --seed "${SEED:-1234}" \

@@ -38,7 +38,7 @@ def test_two_processes_write_the_prices_in_cost_model_units(tmp_path):
                       model={"num_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
                              "num_query_groups": 2})
     proc = _run(["--cost-model", str(path), "--tokens", "64,256,1024", "--repeats", "2",
-                 "--split-lengths", "128,384"], 2)
+                 "--split-lengths", "128;384,64,32"], 2)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(path.read_text())
     fit = data["elastic_comm_fit_ms"]
@@ -48,7 +48,7 @@ def test_two_processes_write_the_prices_in_cost_model_units(tmp_path):
     assert data["attn_coef"] == 0.01  # the cost model itself is kept
     assert proc.stdout.count("[calibrate_comm] 2 ranks") == 3
     split = data["elastic_split_fit"]
-    assert split["lengths"] == [128, 384] and split["ranks"] == 2
+    assert split["lengths"] == [[128], [384, 64, 32]] and split["ranks"] == 2
     assert split["efficiency"] == pytest.approx(
         [w / (2 * s) for w, s in zip(split["whole_ms"], split["split_ms"])])
     assert data["elastic_split_efficiency"] == min(sum(split["efficiency"]) / 2, 1.0) > 0

@@ -12,10 +12,12 @@ for several ``n``; the slowest rank's median counts. It fits, per micro-batch (a
 one unit is), where ``--wlb-elastic-cp`` reads them.
 
 It also times one layer's attention (forward + backward, the ``torch`` kernel, compute only) of
-one ``--split-lengths`` document, whole on every rank at once, then split over the g ranks
-(per-document sharding, every rank its shard at once, the slowest counting), and writes the
-median of ``whole / (g x split)`` as ``elastic_split_efficiency`` (at most 1): how much of the
-ideal ``1 / g`` a split document's attention reaches (``wlb.elastic.plan.ElasticCost``). Example:
+each ``--split-lengths`` micro-batch (a long document alone, and long documents among short
+ones, whose short chunks cost more than their share), whole on every rank at once, then split
+over the g ranks (per-document sharding, every rank its shard at once, the slowest counting),
+and writes the median of ``whole / (g x split)`` as ``elastic_split_efficiency`` (at most 1):
+how much of the ideal ``1 / g`` a split micro-batch's attention reaches
+(``wlb.elastic.plan.ElasticCost``). Example:
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \\
         --cost-model reports/bench_cpu/cost_model_l2_h64_a4_s8192.json
@@ -34,6 +36,9 @@ import time
 
 from wlb.training.elastic import COMM_KEYS as KEYS  # where --wlb-elastic-cp reads them
 from wlb.training.elastic import SPLIT_KEY
+
+#: the default ``--split-lengths``: a long document alone, and long documents among short ones
+SPLIT_BATCHES = "4096;2048,1024,512,256,256,128,128,64,64,64;4096,1024,512,512,256,256,128,128"
 
 
 def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
@@ -71,11 +76,11 @@ def _time_layer(n: int, row: tuple[int, ...], repeats: int, group) -> float:
     return float(worst)
 
 
-def _time_split(length: int, heads: int, kv_heads: int, head_dim: int, repeats: int,
+def _time_split(lens: tuple[int, ...], heads: int, kv_heads: int, head_dim: int, repeats: int,
                 group) -> tuple[float, float]:
-    """Median ms (slowest rank) of one layer's attention forward + backward of a ``length``-token
-    document: whole on every rank, then each rank's per-document shard of it (compute only,
-    against K/V already gathered)."""
+    """Median ms (slowest rank) of one layer's attention forward + backward of a micro-batch of
+    documents ``lens``: whole on every rank, then each rank's per-document shard of it (compute
+    only, against K/V already gathered)."""
     import torch
     import torch.distributed as dist
 
@@ -85,13 +90,13 @@ def _time_split(length: int, heads: int, kv_heads: int, head_dim: int, repeats: 
 
     g, rank = dist.get_world_size(group), dist.get_rank(group)
     gen = torch.Generator().manual_seed(0)
-    q = torch.randn(length, heads, head_dim, generator=gen)
-    k, v = (torch.randn(length, kv_heads, head_dim, generator=gen) for _ in range(2))
+    q = torch.randn(sum(lens), heads, head_dim, generator=gen)
+    k, v = (torch.randn(sum(lens), kv_heads, head_dim, generator=gen) for _ in range(2))
     scale = head_dim ** -0.5
     out = []
     for n, r, strategy in ((1, 0, "per_seq"), (g, rank, "per_doc")):
-        segments = build_layout((length,), n, r, strategy).segments
-        ql = q[shard_indices([length], n, r, strategy)] if n > 1 else q
+        segments = build_layout(lens, n, r, strategy).segments
+        ql = q[shard_indices(list(lens), n, r, strategy)] if n > 1 else q
         samples = []
         for rep in range(repeats + 1):
             dist.barrier(group)
@@ -113,8 +118,9 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--tokens", default="512,1024,2048,4096,8192",
                    help="local token counts to time (comma-separated)")
-    p.add_argument("--split-lengths", default="2048,4096,6144",
-                   help="document lengths whose split efficiency to time (comma-separated)")
+    p.add_argument("--split-lengths", default=SPLIT_BATCHES,
+                   help="micro-batches whose split efficiency to time: ';' between micro-batches, "
+                   "',' between a micro-batch's document lengths")
     a = p.parse_args(argv)
     with open(a.cost_model, encoding="utf-8") as f:
         data = json.load(f)
@@ -148,13 +154,14 @@ def main(argv=None) -> int:
                   f"micro-batch ({layers} layers)", flush=True)
     fixed_ms, coef_ms = fit_line(xs, ys)
     split = {"lengths": [], "whole_ms": [], "split_ms": [], "efficiency": []}
-    for d in (int(x) for x in a.split_lengths.split(",")):
+    for d in (tuple(int(x) for x in mb.split(",")) for mb in a.split_lengths.split(";")):
         whole, part = _time_split(d, heads, kv_heads, model["hidden_size"] // heads, a.repeats,
                                   dist.group.WORLD)
-        for key, value in zip(split, (d, whole, part, whole / (g * part))):
+        for key, value in zip(split, (list(d), whole, part, whole / (g * part))):
             split[key].append(value)
         if dist.get_rank() == 0:
-            print(f"[calibrate_comm] a {d}-token document's attention: {whole:.1f} ms whole, "
+            print(f"[calibrate_comm] attention of {len(d)} documents ({sum(d)} tokens, the longest "
+                  f"{max(d)}): {whole:.1f} ms whole, "
                   f"{part:.1f} ms split over {g} ranks: efficiency {split['efficiency'][-1]:.3f}",
                   flush=True)
     measured = statistics.median(split["efficiency"])

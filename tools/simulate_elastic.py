@@ -107,11 +107,16 @@ def main(argv=None) -> int:
                    help="K/V all-gather time per token gathered (0: free)")
     p.add_argument("--comm-fixed", type=float, default=0.0,
                    help="a group's collectives' time however few tokens (0: free)")
+    p.add_argument("--split-efficiency", type=float, default=1.0,
+                   help="how much of 1/g a split document's attention reaches (1: perfect)")
     p.add_argument("--json", action="store_true", help="one JSON object per GBS")
     a = p.parse_args(argv)
     lengths = scaled_lengths(a.lengths, a.seq_length, a.scale)
-    ec = ElasticCost(CostModel(a.attn_coef, a.linear_coef, a.doc_coef), a.comm_coef,
-                      a.comm_fixed)
+    try:
+        ec = ElasticCost(CostModel(a.attn_coef, a.linear_coef, a.doc_coef), a.comm_coef,
+                         a.comm_fixed, a.split_efficiency)
+    except ValueError as e:
+        p.error(str(e))
     rows = [run(lengths, dp=a.dp, cp=a.cp, gbs=g, seq=a.seq_length, iters=a.iters, ec=ec,
                 pp=a.pp, seed=a.seed) for g in a.gbs]
     if a.json:
@@ -120,7 +125,8 @@ def main(argv=None) -> int:
         return 0
     print(f"DP={a.dp} CP={a.cp} PP={a.pp}, seq {a.seq_length}, {a.lengths} x {a.scale:g}, "
           f"W = {a.attn_coef:g} d^2 + {a.linear_coef:g} d + {a.doc_coef:g}, comm "
-          f"{a.comm_fixed:g} + {a.comm_coef:g} per token, {a.iters} iterations (predicted, over "
+          f"{a.comm_fixed:g} + {a.comm_coef:g} per token, split efficiency "
+          f"{a.split_efficiency:g}, {a.iters} iterations (predicted, over "
           "stock Megatron)")
     print("| GBS | WLB | elastic | ideal | elastic / WLB | ideal / WLB | elastic, fraction of "
           "ideal | megatron hybrid CP |")
