@@ -13,7 +13,8 @@
 # prints tools/simulate_elastic.py's ideal for the same layout (elastic's fraction of the ideal);
 # the all-gather is priced once per cost model by tools/calibrate_comm.py (2 processes).
 # SHARDING sets the WLB arms' --wlb-cp-sharding (default adaptive).
-# REPEATS=N runs the arms N times, interleaved, and prints each ratio's median over the repeats
+# REPEATS=N runs the arms N times, interleaved (each repeat starts with the next arm), and prints
+# each ratio's median over the repeats
 # (tools/bench_repeats.py); the other figures come from the first repeat.
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
 # EVAL=0: off) and tools/quality_report.py prints their validation losses.
@@ -29,9 +30,10 @@ MODEL=(
   --num-layers "${LAYERS:-2}" --hidden-size "${HIDDEN:-64}" --num-attention-heads "${HEADS:-4}"
   --seq-length "${SEQ:-8192}" --global-batch-size "${GBS:-8}"
 )
+SAMPLE="${LENGTHS:-${ROOT}/data/doc_lengths/doc_lengths_wlbllm.json}"
 DATA=(
   --mock-data --mock-num-docs "${DOCS:-6000}" --mock-length-scale "${SCALE:-0.03125}"
-  --mock-length-sample "${LENGTHS:-${ROOT}/data/doc_lengths/doc_lengths_wlbllm.json}"
+  --mock-length-sample "${SAMPLE}"
 )
 TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}")
 # both arms evaluated on the same held-out batches after the last iteration (EVAL=0: off)
@@ -75,17 +77,25 @@ for cfg in ${CONFIGS}; do
   if [[ "${ELASTIC:-0}" == 1 ]] && ! grep -q elastic_split_efficiency "${COST}"; then
     # price elastic CP's all-gather and document split once per cost model, on 2 processes
     "${VPY}" -m torch.distributed.run --standalone --nproc_per_node 2 -m tools.calibrate_comm \
-      --cost-model "${COST}" 2>/dev/null | grep '^\[calibrate_comm\] [0-9.]* ms +\|attention'
+      --cost-model "${COST}" --split-sample "${SAMPLE}" --split-scale "${SCALE:-0.03125}" \
+      --split-tokens $(( 2 * ${SEQ:-8192} )) 2>/dev/null \
+      | grep '^\[calibrate_comm\] [0-9.]* ms +\|attention'
   fi
   arms=(baseline wlb)
   [[ "${ELASTIC:-0}" != 1 ]] || arms+=(elastic)
-  for rep in $(seq 1 "${REPEATS:-1}"); do  # repeats interleave the arms
+  for rep in $(seq 1 "${REPEATS:-1}"); do  # repeats interleave the arms, each first in turn
     sfx=""
     [[ "${rep}" == 1 ]] || sfx="_r${rep}"
-    run "${cfg}_baseline${sfx}" "${flags[@]}" --wlb-packing megatron --wlb-cp-sharding per-seq
-    run "${cfg}_wlb${sfx}" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}"
-    [[ "${ELASTIC:-0}" != 1 ]] || run "${cfg}_elastic${sfx}" "${flags[@]}" "${WLB_ARM[@]}" \
-      "${WLB_EXTRA[@]}" --wlb-elastic-cp
+    for k in "${!arms[@]}"; do
+      arm="${arms[$(( (k + rep - 1) % ${#arms[@]} ))]}"
+      case "${arm}" in
+        baseline) run "${cfg}_baseline${sfx}" "${flags[@]}" --wlb-packing megatron \
+                    --wlb-cp-sharding per-seq ;;
+        wlb) run "${cfg}_wlb${sfx}" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" ;;
+        elastic) run "${cfg}_elastic${sfx}" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" \
+                   --wlb-elastic-cp ;;
+      esac
+    done
   done
   echo "=== ${cfg}: baseline vs WLB (delay ${DELAY}) ==="
   "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \

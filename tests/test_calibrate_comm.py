@@ -62,3 +62,12 @@ def test_an_uncalibrated_file_is_one_line(tmp_path):
     assert proc.stderr.strip().splitlines() == [
         f"calibrate_comm: {path} has no fit_ms.linear_ms_per_token or model entry; write it "
         "with tools/calibrate_cost_model.py first"]
+
+
+def test_sample_batches_hold_one_long_document_among_drawn_ones(tmp_path):
+    from tools.calibrate_comm import sample_batches
+
+    path = tmp_path / "lengths.json"
+    path.write_text(json.dumps([100] * 99 + [3000]))
+    assert sample_batches(str(path), 1.0, 4000, n=2) == [(3000,) + (100,) * 10] * 2
+    assert sample_batches(str(path), 0.5, 2000, n=1) == [(1500,) + (50,) * 10]

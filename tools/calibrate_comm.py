@@ -12,9 +12,10 @@ for several ``n``; the slowest rank's median counts. It fits, per micro-batch (a
 one unit is), where ``--wlb-elastic-cp`` reads them.
 
 It also times one layer's attention (forward + backward, the ``torch`` kernel, compute only) of
-each ``--split-lengths`` micro-batch (a long document alone, and long documents among short
-ones, whose short chunks cost more than their share), whole on every rank at once, then split
-over the g ranks (per-document sharding, every rank its shard at once, the slowest counting),
+three micro-batches (``--split-lengths``, or with ``--split-sample`` drawn from the run's own
+length sample: one long document among drawn ones, as the slots elastic CP regroups hold; short
+documents' chunks cost more than their share), whole on every rank at once, then split over
+the g ranks (``--split-strategy``, every rank its shard at once, the slowest counting),
 and writes the median of ``whole / (g x split)`` as ``elastic_split_efficiency`` (at most 1):
 how much of the ideal ``1 / g`` a split micro-batch's attention reaches
 (``wlb.elastic.plan.ElasticCost``). Example:
@@ -76,10 +77,39 @@ def _time_layer(n: int, row: tuple[int, ...], repeats: int, group) -> float:
     return float(worst)
 
 
+def sample_batches(path: str, scale: float, tokens: int, n: int = 3, seed: int = 0
+                   ) -> list[tuple[int, ...]]:
+    """``n`` micro-batches of at most ``tokens`` tokens from the length sample at ``path`` (times
+    ``scale``), as the slots elastic CP regroups hold: one of the sample's longest 1% of
+    documents, then the others in a seeded random order, each that still fits.
+
+    Example: 99 documents of 100 tokens and one of 3,000, ``tokens`` = 4,000: every micro-batch
+    is (3000, 100, ..., 100) with ten 100s (the 3,000 never fits twice).
+    """
+    import numpy as np
+
+    from wlb.data.lengths import scaled_lengths
+
+    lengths = scaled_lengths(path, tokens, scale)
+    lengths = lengths[lengths <= tokens]
+    rng = np.random.default_rng(seed)
+    heavy = np.sort(lengths)[-max(1, len(lengths) // 100):]
+    out = []
+    for _ in range(n):
+        mb = [int(rng.choice(heavy))]
+        room = tokens - mb[0]
+        for d in rng.permutation(lengths):
+            if d <= room:
+                mb.append(int(d))
+                room -= int(d)
+        out.append(tuple(mb))
+    return out
+
+
 def _time_split(lens: tuple[int, ...], heads: int, kv_heads: int, head_dim: int, repeats: int,
-                group) -> tuple[float, float]:
+                group, strategy: str = "per_doc") -> tuple[float, float]:
     """Median ms (slowest rank) of one layer's attention forward + backward of a micro-batch of
-    documents ``lens``: whole on every rank, then each rank's per-document shard of it (compute
+    documents ``lens``: whole on every rank, then each rank's ``strategy`` shard of it (compute
     only, against K/V already gathered)."""
     import torch
     import torch.distributed as dist
@@ -94,9 +124,9 @@ def _time_split(lens: tuple[int, ...], heads: int, kv_heads: int, head_dim: int,
     k, v = (torch.randn(sum(lens), kv_heads, head_dim, generator=gen) for _ in range(2))
     scale = head_dim ** -0.5
     out = []
-    for n, r, strategy in ((1, 0, "per_seq"), (g, rank, "per_doc")):
-        segments = build_layout(lens, n, r, strategy).segments
-        ql = q[shard_indices(list(lens), n, r, strategy)] if n > 1 else q
+    for n, r, how in ((1, 0, "per_seq"), (g, rank, strategy)):
+        segments = build_layout(lens, n, r, how).segments
+        ql = q[shard_indices(list(lens), n, r, how)] if n > 1 else q
         samples = []
         for rep in range(repeats + 1):
             dist.barrier(group)
@@ -121,6 +151,14 @@ def main(argv=None) -> int:
     p.add_argument("--split-lengths", default=SPLIT_BATCHES,
                    help="micro-batches whose split efficiency to time: ';' between micro-batches, "
                    "',' between a micro-batch's document lengths")
+    p.add_argument("--split-sample", default=None,
+                   help="draw the micro-batches from this length sample instead (sample_batches)")
+    p.add_argument("--split-scale", type=float, default=1.0,
+                   help="multiply --split-sample's lengths by this")
+    p.add_argument("--split-tokens", type=int, default=16384,
+                   help="tokens of a --split-sample micro-batch (what a group of g ranks holds)")
+    p.add_argument("--split-strategy", default="per_doc", choices=("per_doc", "mixed"),
+                   help="how the group shards its micro-batch")
     a = p.parse_args(argv)
     with open(a.cost_model, encoding="utf-8") as f:
         data = json.load(f)
@@ -154,9 +192,11 @@ def main(argv=None) -> int:
                   f"micro-batch ({layers} layers)", flush=True)
     fixed_ms, coef_ms = fit_line(xs, ys)
     split = {"lengths": [], "whole_ms": [], "split_ms": [], "efficiency": []}
-    for d in (tuple(int(x) for x in mb.split(",")) for mb in a.split_lengths.split(";")):
+    batches = (sample_batches(a.split_sample, a.split_scale, a.split_tokens) if a.split_sample
+               else [tuple(int(x) for x in mb.split(",")) for mb in a.split_lengths.split(";")])
+    for d in batches:
         whole, part = _time_split(d, heads, kv_heads, model["hidden_size"] // heads, a.repeats,
-                                  dist.group.WORLD)
+                                  dist.group.WORLD, a.split_strategy)
         for key, value in zip(split, (list(d), whole, part, whole / (g * part))):
             split[key].append(value)
         if dist.get_rank() == 0:
@@ -166,7 +206,8 @@ def main(argv=None) -> int:
                   flush=True)
     measured = statistics.median(split["efficiency"])
     if dist.get_rank() == 0:
-        data.update({SPLIT_KEY: min(measured, 1.0), "elastic_split_fit": {**split, "ranks": g}})
+        data.update({SPLIT_KEY: min(measured, 1.0),
+                     "elastic_split_fit": {**split, "ranks": g, "strategy": a.split_strategy}})
         data.update({KEYS[0]: coef_ms / ms_per_unit, KEYS[1]: fixed_ms / ms_per_unit,
                      "elastic_comm_fit_ms": {"per_token_received": coef_ms,
                                              "per_microbatch": fixed_ms, "ranks": g}})
