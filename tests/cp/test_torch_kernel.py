@@ -56,3 +56,24 @@ def test_batched_short_segments_equal_one_call_each(monkeypatch, strategy):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             torch.testing.assert_close(a, b)
+
+
+def test_every_sdpa_call_is_4d_so_the_fused_kernel_can_take_it(monkeypatch):
+    """SDPA's fused (flash) kernels take only 4-D inputs; 3-D ones run the unfused math path,
+    3-6x slower on CPU. Long segments (one call each, causal and bottom-right) and batched
+    short ones must all reach SDPA as [batch, heads, seq, dim]."""
+    from wlb.cp.shard import Segment
+
+    dims = []
+    sdpa = attn.F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        dims.append((q.dim(), k.dim(), v.dim()))
+        return sdpa(q, k, v, **kw)
+
+    monkeypatch.setattr(attn.F, "scaled_dot_product_attention", spy)
+    q = torch.randn(900 + 20, 2, 8)
+    kv = torch.randn(900 + 20, 2, 8)
+    segs = [Segment(0, 0, 0, 600), Segment(0, 0, 600, 300), Segment(1, 900, 0, 20)]
+    attn.attend_segments(q, kv, kv, segs, 8**-0.5)
+    assert len(dims) == 3 and set(dims) == {(4, 4, 4)}
