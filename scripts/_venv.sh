@@ -23,3 +23,11 @@ PTH="$("${VENV}/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["p
 [[ "$(cat "${PTH}" 2>/dev/null)" == "${ROOT}" ]] || echo "${ROOT}" > "${PTH}"
 export PYTHONPATH="${ROOT}${PYTHONPATH:+:${PYTHONPATH}}"
 VPY="${VENV}/bin/python"
+# stale_calibration FILE: true when the cost-model file was calibrated on another revision of
+# the torch attention kernel than this build's (wlb.cost_model.kernel_revision)
+stale_calibration() {
+  "${VPY}" -c 'import sys
+from wlb.cost_model import kernel_revision
+from wlb.cp.torch_kernel import REVISION
+sys.exit(kernel_revision(sys.argv[1]) == REVISION)' "$1"
+}

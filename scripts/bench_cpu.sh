@@ -38,9 +38,10 @@ DATA=(
 TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}")
 # both arms evaluated on the same held-out batches after the last iteration (EVAL=0: off)
 [[ "${EVAL:-1}" == 0 ]] || TRAIN+=(--split 95,5,0 --eval-interval "${ITERS:-10}" --eval-iters 1)
-# calibrated once per model shape and context length on this machine
+# calibrated once per model shape and context length on this machine (again when the cached
+# file predates this build's torch kernel)
 COST="${OUT}/cost_model_l${LAYERS:-2}_h${HIDDEN:-64}_a${HEADS:-4}_s${SEQ:-8192}.json"
-if [[ ! -f "${COST}" || -n "${RECALIBRATE:-}" ]]; then
+if [[ ! -f "${COST}" || -n "${RECALIBRATE:-}" ]] || stale_calibration "${COST}"; then
   echo "[bench_cpu] calibrating the cost model on this machine -> ${COST}"
   "${VPY}" -m tools.calibrate_cost_model --out "${COST}" "${MODEL[@]}" "${DATA[@]}" \
     | grep '^\[calibrate\] W'

@@ -49,7 +49,11 @@ if [[ ! -f "${CORPUS}.idx" ]]; then
 fi
 
 # the cost model, calibrated once per model and context length on this machine
-export COST_MODEL="${COST_MODEL:-${OUT_DIR}/cost_model_${MODEL}_${SEQ}.json}"
+CACHED="${OUT_DIR}/cost_model_${MODEL}_${SEQ}.json"
+# a cached calibration that predates this build's torch kernel is redone (a file you name is not)
+[[ -n "${COST_MODEL:-}" || ! -f "${CACHED}" ]] || ! stale_calibration "${CACHED}" \
+  || rm -f "${CACHED}"
+export COST_MODEL="${COST_MODEL:-${CACHED}}"
 phase 2 "cost-model calibration" "$([[ -f "${COST_MODEL}" ]] && echo "0 s, done" || echo "~40 s")"
 if [[ ! -f "${COST_MODEL}" ]]; then
   mapfile -t MODEL_FLAGS < <(PRINT_MODEL_ARGS=1 bash scripts/pretrain_gpt.sh)

@@ -30,6 +30,11 @@ def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     assert 1.0 in (cost.linear_coef, cost.attn_coef) and math.isfinite(cost.attn_coef)
     assert data["step_ms"] > 0 and data["fit_ms"]["linear_ms_per_token"] >= 0
     assert {tuple(s["doc_lens"]) for s in data["samples"]} >= {(1, 128), (1, 256)}
+    from wlb.cost_model import kernel_revision
+    from wlb.cp.torch_kernel import REVISION
+    from wlb.training.setup import stale_calibration
+
+    assert kernel_revision(out) == REVISION and stale_calibration(str(out), "torch") == []
     table = data["kernel_table"]
     assert table["heads"] == 2 and table["head_dim"] == 16 and max(table["q_lens"]) <= 256
     kt = KernelTable.from_json(str(out))  # the selector reads the table inside the file

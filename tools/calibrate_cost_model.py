@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     import torch
 
     from wlb.cost_model import CostModel
+    from wlb.cp.torch_kernel import REVISION
     from wlb.megatron.attention import WLBPackedSeqParams
     from wlb.packing.base import default_max_tokens
     from wlb.training.setup import build
@@ -163,6 +164,7 @@ def main(argv=None) -> int:
                                    "doc_ms": c, "microbatch_ms": float(coef[3])},
                  fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
                  step_ms=step_ms, threads=args.threads, machine=platform.machine(),
+                 torch_kernel_revision=REVISION,
                  **extra,
                  samples=measured,
                  model={k: getattr(args, k) for k in ("num_layers", "hidden_size",

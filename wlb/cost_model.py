@@ -199,3 +199,11 @@ class CostModel:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({**self.to_dict(), **extra}, f, indent=2)
         os.replace(tmp, path)
+
+
+def kernel_revision(path: str | os.PathLike) -> int:
+    """The ``torch`` kernel revision a calibration file was measured on (its
+    ``torch_kernel_revision``; files without one predate revision 2, so 1). Compare it with
+    ``wlb.cp.torch_kernel.REVISION``."""
+    with open(path, encoding="utf-8") as f:
+        return int(json.load(f).get("torch_kernel_revision", 1))

@@ -21,6 +21,11 @@ import torch.nn.functional as F
 
 from wlb.cp.shard import Segment
 
+#: the kernel's speed revision, recorded by tools/calibrate_cost_model.py: a cost model calibrated
+#: on another revision misprices attention (1: SDPA on 3-D inputs, its unfused math path; 2:
+#: 4-D inputs, the fused kernel, 3-6x faster on CPU). Bump it when a change moves the speed.
+REVISION = 2
+
 #: queries per block in :func:`_segment_attention`; bounds the score matrix at BLOCK x keys and
 #: skips the fully-masked upper triangle of long segments.
 QUERY_BLOCK = 1024

@@ -140,6 +140,22 @@ def _table_in(cost_model: str | None) -> str | None:
         return cost_model if isinstance(json.load(f).get("kernel_table"), dict) else None
 
 
+def stale_calibration(cost_model: str | None, kernel: str) -> list[str]:
+    """A warning when ``cost_model`` was calibrated on another revision of the ``torch`` kernel
+    than this build's (``wlb.cost_model.kernel_revision``) and the run uses that kernel; else
+    nothing."""
+    from wlb.cost_model import kernel_revision
+    from wlb.cp.torch_kernel import REVISION
+
+    if not cost_model or kernel != "torch":
+        return []
+    if (got := kernel_revision(cost_model)) == REVISION:
+        return []
+    return [f"{cost_model} was calibrated on torch-kernel revision {got}, this build runs "
+            f"revision {REVISION}, whose attention is priced differently: recalibrate it "
+            "(tools/calibrate_cost_model.py)"]
+
+
 def stock_blend(cfg: RunConfig) -> bool:
     """Whether the run's train view is laid out for stock Megatron's sample-level blend."""
     return cfg.wlb.packing == "megatron" and cfg.wlb.shuffle
@@ -226,5 +242,6 @@ def build(cfg: RunConfig) -> Run:
                                 comm_price(cfg.wlb.elastic_comm_coef, cfg.wlb.cost_model),
                                 split_efficiency(cfg.wlb.cost_model))
     return Run(cfg, groups, documents, documents.train, config, model, optimizer, scheduler,
-               schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp), kernel,
+               schedule, cost, chooser, info, cfg.wlb.no_effect_warnings(layout.cp)
+               + stale_calibration(cfg.wlb.cost_model, kernel), kernel,
                device, elastic=elastic, packer_max_tokens=schedule.packer.max_tokens)
