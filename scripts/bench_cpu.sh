@@ -112,10 +112,15 @@ for cfg in ${CONFIGS}; do
         | tee -a "${OUT}/${cfg}_compare.txt"
     done
     # the same layout and batches predicted: elastic CP's fraction of the ideal
-    mapfile -t COEF < <("${VPY}" -c 'import json, sys; d = json.load(open(sys.argv[1]))
-for k in ("attn", "linear", "doc"): print(f"--{k}-coef"); print(d[k + "_coef"])
-for k in ("coef", "fixed"): print(f"--comm-{k}"); print(d.get("elastic_comm_" + k, 0))
-print("--split-efficiency"); print(d.get("elastic_split_efficiency", 1))' "${COST}")
+    mapfile -t COEF < <("${VPY}" -c 'import sys
+from wlb.cost_model import CostModel
+from wlb.training.elastic import comm_price, split_efficiency
+f = sys.argv[1]
+c, (coef, fixed) = CostModel.from_json(f), comm_price(None, f)
+for flag, v in (("--attn-coef", c.attn_coef), ("--linear-coef", c.linear_coef),
+                ("--doc-coef", c.doc_coef), ("--comm-coef", coef), ("--comm-fixed", fixed),
+                ("--split-efficiency", split_efficiency(f))):
+    print(flag); print(v)' "${COST}")
     # shellcheck disable=SC2086
     "${VPY}" -m tools.simulate_elastic --scale "${SCALE:-0.03125}" --seq-length "${SEQ:-8192}" \
       ${DIMS[${cfg}]} --gbs "${GBS:-8}" --iters "${ITERS:-10}" --seed "${SEED:-1234}" \

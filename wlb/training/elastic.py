@@ -26,13 +26,18 @@ COMM_KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
 SPLIT_KEY = "elastic_split_efficiency"
 
 
-def _file_price(path: str, key: str, default: float, ok, need: str) -> float:
+def _file_prices(path: str, keys, default: float, ok, need: str) -> list[float]:
+    """The cost-model file's ``keys`` (``default`` where absent), each checked by ``ok``."""
     with open(path, encoding="utf-8") as f:
-        value = json.load(f).get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
-        raise ConfigError(f"{path}: {key}={value!r} must be {need} "
-                          "(tools/calibrate_comm.py writes it)")
-    return float(value)
+        data = json.load(f)
+    out = []
+    for key in keys:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
+            raise ConfigError(f"{path}: {key}={value!r} must be {need} "
+                              "(tools/calibrate_comm.py writes it)")
+        out.append(float(value))
+    return out
 
 
 def comm_price(flag: float | None, cost_model_path: str | None) -> tuple[float, float]:
@@ -45,8 +50,8 @@ def comm_price(flag: float | None, cost_model_path: str | None) -> tuple[float, 
     if flag is not None:
         return float(flag), 0.0
     if cost_model_path:
-        return tuple(_file_price(cost_model_path, k, 0.0, lambda v: 0 <= v < math.inf,
-                                 "a finite number >= 0") for k in COMM_KEYS)
+        return tuple(_file_prices(cost_model_path, COMM_KEYS, 0.0, lambda v: 0 <= v < math.inf,
+                                  "a finite number >= 0"))
     return 0.0, 0.0
 
 
@@ -58,8 +63,8 @@ def split_efficiency(cost_model_path: str | None) -> float:
     """
     if not cost_model_path:
         return 1.0
-    return _file_price(cost_model_path, SPLIT_KEY, 1.0, lambda v: 0 < v < math.inf,
-                       "a finite number > 0")
+    return _file_prices(cost_model_path, [SPLIT_KEY], 1.0, lambda v: 0 < v < math.inf,
+                        "a finite number > 0")[0]
 
 
 @dataclass
