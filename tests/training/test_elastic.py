@@ -77,6 +77,8 @@ def test_elastic_cp_gives_the_one_process_loss_and_gradients(tmp_path, one_proce
 
 
 def test_a_run_with_elastic_cp_logs_its_plan_and_resumes_exactly(tmp_path):
+    """The ledger closes, and the resume is bitwise on purpose (same machine and layout:
+    docs/reliability.md, "What is bitwise")."""
     from tests.helpers.torchrun import TINY, WLB, run_pretrain
 
     flags = [f for f in TINY if f not in ("--train-iters", "3")] + WLB + [

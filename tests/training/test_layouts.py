@@ -1,4 +1,8 @@
-"""Layout equivalence: every 4D layout reproduces the 1-process losses (WLB and baseline)."""
+"""Layout equivalence: every 4D layout reproduces the 1-process losses (WLB and baseline).
+
+Plans and token counts compare exactly; losses and gradient norms within a tolerance, because
+another layout sums in another order (TP all-reduces, CP attention merges, DP gradient reductions):
+docs/reliability.md, "What is bitwise"."""
 
 from __future__ import annotations
 

@@ -73,6 +73,8 @@ SHUFFLED = [f for f in TINY if f != "--no-wlb-shuffle"]
     (BASELINE, ["--exit-duration-in-mins", "0.000001"]),  # over after the first iteration
 ])
 def test_exit_saves_a_checkpoint_that_resumes_exactly(tmp_path, arm, stop):
+    """Bitwise on purpose: a resume on the same machine and layout continues the uninterrupted
+    run's floats exactly (docs/reliability.md, "What is bitwise")."""
     flags = [*SHUFFLED[:SHUFFLED.index("--train-iters")],
              *SHUFFLED[SHUFFLED.index("--train-iters") + 2:], *arm, "--train-iters", "4"]
     full = run_pretrain(2, flags, str(tmp_path / "full.jsonl"))
