@@ -65,3 +65,21 @@ def test_wlb_flags_round_trip_and_defaults_are_wlb():
 def test_bad_wlb_options_name_the_flag(kw, match):
     with pytest.raises(ConfigError, match=match):
         WLBConfig(**kw)
+
+
+@pytest.mark.parametrize("tp,cp,pp,dp", [(1, 1, 1, 4), (2, 2, 2, 2), (8, 2, 4, 1), (2, 4, 2, 3),
+                                         (8, 16, 16, 4)])
+def test_coordinates_are_megatron_cores_default_rank_order(tp, cp, pp, dp):
+    """Each rank's (tp, cp, dp, pp) place is its index in megatron-core's own groups."""
+    from megatron.core.parallel_state import RankGenerator
+
+    layout = ParallelLayout(world_size=tp * cp * pp * dp, tp=tp, cp=cp, pp=pp,
+                            num_layers=pp, num_attention_heads=tp, num_query_groups=tp,
+                            global_batch_size=dp, seq_length=2 * cp)
+    gen = RankGenerator(tp=tp, ep=1, dp=dp, pp=pp, cp=cp, order="tp-cp-ep-dp-pp")
+    for token in ("tp", "cp", "dp", "pp"):
+        for group in gen.get_ranks(token):
+            for i, rank in enumerate(group):
+                assert layout.coordinates(rank)[token] == i, (token, rank)
+    with pytest.raises(LayoutError, match=f"rank={layout.world_size} is outside"):
+        layout.coordinates(layout.world_size)

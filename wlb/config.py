@@ -126,6 +126,13 @@ class WLBConfig:
         metadata={"help": "Seeded order per epoch (--seed) of the documents, a long document's "
                  "--wlb-max-tokens pieces as separate items; off: file order."},
     )
+    host_prefetch: bool = field(
+        default=True,
+        metadata={"help": "Draw the next iteration's plan and make this rank's micro-batches "
+                  "(CP strategies, collation, CP shards) in a background thread while the "
+                  "current iteration trains (wlb.training.prefetch); off: before each step, on "
+                  "the critical path. Plans, losses and checkpoints are the same either way."},
+    )
 
     def __post_init__(self) -> None:
         if self.packing not in available_packers():

@@ -152,5 +152,18 @@ class ParallelLayout:
         m = 2 * self.cp if self.cp > 1 else 1
         return m * (self.tp if self.sequence_parallel else 1)
 
+    def coordinates(self, rank: int) -> dict[str, int]:
+        """The (tp, cp, dp, pp) ranks of global ``rank`` in megatron-core's default order
+        ("tp-cp-ep-dp-pp": TP varies fastest, PP slowest).
+
+        Example: world 16, tp=2, cp=2, pp=2 (dp=2): rank 13 = 1 + 2 x (0 + 2 x (1 + 2 x 1)) ->
+        tp 1, cp 0, dp 1, pp 1.
+        """
+        if not 0 <= rank < self.world_size:
+            raise LayoutError(f"rank={rank} is outside world_size={self.world_size}")
+        tp, rest = rank % self.tp, rank // self.tp
+        cp, rest = rest % self.cp, rest // self.cp
+        return {"tp": tp, "cp": cp, "dp": rest % self.dp, "pp": rest // self.dp}
+
     def describe(self) -> str:
         return self._factors() + f", sp={self.sequence_parallel}"

@@ -43,7 +43,8 @@ RUNS = {
     "cp2-wlb-adaptive": ["--context-parallel-size", "2", "--wlb-packing", "wlb",
                          "--wlb-cp-sharding", "adaptive", "--wlb-outlier-thresholds", "none"],
     # stock Megatron packing through a two-stage pipeline
-    "pp2-baseline": ["--pipeline-model-parallel-size", "2", *BASELINE],
+    # (flags in test_layouts' order: the two tests share one run, tests/helpers/torchrun.py)
+    "pp2-baseline": [*BASELINE, "--pipeline-model-parallel-size", "2"],
     # WLB packing with its auto-tuned outlier queues through a two-stage pipeline
     "pp2-wlb-auto": ["--pipeline-model-parallel-size", "2", "--wlb-packing", "wlb",
                      "--wlb-outlier-thresholds", "auto"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -38,13 +39,37 @@ def launch_pretrain(
                           env={**ENV, **(env or {})}, cwd=ROOT)
 
 
-def run_pretrain(nproc: int, args: list[str], log_json: str, timeout: int = 300) -> list[dict]:
+#: finished runs of this pytest process: (nproc, args without --log-json) -> log file
+_RUNS: dict[tuple, str] = {}
+
+
+def run_pretrain(nproc: int, args: list[str], log_json: str, timeout: int = 300, *,
+                 reuse: bool = True) -> list[dict]:
     """Run ``nproc`` processes; returns the per-iteration training records, validation rows
-    left out (raises with the log tail)."""
-    proc = launch_pretrain([*args, "--log-json", log_json], nproc=nproc, timeout=timeout,
-                           torchrun=True)
-    if proc.returncode != 0:
-        tail = (proc.stdout + proc.stderr)[-4000:]
-        raise AssertionError(f"{' '.join(proc.args)} failed with {proc.returncode}:\n{tail}")
+    left out (raises with the log tail).
+
+    A run is deterministic in its flags, so a run with the same ``nproc`` and flags as one that
+    already finished in this pytest process is not started again: its log is copied to
+    ``log_json`` (several tests share a reference run this way). Flags naming a test's own
+    paths (``--save``, ``--load``, ``--log-plans``) make every such run distinct.
+    ``reuse=False`` always starts a process (a test of run-to-run determinism needs that).
+    """
+    key = (nproc, *_without_log_json(args))
+    if reuse and key in _RUNS and os.path.exists(_RUNS[key]):
+        shutil.copyfile(_RUNS[key], log_json)
+    else:
+        proc = launch_pretrain([*args, "--log-json", log_json], nproc=nproc, timeout=timeout,
+                               torchrun=True)
+        if proc.returncode != 0:
+            tail = (proc.stdout + proc.stderr)[-4000:]
+            raise AssertionError(f"{' '.join(proc.args)} failed with {proc.returncode}:\n{tail}")
+        _RUNS[key] = log_json
     with open(log_json) as f:
         return [r for r in map(json.loads, f) if r.get("kind") != "valid"]
+
+
+def _without_log_json(args: list[str]) -> list[str]:
+    if "--log-json" not in args:
+        return list(args)
+    i = args.index("--log-json")
+    return [*args[:i], *args[i + 2:]]

@@ -14,6 +14,7 @@ from wlb.cp.selector import DEFAULT_TABLE, KernelTable, StrategyChooser, choose_
 from wlb.elastic.plan import ElasticPlan, Group, PlanError, Slot
 from wlb.packing.types import BatchPlan, Piece
 from wlb.parallel import ParallelLayout
+from wlb.training.host import RankView, prepare_step
 
 
 def test_the_comm_price_comes_from_the_flag_else_the_cost_model_file_else_zero(tmp_path):
@@ -85,6 +86,8 @@ def test_a_plan_that_would_deadlock_is_refused_before_any_collective(monkeypatch
     monkeypatch.setattr(elastic, "check_plan_agreement", lambda *a, **k: called.append(a))
     rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(("per_doc",), 1, None))
     layout = ParallelLayout(world_size=2, global_batch_size=2)
+    plan = BatchPlan(0, [pieces[:1], pieces[1:]], [0, 1])
     with pytest.raises(PlanError, match=r"slot 0: its groups cover pool ranks \[0\], not each"):
-        elastic.plan_step(rt, BatchPlan(0, [pieces[:1], pieces[1:]], [0, 1]), layout, 100)
+        prepare_step(plan, RankView(layout, 1, 0), rt.chooser, None, elastic=rt,
+                     rank_tokens=100)  # the host path validates; train_step agrees after it
     assert not called

@@ -235,7 +235,7 @@ def test_same_seed_gives_bitwise_identical_losses(tmp_path):
     """Bitwise on purpose: the same machine, layout and kernel path twice (docs/reliability.md,
     "What is bitwise"); across machines the golden runs use a tolerance instead."""
     args = TINY + ["--context-parallel-size", "2", "--wlb-cp-sharding", "adaptive"]
-    a = run_pretrain(2, args, str(tmp_path / "a.jsonl"))
-    b = run_pretrain(2, args, str(tmp_path / "b.jsonl"))
+    a = run_pretrain(2, args, str(tmp_path / "a.jsonl"), reuse=False)
+    b = run_pretrain(2, args, str(tmp_path / "b.jsonl"), reuse=False)
     assert [(r["lm_loss"], r["grad_norm"]) for r in a] == [(r["lm_loss"], r["grad_norm"])
                                                            for r in b]

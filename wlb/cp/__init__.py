@@ -14,6 +14,7 @@ Public functional API::
 
 from wlb.cp.shard import (
     Segment,
+    SegmentArrays,
     causal_pairs,
     inverse_permutation,
     pad_to_tile,
@@ -21,6 +22,8 @@ from wlb.cp.shard import (
     rank_attention_pairs,
     rank_segments,
     rank_token_counts,
+    segment_arrays,
+    shard_position_array,
     shard_positions,
 )
 from wlb.cp.strategy import ALL_STRATEGIES, PAPER_STRATEGIES, Strategy
@@ -30,7 +33,7 @@ def shard_indices(doc_lens, cp_size: int, cp_rank: int, strategy: Strategy):
     """Global token positions held by this rank, in its storage order, as a LongTensor."""
     import torch
 
-    return torch.tensor(shard_positions(doc_lens, cp_size, cp_rank, strategy), dtype=torch.long)
+    return torch.from_numpy(shard_position_array(doc_lens, cp_size, cp_rank, strategy))
 
 
 def cp_attention(q, k, v, doc_lens, cp_group, strategy: Strategy, softmax_scale=None,
@@ -48,6 +51,7 @@ __all__ = [
     "ALL_STRATEGIES",
     "PAPER_STRATEGIES",
     "Segment",
+    "SegmentArrays",
     "Strategy",
     "causal_pairs",
     "cp_attention",
@@ -57,6 +61,8 @@ __all__ = [
     "rank_attention_pairs",
     "rank_segments",
     "rank_token_counts",
+    "segment_arrays",
     "shard_indices",
+    "shard_position_array",
     "shard_positions",
 ]

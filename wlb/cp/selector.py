@@ -18,14 +18,14 @@ Table JSON format (extra keys are allowed and ignored; a cost-model calibration 
 
 from __future__ import annotations
 
-import bisect
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from wlb.cp.shard import Segment, causal_pairs, pad_to_tile, rank_segments
+import numpy as np
+
+from wlb.cp.shard import Segment, segment_arrays
 from wlb.cp.strategy import PAPER_STRATEGIES, Strategy
 
 DEFAULT_TABLE = os.path.join(os.path.dirname(__file__), "tables", "cpu_torch_sdpa.json")
@@ -65,35 +65,55 @@ class KernelTable:
             tuple(tuple(float(x) for x in r) for r in grid),
         )
 
-    def _tput(self, q: float, kv: float) -> float:
-        """Bilinear interpolation in log2 space, clamped to the grid, skipping NaN cells."""
+    def __post_init__(self) -> None:
+        grid = np.asarray(self.pairs_per_us, dtype=np.float64)
+        ok = np.isfinite(grid) & (grid > 0)  # NaN / empty cells are skipped
+        row_best = np.where(ok, grid, -np.inf).max(axis=1)
+        object.__setattr__(self, "_log_grid", np.where(ok, np.log2(np.where(ok, grid, 1.0)), 0))
+        object.__setattr__(self, "_ok", ok)
+        object.__setattr__(self, "_row_best", np.where(np.isfinite(row_best), row_best, 1.0))
 
-        def bracket(xs, x):
-            x = min(max(x, xs[0]), xs[-1])
-            i = min(max(bisect.bisect_right(xs, x) - 1, 0), len(xs) - 2) if len(xs) > 1 else 0
-            if len(xs) == 1:
-                return 0, 0, 0.0
-            lo, hi = math.log2(xs[i]), math.log2(xs[i + 1])
-            return i, i + 1, 0.0 if hi == lo else (math.log2(x) - lo) / (hi - lo)
+    def _tput(self, q, kv):
+        """Throughput at (q, kv), scalars or arrays: bilinear interpolation in log2 space,
+        clamped to the grid, skipping NaN cells (a point with none around it takes its row's
+        best cell)."""
 
-        i0, i1, fq = bracket(self.q_lens, q)
-        j0, j1, fk = bracket(self.kv_lens, kv)
+        def bracket(xs, x):  # lower and upper grid index and the log2 fraction between them
+            xs = np.asarray(xs, dtype=np.float64)
+            x = np.clip(x, xs[0], xs[-1])
+            if xs.size == 1:
+                zero = np.zeros(np.shape(x), dtype=np.int64)
+                return zero, zero, np.zeros(np.shape(x))
+            i = np.clip(np.searchsorted(xs, x, side="right") - 1, 0, xs.size - 2)
+            lo, hi = np.log2(xs[i]), np.log2(xs[i + 1])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                f = np.where(hi == lo, 0.0, (np.log2(x) - lo) / (hi - lo))
+            return i, i + 1, f
+
+        i0, i1, fq = bracket(self.q_lens, np.asarray(q, dtype=np.float64))
+        j0, j1, fk = bracket(self.kv_lens, np.asarray(kv, dtype=np.float64))
         acc = wsum = 0.0
         for i, wi in ((i0, 1 - fq), (i1, fq)):
             for j, wj in ((j0, 1 - fk), (j1, fk)):
-                v = self.pairs_per_us[i][j]
-                if wi * wj > 0 and v == v and v > 0:  # skip NaN / empty cells
-                    acc += wi * wj * math.log2(v)
-                    wsum += wi * wj
-        if wsum == 0:
-            row = [v for v in self.pairs_per_us[i0] if v == v and v > 0]
-            return max(row) if row else 1.0
-        return 2 ** (acc / wsum)
+                w = np.where((wi * wj > 0) & self._ok[i, j], wi * wj, 0.0)
+                acc = acc + w * self._log_grid[i, j]
+                wsum = wsum + w
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(wsum > 0, np.exp2(acc / np.where(wsum > 0, wsum, 1.0)),
+                           self._row_best[i0])
+        return float(out) if out.ndim == 0 else out
+
+    def segments_us(self, q: np.ndarray, kv: np.ndarray) -> np.ndarray:
+        """Predicted fwd+bwd microseconds of segments with ``q`` queries whose last query sees
+        ``kv`` keys (arrays; queries padded to the tile as in :func:`pad_to_tile`)."""
+        q, kv = np.asarray(q, dtype=np.int64), np.asarray(kv, dtype=np.int64)
+        qp = -(-q // self.tile_q) * self.tile_q
+        kvp = kv + (qp - q)
+        return (qp * (kvp - qp) + qp * (qp + 1) // 2) / self._tput(qp, kvp)
 
     def segment_us(self, q: int, kv: int) -> float:
         """Predicted fwd+bwd microseconds of one segment (tile-padded queries)."""
-        qp, kvp = pad_to_tile(q, kv, self.tile_q)
-        return causal_pairs(qp, kvp) / self._tput(qp, kvp)
+        return float(self.segments_us(np.array([q]), np.array([kv]))[0])
 
     def predict(self, doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[float]:
         """Predicted attention microseconds of every CP rank (a :data:`RankPredictor`)."""
@@ -101,18 +121,21 @@ class KernelTable:
 
 
 def predict_rank_us(segments: Sequence[Segment], table: KernelTable) -> float:
-    return sum(table.segment_us(s.length, s.start + s.length) for s in segments)
+    """Predicted attention microseconds of one rank's segments."""
+    if not segments:
+        return 0.0
+    return float(table.segments_us([s.length for s in segments],
+                                   [s.start + s.length for s in segments]).sum())
 
 
 def predict(
     doc_lens: Sequence[int], cp_size: int, strategy: Strategy, table: KernelTable
 ) -> list[float]:
-    """Predicted attention microseconds of every CP rank under ``strategy``."""
-    out = []
-    for r in range(cp_size):
-        front, back = rank_segments(doc_lens, cp_size, r, strategy)
-        out.append(predict_rank_us(front + back, table))
-    return out
+    """Predicted attention microseconds of every CP rank under ``strategy``: every rank's
+    segments at once (:func:`wlb.cp.shard.segment_arrays`), one table lookup over the arrays."""
+    seg = segment_arrays(doc_lens, cp_size, strategy)
+    us = table.segments_us(seg.length, seg.start + seg.length)
+    return np.bincount(seg.rank, weights=us, minlength=cp_size).tolist()
 
 
 def choose_strategy(

@@ -35,6 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
+
 from wlb.cp.strategy import ALL_STRATEGIES, Strategy
 
 #: "mixed": a document whose per-doc chunks would hold at least this many tokens (one
@@ -93,96 +95,113 @@ def _check(doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: Strate
         raise ValueError(f"cp_rank={cp_rank} out of range for cp_size={cp_size}")
     if strategy not in ALL_STRATEGIES:
         raise ValueError(f"strategy={strategy!r}; choose from {ALL_STRATEGIES}")
-    for i, d in enumerate(doc_lens):
-        if not isinstance(d, int) or d < 1:
-            raise ValueError(f"doc_lens[{i}]={d!r} must be a positive int")
+    if len(doc_lens) == 0:
+        raise ValueError("doc_lens is empty: a micro-batch holds at least one document")
+    arr = np.asarray(doc_lens)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1 or (arr < 1).any():
+        i = next(i for i, d in enumerate(doc_lens)
+                 if not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 1)
+        raise ValueError(f"doc_lens[{i}]={doc_lens[i]!r} must be a positive int")
 
 
-def _split_runs(doc_lens: Sequence[int], lo: int, hi: int) -> list[Segment]:
-    """Segments of global token range [lo, hi) cut at document boundaries."""
-    out, start = [], 0
-    for i, d in enumerate(doc_lens):
-        end = start + d
-        a, b = max(lo, start), min(hi, end)
-        if a < b:
-            out.append(Segment(i, start, a - start, b - a))
-        start = end
-        if start >= hi:
-            break
-    return out
+def _chunk_ranges(lens: np.ndarray, cp: int, strategy: Strategy) -> tuple[np.ndarray, ...]:
+    """Global token range [lo, hi) of every rank's two chunks of every sharding unit.
 
+    Returns ``lo, hi``, int64 arrays of shape [cp, 2, U]: axis 1 is (front = position r, back =
+    position 2CP-1-r), axis 2 the units in token order (per_seq: the one whole sequence; per_doc:
+    each document; mixed: each long document and each run of short ones).
 
-def _per_seq(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
-    total = sum(doc_lens)
-    c = -(-total // (2 * cp))  # chunk size, ceil
-
-    def chunk(i):
-        return _split_runs(doc_lens, min(i * c, total), min((i + 1) * c, total))
-
-    return chunk(r), chunk(2 * cp - 1 - r)
-
-
-def _chunk_sizes(d: int, n_pos: int, ptr: int) -> tuple[list[int], int]:
-    """Sizes of a unit's 2CP chunks: ``d // 2CP`` each, the ``d mod 2CP`` remainder tokens one
-    per position starting at the round-robin pointer ``ptr``; returns (sizes, next pointer)."""
-    base, rem = divmod(d, n_pos)
-    return [base + ((k - ptr) % n_pos < rem) for k in range(n_pos)], (ptr + rem) % n_pos
-
-
-def _per_units(doc_lens: tuple[int, ...], units, cp: int, r: int):
-    """Head/tail chunks r and 2CP-1-r of every unit (a [start, end) token range), cut at document
-    boundaries; remainders dealt round-robin across units as in per_doc."""
-    n_pos = 2 * cp
-    front: list[Segment] = []
-    back: list[Segment] = []
-    ptr = 0
-    for lo, hi in units:
-        sizes, ptr = _chunk_sizes(hi - lo, n_pos, ptr)
-        offs = [lo]
-        for k in range(n_pos - 1):
-            offs.append(offs[-1] + sizes[k])
-        for pos, dest in ((r, front), (n_pos - 1 - r, back)):
-            if sizes[pos]:
-                dest.extend(_split_runs(doc_lens, offs[pos], offs[pos] + sizes[pos]))
-    return front, back
-
-
-def _per_doc(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
-    starts = [0]
-    for d in doc_lens[:-1]:
-        starts.append(starts[-1] + d)
-    return _per_units(doc_lens, [(a, a + d) for a, d in zip(starts, doc_lens)], cp, r)
-
-
-def _mixed(doc_lens: tuple[int, ...], cp: int, r: int) -> tuple[list[Segment], list[Segment]]:
-    """Long documents (>= 2CP x MIXED_MIN_CHUNK tokens) per document, each run of short ones
-    per sequence.
-
-    Worked example (CP=2, so long means >= 512 tokens; doc_lens=[100, 600, 20, 30]): units are
-    [0,100) (short run), [100,700) (long), [700,750) (short run). Unit [100,700) is cut into
-    4 x 150 tokens; [0,100) into 4 x 25; [700,750) into 13,13,12,12 (the remainder pointer starts
-    at 0 there because 100 and 600 divide by 4). Rank 0 holds positions 0 and 3 of each unit.
+    Inside a unit of d tokens, chunk position k holds ``d // 2CP`` tokens plus one of the
+    ``rem = d mod 2CP`` remainder tokens if ``(k - ptr) mod 2CP < rem``, where the round-robin
+    pointer ``ptr`` is the sum of the earlier units' remainders mod 2CP; it starts at
+    ``lo + k * (d // 2CP) + (remainder tokens dealt to positions < k)``.
+    Worked example (CP=2, unit [8, 14), ptr=0): d=6, base 1, rem 2 -> sizes 2,2,1,1, so position
+    0 is [8, 10), 1 is [10, 12), 2 is [12, 13), 3 is [13, 14).
     """
-    long_len = 2 * cp * MIXED_MIN_CHUNK
-    units: list[list[int]] = []  # [start, end) token ranges
-    start, prev_short = 0, False
-    for d in doc_lens:
-        short = d < long_len
-        if short and prev_short:
-            units[-1][1] += d  # extend the run of short documents
-        else:
-            units.append([start, start + d])
-        start, prev_short = start + d, short
-    return _per_units(doc_lens, units, cp, r)
+    n = 2 * cp
+    pos = np.stack([np.arange(cp), n - 1 - np.arange(cp)], axis=1)[..., None]  # [cp, 2, 1]
+    total = int(lens.sum())
+    if strategy == "per_seq":  # chunks of ceil(T / 2CP) tokens, the last ones shorter
+        c = -(-total // n)
+        return np.minimum(pos * c, total), np.minimum((pos + 1) * c, total)
+    starts = np.cumsum(lens) - lens
+    if strategy == "per_doc":
+        first = np.arange(len(lens))
+    else:  # mixed: a unit starts at every long document and at every short one after a long one
+        short = lens < 2 * cp * MIXED_MIN_CHUNK
+        first = np.flatnonzero(~(short & np.concatenate([[False], short[:-1]])))
+    lo = starts[first]
+    d = np.append(lo[1:], total) - lo  # [U]
+    base, rem = np.divmod(d, n)
+    ptr = (np.cumsum(rem) - rem) % n
+    dealt = (np.clip(np.minimum(pos, ptr + rem) - ptr, 0, None)  # remainders at [ptr, pos)
+             + np.clip(np.minimum(pos, ptr + rem - n), 0, None))  # ... and wrapped past 2CP
+    a = lo + pos * base + dealt
+    return a, a + base + ((pos - ptr) % n < rem)
 
 
-_BUILDERS = {"per_seq": _per_seq, "per_doc": _per_doc, "mixed": _mixed}
+@dataclass(frozen=True)
+class SegmentArrays:
+    """Query segments of several CP ranks as parallel int64 arrays (the fields of
+    :class:`Segment`, plus ``rank`` and ``half``: 0 front, 1 back), in storage order: the first
+    rank's front segments, its back segments, then the next rank's."""
+
+    rank: np.ndarray
+    half: np.ndarray
+    doc: np.ndarray
+    doc_start: np.ndarray
+    start: np.ndarray
+    length: np.ndarray
+
+    @property
+    def pairs(self) -> np.ndarray:
+        """Causal query-key pairs of every segment (see :func:`causal_pairs`)."""
+        kv = self.start + self.length
+        return self.length * (kv - self.length) + self.length * (self.length + 1) // 2
+
+    def positions(self) -> np.ndarray:
+        """Global token positions of all segments, in order (a rank's shard for one rank)."""
+        first = self.doc_start + self.start
+        offsets = np.cumsum(self.length) - self.length
+        return np.repeat(first - offsets, self.length) + np.arange(int(self.length.sum()))
+
+
+def segment_arrays(doc_lens: Sequence[int], cp_size: int, strategy: Strategy,
+                   ranks: Sequence[int] | None = None) -> SegmentArrays:
+    """The query segments of ``ranks`` (default: every rank) under ``strategy``, as arrays.
+
+    Each rank's chunk ranges (:func:`_chunk_ranges`) are cut at document boundaries: a range
+    [a, b) covers documents ``first..last`` (found by binary search in the document starts) and
+    yields one segment per document, ``[max(a, doc start), min(b, doc end))``.
+    """
+    _check(doc_lens, cp_size, 0, strategy)
+    lens = np.asarray(doc_lens, dtype=np.int64)
+    lo, hi = _chunk_ranges(lens, cp_size, strategy)
+    if ranks is not None:
+        lo, hi = lo[list(ranks)], hi[list(ranks)]
+    rank_ids = np.arange(cp_size) if ranks is None else np.asarray(ranks, dtype=np.int64)
+    shape = lo.shape  # [R, 2, U]
+    lo, hi = lo.reshape(-1), hi.reshape(-1)  # storage order: (rank, half, unit)
+    starts = np.cumsum(lens) - lens
+    first = np.searchsorted(starts, lo, side="right") - 1
+    last = np.searchsorted(starts, hi - 1, side="right") - 1
+    count = np.where(hi > lo, last - first + 1, 0)
+    k = np.repeat(np.arange(lo.size), count)  # the chunk each segment comes from
+    doc = first[k] + np.arange(k.size) - np.repeat(np.cumsum(count) - count, count)
+    a = np.maximum(lo[k], starts[doc])
+    b = np.minimum(hi[k], starts[doc] + lens[doc])
+    per_rank = shape[1] * shape[2]
+    return SegmentArrays(rank=rank_ids[k // per_rank], half=(k // shape[2]) % 2, doc=doc,
+                         doc_start=starts[doc], start=a - starts[doc], length=b - a)
 
 
 @lru_cache(maxsize=256)
 def _segments_cached(doc_lens: tuple[int, ...], cp: int, r: int, strategy: Strategy):
-    front, back = _BUILDERS[strategy](doc_lens, cp, r)
-    return tuple(front), tuple(back)
+    seg = segment_arrays(doc_lens, cp, strategy, ranks=[r])
+    rows = [Segment(*x) for x in zip(seg.doc.tolist(), seg.doc_start.tolist(),
+                                     seg.start.tolist(), seg.length.tolist())]
+    n_front = int((seg.half == 0).sum())
+    return tuple(rows[:n_front]), tuple(rows[n_front:])
 
 
 def rank_segments(
@@ -203,32 +222,33 @@ def rank_segments(
     return _segments_cached(doc_lens, cp_size, cp_rank, strategy)
 
 
+def shard_position_array(
+    doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: Strategy
+) -> np.ndarray:
+    """Global token positions held by a rank, in the order the rank stores them (int64)."""
+    _check(doc_lens, cp_size, cp_rank, strategy)
+    return segment_arrays(doc_lens, cp_size, strategy, ranks=[cp_rank]).positions()
+
+
 def shard_positions(
     doc_lens: Sequence[int], cp_size: int, cp_rank: int, strategy: Strategy
 ) -> list[int]:
     """Global token positions held by a rank, in the order the rank stores them."""
-    front, back = rank_segments(doc_lens, cp_size, cp_rank, strategy)
-    out: list[int] = []
-    for s in front + back:
-        a = s.doc_start + s.start
-        out.extend(range(a, a + s.length))
-    return out
+    return shard_position_array(doc_lens, cp_size, cp_rank, strategy).tolist()
 
 
 def rank_token_counts(doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[int]:
     """Tokens held by each rank."""
-    return [
-        sum(s.length for half in rank_segments(doc_lens, cp_size, r, strategy) for s in half)
-        for r in range(cp_size)
-    ]
+    seg = segment_arrays(doc_lens, cp_size, strategy)
+    return np.bincount(seg.rank, weights=seg.length, minlength=cp_size).astype(int).tolist()
 
 
 def rank_attention_pairs(doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[int]:
     """Causal document-masked query-key pairs computed by each rank (its attention work)."""
-    return [
-        sum(s.pairs for half in rank_segments(doc_lens, cp_size, r, strategy) for s in half)
-        for r in range(cp_size)
-    ]
+    seg = segment_arrays(doc_lens, cp_size, strategy)
+    out = np.zeros(cp_size, dtype=np.int64)
+    np.add.at(out, seg.rank, seg.pairs)
+    return out.tolist()
 
 
 def per_seq_padding(doc_lens: Sequence[int], cp_size: int) -> int:
@@ -238,8 +258,7 @@ def per_seq_padding(doc_lens: Sequence[int], cp_size: int) -> int:
 
 def inverse_permutation(doc_lens: Sequence[int], cp_size: int, strategy: Strategy) -> list[int]:
     """``inv`` such that ``concat(rank 0 tokens, rank 1 tokens, ...)[inv]`` is global order."""
-    order = [p for r in range(cp_size) for p in shard_positions(doc_lens, cp_size, r, strategy)]
-    inv = [0] * len(order)
-    for i, p in enumerate(order):
-        inv[p] = i
-    return inv
+    order = segment_arrays(doc_lens, cp_size, strategy).positions()
+    inv = np.empty_like(order)
+    inv[order] = np.arange(order.size)
+    return inv.tolist()

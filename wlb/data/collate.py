@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from wlb.cp import shard_indices
+from wlb.cp import shard_position_array
 from wlb.data.sources import DocumentSource
 from wlb.packing.types import Piece, packed_seq_lens
 
@@ -54,36 +54,35 @@ def collate(pieces: list[Piece], source: DocumentSource, pad_multiple: int = 1) 
     No pieces (a packer may leave a micro-batch empty) gives a padding-only micro-batch of
     ``packed_seq_lens([], pad_multiple)`` tokens, which trains nothing.
     """
-    toks, labs, mask, pos, lens = [], [], [], [], []
+    lens = [p.length for p in pieces]
+    seq_lens = packed_seq_lens(lens, pad_multiple)
+    total = sum(seq_lens)
+    pad = total - sum(lens)
+    tokens = np.full(total, source.eod, dtype=np.int64)  # the pad document is EOD tokens
+    labels = np.full(total, source.eod, dtype=np.int64)
+    loss_mask = np.ones(total, dtype=np.float32)
+    a = 0
     for p in pieces:
         doc_len = int(source.lengths[p.doc_id])
         if p.offset + p.length > doc_len:
             raise ValueError(f"piece {p} runs past document {p.doc_id} of length {doc_len}")
-        stop = min(p.offset + p.length + 1, doc_len)
-        t = np.asarray(source.tokens(p.doc_id, p.offset, stop), dtype=np.int64)
-        toks.append(t[: p.length])
-        lab = np.full(p.length, source.eod, dtype=np.int64)
-        lab[: len(t) - 1] = t[1:]
-        m = np.ones(p.length, dtype=np.float32)
+        stop = min(p.offset + p.length + 1, doc_len)  # one token more: the last one's label
+        t = source.tokens(p.doc_id, p.offset, stop)
+        tokens[a : a + p.length] = t[: p.length]
+        labels[a : a + len(t) - 1] = t[1:]
         if stop - p.offset == p.length:  # the piece ends the document: last token has no label
-            m[-1] = 0.0
-        labs.append(lab)
-        mask.append(m)
-        pos.append(np.arange(p.length, dtype=np.int64))
-        lens.append(p.length)
-    pad = sum(packed_seq_lens(lens, pad_multiple)) - sum(lens)
-    if pad:
-        toks.append(np.full(pad, source.eod, dtype=np.int64))
-        labs.append(np.full(pad, source.eod, dtype=np.int64))
-        mask.append(np.zeros(pad, dtype=np.float32))
-        pos.append(np.arange(pad, dtype=np.int64))
-        lens.append(pad)
+            loss_mask[a + p.length - 1] = 0.0
+        a += p.length
+    loss_mask[a:] = 0.0
+    # [T]: each token's position inside its piece (the pad document counts as one)
+    starts = np.cumsum(seq_lens) - np.asarray(seq_lens)
+    positions = np.arange(total, dtype=np.int64) - np.repeat(starts, seq_lens)
     return PackedMicroBatch(
-        tokens=torch.from_numpy(np.concatenate(toks)),
-        labels=torch.from_numpy(np.concatenate(labs)),
-        loss_mask=torch.from_numpy(np.concatenate(mask)),
-        positions=torch.from_numpy(np.concatenate(pos)),
-        seq_lens=tuple(lens),
+        tokens=torch.from_numpy(tokens),
+        labels=torch.from_numpy(labels),
+        loss_mask=torch.from_numpy(loss_mask),
+        positions=torch.from_numpy(positions),
+        seq_lens=tuple(seq_lens),
         num_pad=pad,
     )
 
@@ -95,10 +94,9 @@ def shard_for_cp(mb: PackedMicroBatch, cp_size: int, cp_rank: int, strategy: str
         dict with ``tokens``, ``labels``, ``loss_mask``, ``positions`` ([t_local] each, in the
         rank's storage order).
     """
-    idx = shard_indices(mb.seq_lens, cp_size, cp_rank, strategy)
-    return {
-        "tokens": mb.tokens[idx],
-        "labels": mb.labels[idx],
-        "loss_mask": mb.loss_mask[idx],
-        "positions": mb.positions[idx],
-    }
+    if cp_size == 1 and strategy == "per_seq":  # the whole micro-batch, in order
+        return {k: getattr(mb, k) for k in ("tokens", "labels", "loss_mask", "positions")}
+    idx = shard_position_array(mb.seq_lens, cp_size, cp_rank, strategy)
+    # numpy's gather: several times faster than indexing a CPU tensor with a LongTensor
+    return {k: torch.from_numpy(getattr(mb, k).numpy()[idx])
+            for k in ("tokens", "labels", "loss_mask", "positions")}

@@ -16,7 +16,7 @@ import torch
 
 from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
-from wlb.cp.shard import rank_segments
+from wlb.cp.shard import segment_arrays
 from wlb.cp.strategy import Strategy
 from wlb.data.collate import collate, shard_for_cp
 from wlb.data.sources import DocumentSource
@@ -122,13 +122,9 @@ def plan_predictions(plan: BatchPlan, layouts: list[MicroBatchLayout], cost: Cos
     cp_imb = []
     if cp_size > 1:
         for lay in layouts:
-            work = []
-            for r in range(cp_size):
-                segs = [x for half in rank_segments(lay.seq_lens, cp_size, r, lay.strategy)
-                        for x in half]
-                work.append(sum(cost.attn_coef * 2 * x.pairs + cost.linear_coef * x.length
-                                for x in segs))
-            cp_imb.append(imbalance(work))
+            seg = segment_arrays(lay.seq_lens, cp_size, lay.strategy)
+            w = cost.attn_coef * 2 * seg.pairs + cost.linear_coef * seg.length
+            cp_imb.append(imbalance(np.bincount(seg.rank, weights=w, minlength=cp_size)))
     return {
         "work_pred": float(sum(loads)),
         "microbatch_work": [float(x) for x in loads],

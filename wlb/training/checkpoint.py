@@ -130,10 +130,13 @@ def _rank_state(run) -> dict:
     }
 
 
-def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None) -> str:
+def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None,
+                    data_state: dict | None = None) -> str:
     """Write the checkpoint of ``iteration`` (collective: every rank calls it).
 
     ``crash_hook`` (tests) runs after this rank's file is written, before the rename.
+    ``data_state``: the plan schedule's state right after ``iteration``'s plan was drawn
+    (``wlb.training.prefetch``: the schedule itself may be a plan further); default: its state.
     """
     rank = dist.get_rank()
     final = os.path.join(save_dir, f"iter_{iteration:07d}")
@@ -153,7 +156,8 @@ def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None) -> str:
                                        run.cfg.parallel.use_distributed_optimizer),
                 "lr_schedule": _lr_schedule(run.cfg.training),
                 "wlb": vars(run.wlb) | {"thresholds": str(run.wlb.thresholds)},
-                "data": run.schedule.state_dict(), "packer_info": run.packer_info,
+                "data": run.schedule.state_dict() if data_state is None else data_state,
+                "packer_info": run.packer_info,
                 "tokens_trained": run.tokens_trained, "format": 1}
         with open(os.path.join(tmp, "meta.json"), "w") as f:
             json.dump(meta, f, default=str)

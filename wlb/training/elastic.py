@@ -105,13 +105,17 @@ def build_runtime(groups, cost: CostModel, chooser: StrategyChooser,
     return ElasticRuntime(groups, ElasticCost(cost, *comm, split_efficiency=split), chooser)
 
 
-def plan_step(rt: ElasticRuntime, plan, layout, rank_tokens: int, device=None) -> ElasticPlan:
-    """The iteration's elastic plan, validated and agreed on by every rank (collective)."""
+def plan_slots(rt: ElasticRuntime, plan, layout, rank_tokens: int) -> ElasticPlan:
+    """The iteration's elastic plan, validated (pure: every rank computes the same alone)."""
     eplan = plan_elastic(plan.microbatches, plan.dp_ranks, dp=layout.dp, cp=layout.cp,
                          rank_tokens=rank_tokens, ec=rt.cost, pp=layout.pp)
     validate_plan(eplan, layout.dp * layout.cp, [p for mb in plan.microbatches for p in mb])
-    check_plan_agreement(eplan.digest(), plan.step + 1, device, what="elastic CP plans")
     return eplan
+
+
+def agree(eplan: ElasticPlan, plan, device=None) -> None:
+    """Every rank holds the same elastic plan (collective; before any group's collective)."""
+    check_plan_agreement(eplan.digest(), plan.step + 1, device, what="elastic CP plans")
 
 
 def predictions(rt: ElasticRuntime, plan, eplan: ElasticPlan, layout) -> dict:

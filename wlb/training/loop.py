@@ -11,14 +11,9 @@ import torch.distributed as dist
 from wlb.megatron.attention import WLBPackedSeqParams
 from wlb.megatron.schedule import forward_backward
 from wlb.metrics import imbalance
-from wlb.training.batches import (
-    MicroBatchInput,
-    build_inputs,
-    elastic_inputs,
-    lay_out,
-    plan_predictions,
-)
-from wlb.training.elastic import plan_step, predictions
+from wlb.training.batches import MicroBatchInput
+from wlb.training.elastic import agree
+from wlb.training.host import RankView, StepInputs, prepare_step
 
 
 def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -92,20 +87,37 @@ def measured_imbalance(records_by_rank: list, pp_ranks: list[int], n: int) -> fl
     return imbalance(per_mb)
 
 
-def train_step(run, plan) -> dict:
-    """One iteration on this rank; returns the metrics (identical on every rank)."""
+def host_path(run):
+    """This rank's host path, ``(plan, plan_ms) -> StepInputs`` (``wlb.training.host``)."""
     g, layout = run.groups, run.groups.layout
-    layouts = lay_out(plan, layout.pad_multiple, run.chooser)  # one CP strategy per micro-batch
-    eplan = None
-    if run.elastic is not None:  # the DP x CP pool regrouped in every slot
-        eplan = plan_step(run.elastic, plan, layout, run.packer_max_tokens // layout.cp,
-                          run.device)
-        inputs = elastic_inputs(eplan.slots, run.elastic.pool_index, run.source,
-                                sp_multiple=layout.tp if layout.sequence_parallel else 1,
-                                strategy=run.elastic.strategy)
-    else:
-        inputs = build_inputs(layouts, g.dp_rank, run.source, pad_multiple=layout.pad_multiple,
-                              cp_size=layout.cp, cp_rank=g.cp_rank)
+    view = RankView(layout, g.dp_rank, g.cp_rank)
+    rank_tokens = run.packer_max_tokens // layout.cp
+
+    def prepare(plan, plan_ms: float = 0.0) -> StepInputs:
+        return prepare_step(plan, view, run.chooser, run.source, cost=run.cost,
+                            elastic=run.elastic, rank_tokens=rank_tokens, plan_ms=plan_ms)
+
+    return prepare
+
+
+def train_step(run, plan, prepared: StepInputs | None = None,
+               pending_tokens: int | None = None) -> dict:
+    """One iteration on this rank; returns the metrics (identical on every rank).
+
+    Args:
+        prepared: this rank's host-path output for ``plan``, when it was made ahead
+            (``wlb.training.prefetch``); else it is made here.
+        pending_tokens: tokens the packer held right after ``plan`` was drawn (default: what
+            it holds now, which is that when nothing was drawn since).
+    """
+    g, layout = run.groups, run.groups.layout
+    if prepared is None:
+        prepared = host_path(run)(plan)
+    if pending_tokens is None:
+        pending_tokens = sum(p.length for p in run.schedule.packer.pending())
+    inputs = prepared.inputs
+    if prepared.eplan is not None:
+        agree(prepared.eplan, plan, run.device)
     data = [iter(inputs) for _ in run.model] if len(run.model) > 1 else iter(inputs)
     timed = TimedForwardStep(run.device, run.elastic)
     for m in run.model:
@@ -133,12 +145,10 @@ def train_step(run, plan) -> dict:
         "skipped": not ok,
         "lr": lr,
         "tokens": plan.num_tokens,
-        "pending_tokens": sum(p.length for p in run.schedule.packer.pending()),
+        "pending_tokens": pending_tokens,
         "pp_imbalance_measured": measured_imbalance([x[1] for x in gathered],
                                                     [x[0] for x in gathered],
                                                     len(plan.microbatches)),
     }
-    out.update(plan_predictions(plan, layouts, run.cost, layout.cp))
-    if eplan is not None:
-        out.update(predictions(run.elastic, plan, eplan, layout))
+    out.update(prepared.predictions)
     return out

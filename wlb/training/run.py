@@ -14,7 +14,8 @@ from wlb.run_config import RunConfig
 from wlb.training.checks import check_finite, check_plan_agreement
 from wlb.training.evaluate import ValidationSet, evaluate
 from wlb.training.log import MetricsLogger
-from wlb.training.loop import train_step
+from wlb.training.loop import host_path, train_step
+from wlb.training.prefetch import HostPrefetcher
 from wlb.training.setup import Run, build
 
 #: fault injection for the crash tests: "save:<iteration>" kills this process with SIGKILL in the
@@ -81,28 +82,33 @@ def run_training(cfg: RunConfig) -> int:
         log.info(f"resumed from {ck.load} at iteration {start}")
     validation = build_validation(run, log)
     plans = open(lg.log_plans, "a") if lg.log_plans and g.rank == 0 else None  # noqa: SIM115
+    # iteration i+1's plan and inputs are made while iteration i trains (--wlb-host-prefetch)
+    steps = HostPrefetcher(run.schedule, host_path(run), ahead=run.wlb.host_prefetch,
+                           log_plans=plans is not None)
     try:
         for it in range(start + 1, train_iters + 1):
-            plan = run.schedule.next_plan()
+            step = steps.next(more=it < train_iters)
+            plan = step.plan
             digest = plan.digest()
             check_plan_agreement(digest, it, run.device)
             t0 = time.perf_counter()
-            m = train_step(run, plan)  # (ends with a host sync: the loss is read back)
+            # (ends with a host sync: the loss is read back)
+            m = train_step(run, plan, step.inputs, step.pending_tokens)
             ms = torch.tensor([(time.perf_counter() - t0) * 1e3], dtype=torch.float64,
                               device=run.device)
             dist.all_reduce(ms, op=dist.ReduceOp.MAX)
             ms = ms.cpu()
-            m.update(iteration=it, iter_ms=float(ms),
+            m.update(iteration=it, iter_ms=float(ms), host_wait_ms=steps.last_wait_ms,
+                     host_ms=sum(step.inputs.stage_ms.values()),
                      tokens_per_s=plan.num_tokens / float(ms) * 1e3, plan_digest=digest)
             check_finite(m, it, ck.save)
             run.tokens_trained += plan.num_tokens
             m["tokens_trained"] = run.tokens_trained
             log.iteration(m)
             if plans:
-                plans.write(json.dumps({
-                    "iteration": it, "consumed": run.schedule.last_consumed,
-                    "trained": run.schedule.last_trained,
-                    "pending": run.schedule.pending_with_epochs()}) + "\n")
+                plans.write(json.dumps({"iteration": it, "consumed": step.consumed,
+                                        "trained": step.trained,
+                                        "pending": step.pending}) + "\n")
                 plans.flush()
             last = it == train_iters
             if validation and (it % cfg.validation.eval_interval == 0 or last):
@@ -112,13 +118,14 @@ def run_training(cfg: RunConfig) -> int:
             if ck.save and ((ck.save_interval and it % ck.save_interval == 0) or last or stop):
                 from wlb.training.checkpoint import save_checkpoint
 
-                save_checkpoint(ck.save, it, run,
+                save_checkpoint(ck.save, it, run, data_state=step.data_state,
                                 crash_hook=lambda it=it: _maybe_crash(f"save:{it}"))
                 log.info(f"saved checkpoint at iteration {it} to {ck.save}")
             if stop:
                 log.info(f"exiting after iteration {it} ({stop})")
                 break
     finally:
+        steps.close()
         if plans:
             plans.close()
         log.close()
