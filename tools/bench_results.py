@@ -10,7 +10,8 @@ and re-renders. ``render`` rewrites every block ``<!-- results:NAME -->...<!-- /
 in README.md and docs/*.md from those files; ``--check`` only says whether a block is stale
 (exit 1), as the tests do. NAME is one of: bench_cpu and quickstart (``tools.compare_runs
 --json`` figures per layout), packing (``scripts/bench_packing.sh``), sim_grid
-(``tools.simulate_cluster grid --json``). Nothing here is typed in by hand.
+(``tools.simulate_cluster grid --json``), host_path (``scripts/bench_host.sh``). Nothing here is
+typed in by hand.
 """
 
 from __future__ import annotations
@@ -119,6 +120,35 @@ def render_sim_grid(rec: dict) -> list[str]:
     return lines
 
 
+def render_host_path(rec: dict) -> list[str]:
+    """host_path (``scripts/bench_host.sh``): one row per layout, its slower measured rank."""
+    by: dict[str, list[dict]] = {}
+    for r in rec["figures"]["rows"]:
+        by.setdefault(r["name"], []).append(r)
+    lines = ["| layout (ranks) | simulated H100 step, stock → WLB | host ms/iter, before → now | "
+             "plan / CP strategy / collate + shard / predictions (ms) | share of the WLB step "
+             "on the critical path, before → now | wait with the next inputs made ahead (ms) | "
+             "elastic CP ms/iter | start-up (s) |", "|---" * 8 + "|"]
+    for name, rows in by.items():
+        worst = max(rows, key=lambda r: r["serial"]["iter_ms"])
+        st, sim = worst["serial"]["stage_ms"], worst["sim_step_s"]
+        now = worst["serial"]["iter_ms"]
+        before = [r["before"]["iter_ms"] for r in rows if r.get("before")]
+        was = max(before) if before else None
+        step_ms = sim["wlb"] * 1e3
+        share = (f"{was / step_ms:.1%} → " if was else "") + f"{now / step_ms:.1%}"
+        lines.append(
+            f"| {name} ({rows[0]['world']}) | {sim['plain']:.2f} s → {sim['wlb']:.2f} s | "
+            + (f"{was:.1f} → " if was else "") + f"**{now:.1f}** | "
+            f"{st['plan']:.1f} / {st['cp_strategy']:.1f} / {st['collate_shard']:.1f} / "
+            f"{st['predictions']:.1f} | {share} | "
+            f"{max(r['overlap']['wait_ms'] for r in rows):.2f} "
+            f"(step {max(r['overlap']['step_ms'] for r in rows):.0f} ms) | "
+            f"{max(r['elastic']['iter_ms'] for r in rows):.1f} | "
+            f"{max(r['serial']['startup_ms'] for r in rows) / 1e3:.1f} |")
+    return lines
+
+
 def render_headline(rec: dict) -> list[str]:
     """The README's headline: one sentence on the first layout."""
     name, f = next(iter(rec["figures"]["layouts"].items()))  # the first layout
@@ -130,7 +160,7 @@ def render_headline(rec: dict) -> list[str]:
 
 
 RENDER = {"bench_cpu": render_layouts, "quickstart": render_layouts, "packing": render_packing,
-          "sim_grid": render_sim_grid}
+          "sim_grid": render_sim_grid, "host_path": render_host_path}
 
 
 def render_block(name: str, kind: str | None = None, root: str = ROOT) -> str:

@@ -23,7 +23,7 @@ docs_st = st.lists(st.one_of(st.integers(1, 40), st.integers(200, 3000)), min_si
                    max_size=30)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(doc_lens=docs_st, cp=st.integers(1, 8), strategy=st.sampled_from(ALL_STRATEGIES))
 def test_segments_are_the_loop_versions(doc_lens, cp, strategy):
     for r in range(cp):

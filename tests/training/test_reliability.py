@@ -15,6 +15,7 @@ import time
 import numpy as np
 import pytest
 
+from tests.golden.test_golden_runs import RUNS
 from tests.helpers.torchrun import ENV, ROOT, TINY, launch_pretrain, run_pretrain
 from wlb.packing.ledger import TokenLedger
 from wlb.packing.types import Piece
@@ -234,8 +235,8 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill):
 def test_same_seed_gives_bitwise_identical_losses(tmp_path):
     """Bitwise on purpose: the same machine, layout and kernel path twice (docs/reliability.md,
     "What is bitwise"); across machines the golden runs use a tolerance instead."""
-    args = TINY + ["--context-parallel-size", "2", "--wlb-cp-sharding", "adaptive"]
-    a = run_pretrain(2, args, str(tmp_path / "a.jsonl"), reuse=False)
-    b = run_pretrain(2, args, str(tmp_path / "b.jsonl"), reuse=False)
+    args = TINY + RUNS["cp2-wlb-adaptive"]  # the golden run's: this session may have run it
+    a = run_pretrain(2, args, str(tmp_path / "a.jsonl"))
+    b = run_pretrain(2, args, str(tmp_path / "b.jsonl"), reuse=False)  # a second process
     assert [(r["lm_loss"], r["grad_norm"]) for r in a] == [(r["lm_loss"], r["grad_norm"])
                                                            for r in b]
