@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The host-path benchmark: one rank's per-iteration host work (plan, CP strategies, collate +
-# shard, predictions) on the paper's 7B-128K and 70B-128K layouts and an 8,192-GPU scale-out,
+# The host-path benchmark: one rank's per-iteration WLB host work at three cluster layouts.
+# Plan, CP strategies, collate + shard and predictions, timed on the paper's 7B-128K and
+# 70B-128K layouts and an 8,192-GPU scale-out,
 # on a real .bin/.idx (20,000 documents with the wlbllm lengths, written by megatron-core's
 # IndexedDatasetBuilder), 128K context, --wlb-outlier-thresholds auto; beside the simulator's
 # predicted H100 step time of each layout.
@@ -68,7 +69,7 @@ done
 "${VPY}" -c 'import json, sys
 rows = [json.loads(x) for x in open(sys.argv[1])]
 for r in rows:
-    sim = json.load(open(r.pop("sim")))[0]["systems"]
+    sim = json.load(open(r.pop("sim")))["results"][0]["systems"]
     r["sim_step_s"] = {k: v["iter_s_mean"] for k, v in sim.items()}
 json.dump({"iters": int(sys.argv[3]), "rows": rows}, open(sys.argv[2], "w"), indent=1)' \
   "${OUT}/rows.jsonl" "${OUT}/results.json" "${ITERS}"
