@@ -59,11 +59,12 @@ for row in "${LAYOUTS[@]}"; do
     before="null"
     if [[ -n "${BEFORE:-}" ]]; then before="$(bench "${BEFORE}" "${common[@]}")"; fi
     echo "{\"name\": \"${name}\", \"world\": ${world}, \"rank\": ${rank}, \"serial\": ${serial}, \"overlap\": ${overlap}, \"elastic\": ${elastic}, \"before\": ${before}, \"sim\": \"${OUT}/${name}_sim.json\"}" >> "${OUT}/rows.jsonl"
-    "${VPY}" -c 'import json, sys; r = json.loads(sys.argv[1]); s = r["serial"]
-print(f"  rank {r[\"rank\"]}: {s[\"iter_ms\"]:.1f} ms/iter on the critical path; waits "
-      f"{r[\"overlap\"][\"wait_ms\"]:.2f} ms with a {r[\"overlap\"][\"step_ms\"]:.0f} ms step; "
-      f"elastic {r[\"elastic\"][\"iter_ms\"]:.1f} ms"
-      + (f"; before {r[\"before\"][\"iter_ms\"]:.1f} ms" if r["before"] else ""))' "$(tail -1 "${OUT}/rows.jsonl")"
+    "${VPY}" -c 'import json, sys
+r = json.loads(sys.argv[1])
+s, o, e, b = r["serial"], r["overlap"], r["elastic"], r["before"]
+line = "  rank %d: %.1f ms/iter on the critical path; waits %.2f ms with a %.0f ms step; " \
+       "elastic %.1f ms" % (r["rank"], s["iter_ms"], o["wait_ms"], o["step_ms"], e["iter_ms"])
+print(line + ("; before %.1f ms" % b["iter_ms"] if b else ""))' "$(tail -1 "${OUT}/rows.jsonl")"
   done
 done
 "${VPY}" -c 'import json, sys
