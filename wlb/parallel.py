@@ -165,5 +165,10 @@ class ParallelLayout:
         cp, rest = rest % self.cp, rest // self.cp
         return {"tp": tp, "cp": cp, "dp": rest % self.dp, "pp": rest // self.dp}
 
+    def pool_index(self, dp_rank: int, cp_rank: int) -> int:
+        """A rank's place in its pipeline stage's DP x CP pool (elastic CP): ``dp_rank x CP +
+        cp_rank``, so the layout's own CP groups are the pool's aligned groups of size CP."""
+        return dp_rank * self.cp + cp_rank
+
     def describe(self) -> str:
         return self._factors() + f", sp={self.sequence_parallel}"

@@ -38,7 +38,7 @@ def build_elastic_groups(g: Groups) -> ElasticGroups:
     """Create every aligned pool group (collective over the world)."""
     layout = g.layout
     pool = layout.dp * layout.cp
-    me = g.dp_rank * layout.cp + g.cp_rank
+    me = layout.pool_index(g.dp_rank, g.cp_rank)
     coords = [None] * dist.get_world_size()
     dist.all_gather_object(coords, (g.pp_rank, g.tp_rank, me))
     by_pool: dict[tuple[int, int], dict[int, int]] = {}

@@ -45,7 +45,7 @@ class RankView:
 
     @property
     def pool_index(self) -> int:
-        return self.dp_rank * self.layout.cp + self.cp_rank
+        return self.layout.pool_index(self.dp_rank, self.cp_rank)
 
 
 @dataclass
