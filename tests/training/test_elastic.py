@@ -17,36 +17,35 @@ from wlb.packing.types import BatchPlan, Piece
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
 
-def _worker(rank, world, extra, out_path):
+def _worker(rank, world, extras, out_path):
+    """Each of ``extras`` in turn on the same processes (``build`` re-creates megatron's groups
+    for each layout): one start-up per world size instead of one per layout."""
     warnings.filterwarnings("ignore")
     from wlb.training.loop import train_step
     from wlb.training.setup import build
 
-    run = build(_config(extra))
-    mbs = _layouts(run.schedule.batcher.lengths, run.cost)["wlb"]
-    dp = run.groups.layout.dp
-    out = []
-    for it in range(3):  # three steps: the later ones start from the earlier updates
-        m = train_step(run, BatchPlan(it, mbs, [j % dp for j in range(len(mbs))]))
-        out.append((m["lm_loss"], _grads(run), m["grad_norm"], m.get("elastic_group_sizes"),
-                    m.get("elastic_speedup_pred")))
+    results = {}
+    for extra in extras:
+        run = build(_config(list(extra)))
+        mbs = _layouts(run.schedule.batcher.lengths, run.cost)["wlb"]
+        dp = run.groups.layout.dp
+        out = []
+        for it in range(3):  # three steps: the later ones start from the earlier updates
+            m = train_step(run, BatchPlan(it, mbs, [j % dp for j in range(len(mbs))]))
+            out.append((m["lm_loss"], _grads(run), m["grad_norm"],
+                        m.get("elastic_group_sizes"), m.get("elastic_speedup_pred")))
+        results[tuple(extra)] = out
     if rank == 0:
-        torch.save(out, out_path)
+        torch.save(results, out_path)
 
 
-def _run(tmp_path, world, extra):
-    path = tmp_path / f"{world}_{'_'.join(extra)}.pt"
-    run_distributed(_worker, world, extra, str(path))
+def _run(tmp_path, world, extras):
+    path = tmp_path / f"world{world}.pt"
+    run_distributed(_worker, world, [tuple(e) for e in extras], str(path))
     return torch.load(path, weights_only=False)
 
 
-@pytest.fixture(scope="module")
-def one_process(tmp_path_factory):
-    """The reference: the same three steps on one process."""
-    return _run(tmp_path_factory.mktemp("ref"), 1, [])
-
-
-@pytest.mark.parametrize("world,extra", [
+CASES = [
     (2, []),  # DP = 2: the pool is two replicas
     (2, ["--context-parallel-size", "2"]),  # CP = 2: the pool is one CP group
     (4, ["--context-parallel-size", "2"]),  # DP = 2 x CP = 2
@@ -57,10 +56,30 @@ def one_process(tmp_path_factory):
     (4, ["--context-parallel-size", "2", "--pipeline-model-parallel-size", "2"]),  # CP2 x PP2
     (4, []),  # DP = 4: groups of 1, 2 and 4 replicas
     (2, ["--use-distributed-optimizer"]),  # DP = 2, optimizer state sharded over the replicas
-])
-def test_elastic_cp_gives_the_one_process_loss_and_gradients(tmp_path, one_process, world,
+]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The reference: the same three steps on one process."""
+    return _run(tmp_path_factory.mktemp("ref"), 1, [[]])[()]
+
+
+@pytest.fixture(scope="module")
+def elastic_runs(tmp_path_factory):
+    """Every case of :data:`CASES` with ``--wlb-elastic-cp``, one process group per world size."""
+    out = {}
+    for world in sorted({w for w, _ in CASES}):
+        extras = [[*e, "--wlb-elastic-cp"] for w, e in CASES if w == world]
+        got = _run(tmp_path_factory.mktemp(f"world{world}"), world, extras)
+        out.update({(world, k[:-1]): v for k, v in got.items()})
+    return out
+
+
+@pytest.mark.parametrize("world,extra", CASES)
+def test_elastic_cp_gives_the_one_process_loss_and_gradients(elastic_runs, one_process, world,
                                                               extra):
-    got = _run(tmp_path, world, [*extra, "--wlb-elastic-cp"])
+    got = elastic_runs[world, tuple(extra)]
     for (loss, grad, norm, _, _), (rloss, rgrad, rnorm, _, _) in zip(got, one_process):
         assert loss == pytest.approx(rloss, abs=1e-5)  # steps 2, 3 check the earlier updates
         # the gradient norm covers every stage and TP shard (megatron reduces it over them)
