@@ -18,8 +18,9 @@ collectives a step adds (plan agreement, the loss all-reduce) are not in the fig
 is how long it then waits for its next inputs, made in the background meanwhile (without
 ``--step-ms`` they are made on the critical path, and ``wait_ms`` is all of ``iter_ms``).
 With ``--json`` the last line is one JSON object: ``iter_ms`` (median host work per iteration,
-without overlap), ``wait_ms``, ``stage_ms`` (median per stage), ``startup_ms`` (data, cost model,
-packer and its auto-tuned thresholds), the layout and the rank's coordinates.
+without overlap), ``wait_ms``, ``stage_ms`` (median per stage), ``predictions_ms_when_logged``
+(the cost-model predictions run only at logged iterations: ``--log-interval``), ``startup_ms``
+(data, cost model, packer and its auto-tuned thresholds), the layout and the rank's coordinates.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import time
 import numpy as np
 
 from wlb.training.host import STAGES, RankView, prepare_step
+from wlb.training.log import is_logged
 from wlb.training.prefetch import HostPrefetcher
 
 
@@ -85,11 +87,14 @@ def bench(cfg, world_size: int, rank: int, iters: int, warmup: int = 1,
     startup_ms = (time.perf_counter() - t0) * 1e3
     rank_tokens = schedule.packer.max_tokens // view.layout.cp
 
-    def prepare(plan, plan_ms):
-        return prepare_step(plan, view, chooser, source, cost=cost, elastic=elastic,
-                            rank_tokens=rank_tokens, plan_ms=plan_ms)
+    last = warmup + iters
 
-    rows, waits = [], []
+    def prepare(plan, plan_ms, iteration):  # predictions at logged iterations, as the loop
+        logged = is_logged(iteration, cfg.logging.log_interval, last)
+        return prepare_step(plan, view, chooser, source, cost=cost if logged else None,
+                            elastic=elastic, rank_tokens=rank_tokens, plan_ms=plan_ms)
+
+    rows, waits, logged = [], [], []
     # as the training loop: the next step made in the background while the stand-in one runs
     with HostPrefetcher(schedule, prepare, ahead=step_ms > 0) as steps:
         for it in range(warmup + iters):
@@ -100,12 +105,17 @@ def bench(cfg, world_size: int, rank: int, iters: int, warmup: int = 1,
                 rows.append(dict(step.inputs.stage_ms,
                                  total=sum(step.inputs.stage_ms.values())))
                 waits.append(steps.last_wait_ms)
+                if is_logged(it + 1, cfg.logging.log_interval, last):
+                    logged.append(step.inputs.stage_ms["predictions"])
     stages = STAGES
     layout = view.layout
     return {
         "iter_ms": float(np.median([r["total"] for r in rows])),
         "wait_ms": float(np.median(waits)),
         "stage_ms": {s: float(np.median([r[s] for r in rows])) for s in stages},
+        # the predictions run at logged iterations only (--log-interval)
+        "log_interval": cfg.logging.log_interval,
+        "predictions_ms_when_logged": float(np.median(logged)) if logged else None,
         "startup_ms": startup_ms,
         "layout": layout.describe(),
         "rank": rank,

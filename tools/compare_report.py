@@ -35,6 +35,7 @@ def _plots(base: list[dict], wlb: list[dict], out: str) -> list[str]:
 
     def series(ax, key, label_suffix="", style="-"):
         for rows, name, color in ((base, "baseline", "tab:blue"), (wlb, "WLB", "tab:orange")):
+            rows = [r for r in rows if key in r]  # predictions: logged iterations only
             ax.plot([r["iteration"] for r in rows], [r[key] for r in rows], style, color=color,
                     label=f"{name}{label_suffix}")
 

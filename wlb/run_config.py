@@ -208,7 +208,9 @@ class LoggingConfig:
     """What the run reports.
 
     Attributes:
-        log_interval: console line every this many iterations.
+        log_interval: console line, cost-model predictions and measured imbalance every this
+            many iterations and after the last (``wlb.training.log.is_logged``); the other
+            iterations' JSON rows hold loss, tokens and times only.
         log_json: append one JSON object per iteration to this file.
         log_plans: append each iteration's consumed/trained/pending pieces to this file.
         tensorboard_dir: TensorBoard scalars, or None.

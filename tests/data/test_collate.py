@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from wlb.data.collate import collate, shard_for_cp
+from wlb.data.collate import collate, collate_shard, shard_for_cp
 from wlb.data.sources import MockDocuments
 from wlb.packing.types import Piece
 
@@ -57,3 +60,60 @@ def test_mock_documents_are_deterministic_and_end_with_eod():
         assert (doc == b.tokens(i, 0, int(b.lengths[i]))).all()
         assert doc[-1] == a.eod and doc.max() < 64
         assert (a.tokens(i, 3, 7) == doc[3:7]).all()
+
+
+def test_collate_shard_worked_example_from_docstring():
+    got, seq_lens = collate_shard([Piece(0, 0, 3, 0), Piece(1, 2, 2, 0)], _Docs(), 4, 2, 0,
+                                  "per_doc")
+    assert seq_lens == (3, 2, 3)
+    assert got["positions"].tolist() == [0, 0, 1, 2]
+    assert got["tokens"].tolist() == [10, 22, 23, 99] and got["labels"].tolist() == [11, 23, 24, 99]
+    assert got["loss_mask"].tolist() == [1, 1, 1, 0]
+
+
+class _Counting:
+    """A source that counts the tokens read from it."""
+
+    def __init__(self, base) -> None:
+        self.base, self.read = base, 0
+        self.lengths, self.vocab_size, self.eod = base.lengths, base.vocab_size, base.eod
+
+    def tokens(self, doc_id, start, stop):
+        self.read += stop - start
+        return self.base.tokens(doc_id, start, stop)
+
+
+MOCK = MockDocuments([5, 40, 300, 7], 60, vocab_size=100, seed=3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 59), st.floats(0, 1), st.floats(0, 1)), max_size=6),
+       st.integers(1, 4), st.sampled_from([1, 2, 8]), st.sampled_from(["per_seq", "per_doc",
+                                                                       "mixed"]))
+def test_collate_shard_is_the_shard_of_the_collated_micro_batch(spans, cp, pad, strategy):
+    """Reading a rank's rows directly gives exactly the rows sliced from the whole micro-batch
+    (tokens, labels, loss mask, positions; dtypes too), for every rank, and reads each token of
+    the micro-batch once over all ranks (plus one label token per segment at most)."""
+    pieces = []
+    for d, a, b in spans:  # a piece of document d: offset and length from the two fractions
+        n = int(MOCK.lengths[d])
+        offset = min(int(a * n), n - 1)
+        pieces.append(Piece(d, offset, max(1, int(b * (n - offset))), 0))
+    mb = collate(pieces, MOCK, pad)
+    read = 0
+    for r in range(cp):
+        src = _Counting(MOCK)
+        got, seq_lens = collate_shard(pieces, src, pad, cp, r, strategy)
+        want = shard_for_cp(mb, cp, r, strategy)
+        assert seq_lens == mb.seq_lens
+        for k, v in want.items():
+            assert got[k].dtype == v.dtype and torch.equal(got[k], v), (k, r)
+        read += src.read
+    real = mb.num_tokens - mb.num_pad
+    assert real <= read <= real + (2 * cp * len(pieces) if cp > 1 or strategy != "per_seq"
+                                   else len(pieces))
+
+
+def test_collate_shard_refuses_a_piece_past_its_document():
+    with pytest.raises(ValueError, match="runs past document 0 of length 3"):
+        collate_shard([Piece(0, 2, 2, 0)], _Docs(), 1, 2, 0, "per_doc")

@@ -120,3 +120,17 @@ def test_plans_compare_exactly_and_floats_within_the_tolerance():
         bad = golden_mismatches(got, want)
         assert bool(bad) == red and all(f"iteration 3: {key}" in x for x in bad), (key, bad)
     assert golden_mismatches(want[:2], want) == ["2 iterations, golden has 3"]
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_metrics_made_at_logged_iterations_only_change_nothing_trained(tmp_path):
+    """--log-interval 2: iteration 1 makes no predictions and measures no imbalance (no
+    collective for it), iterations 2 and 3 (the last) do; the run is the golden one."""
+    rows = run_pretrain(2, TINY + RUNS["cp2-wlb-adaptive"] + ["--log-interval", "2"],
+                        str(tmp_path / "log.jsonl"))
+    assert golden_mismatches(_record(rows), _load("cp2-wlb-adaptive")) == []
+    logged = ("pp_imbalance_measured", "pp_imbalance_pred", "cp_imbalance_pred", "work_pred",
+              "cp_strategy")
+    assert [[k in r for k in logged] for r in rows] == [[False] * 5, [True] * 5, [True] * 5]
+    assert rows[1]["cp_strategy"] and rows[1]["pp_imbalance_measured"] >= 1.0

@@ -5,9 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import wlb.packing.run_packer as run_packer
 from wlb.cost_model import CostModel
 from wlb.packing.autotune import auto_tune_outliers
-from wlb.packing.run_packer import AUTO_SAMPLE_FRACTION, build_run_packer, resolve_outliers
+from wlb.packing.run_packer import (
+    AUTO_SAMPLE_FRACTION,
+    build_run_packer,
+    resolve_outliers,
+    tune_cache_path,
+)
 from wlb.packing.stock import StockMegatronPacker
 from wlb.packing.wlb import WLBPacker
 
@@ -53,6 +59,52 @@ def test_auto_tunes_on_a_seeded_sample_of_the_lengths():
     assert out.tuned == want
     assert out.thresholds == want.thresholds
     assert resolve_outliers(" Auto", lengths, **RESOLVE) == out
+
+
+def test_auto_draws_no_more_of_a_large_index_than_its_simulation_can_use(monkeypatch):
+    """A 1M-document index: the sample is cut to twice the tokens of the simulated batches (150
+    of 4 x 256 here), so start-up does not grow with the index; a small one is not cut."""
+    seen = []
+    monkeypatch.setattr(run_packer, "auto_tune_outliers",
+                        lambda sample, **kw: seen.append((len(sample), int(sample.sum()),
+                                                          kw["num_batches"])) or
+                        auto_tune_outliers(sample[:50], **kw))
+    resolve_outliers("auto", _lengths(2, 1_000_000), **RESOLVE)
+    n, tokens, batches = seen[-1]
+    assert batches == 150 and 2 * 150 * 4 * 256 <= tokens < 2 * 150 * 4 * 256 + 300
+    resolve_outliers("auto", _lengths(2, 400), **RESOLVE)
+    assert seen[-1][0] == int(AUTO_SAMPLE_FRACTION * 400)
+    # a global batch of 64 x 128K tokens simulates AUTO_MIN_BATCHES batches, not 150
+    resolve_outliers("auto", _lengths(2, 1000), **{**RESOLVE, "num_microbatches": 64,
+                                                   "seq_length": 131072, "max_tokens": None})
+    assert seen[-1][2] == run_packer.AUTO_MIN_BATCHES
+
+
+def test_auto_is_kept_beside_the_dataset_and_read_back(tmp_path, monkeypatch):
+    prefix = str(tmp_path / "corpus_text_document")
+    lengths = _lengths(1)
+    first = resolve_outliers("auto", lengths, **RESOLVE, cache_prefix=prefix)
+    path = tune_cache_path(prefix, lengths, num_microbatches=4, seq_length=256,
+                           cost_model=COST.to_dict(), max_tokens=300, release="count",
+                           delay_budget=1.0, seed=3)
+    assert [p.name for p in tmp_path.iterdir()] == [path.split("/")[-1]]
+    assert first == resolve_outliers("auto", lengths, **RESOLVE)  # the cache changes nothing
+
+    def no_tuning(*a, **k):
+        raise AssertionError("tuned again")
+
+    monkeypatch.setattr(run_packer, "auto_tune_outliers", no_tuning)
+    assert resolve_outliers("auto", lengths, **RESOLVE, cache_prefix=prefix) == first
+    # other lengths or another setting: another file, tuned anew
+    for lens, kw in ((lengths[:-1], RESOLVE), (lengths, {**RESOLVE, "seed": 4})):
+        with pytest.raises(AssertionError, match="tuned again"):
+            resolve_outliers("auto", lens, **kw, cache_prefix=prefix)
+    with open(path, "w") as f:  # a damaged file is tuned anew (and rewritten)
+        f.write("{not json")
+    monkeypatch.undo()
+    assert resolve_outliers("auto", lengths, **RESOLVE, cache_prefix=prefix) == first
+    assert resolve_outliers("auto", lengths, **RESOLVE,
+                            cache_prefix=str(tmp_path / "missing" / "x")) == first  # unwritable
 
 
 def test_auto_on_one_document_samples_at_least_one():

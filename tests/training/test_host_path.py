@@ -87,7 +87,7 @@ def test_the_benchmark_refuses_bad_input_in_one_line(capsys):
 def test_steps_made_ahead_are_the_serial_steps_with_the_state_after_their_own_plan(ahead):
     schedule, chooser, source, _, view, _ = _host()
     serial, _, _, _, _, _ = _host()
-    prepare = lambda plan, ms: prepare_step(plan, view, chooser, source, plan_ms=ms)  # noqa: E731
+    prepare = lambda plan, ms, it: prepare_step(plan, view, chooser, source, plan_ms=ms)  # noqa: E731
     with HostPrefetcher(schedule, prepare, ahead=ahead, log_plans=True) as steps:
         for it in range(6):
             step = steps.next(more=it < 5)
@@ -107,7 +107,7 @@ def test_an_error_in_the_background_reaches_the_loop_and_close_waits_for_the_thr
     schedule, chooser, source, _, view, _ = _host()
     calls = []
 
-    def prepare(plan, ms):
+    def prepare(plan, ms, it):
         calls.append(plan.step)
         if plan.step == 1:
             raise ValueError("bad micro-batch")

@@ -123,12 +123,19 @@ def plan_time(slots: list[Slot], ec: ElasticCost, pp: int = 1) -> float:
     pool = max((g.first + g.size for s in slots for g in s.groups), default=0)
     ready = [0.0] * pool
     for s in slots:
-        for g in s.groups:
-            end = max(ready[g.first:g.first + g.size]) + ec.group_time(
-                [p.length for p in g.pieces], g.size)
-            ready[g.first:g.first + g.size] = [end] * g.size
+        advance(ready, s, ec)
     return max(ready, default=0.0) + (pp - 1) * max(
         (slot_time(s, ec) for s in slots), default=0.0)
+
+
+def advance(ready: list[float], slot: Slot, ec: ElasticCost) -> list[float]:
+    """Run ``slot`` on the ranks' timelines: ``ready[r]`` (when pool rank r is free) is updated
+    in place and returned (:func:`plan_time`'s step)."""
+    for g in slot.groups:
+        end = max(ready[g.first:g.first + g.size]) + ec.group_time(
+            [p.length for p in g.pieces], g.size)
+        ready[g.first:g.first + g.size] = [end] * g.size
+    return ready
 
 
 def validate_plan(plan: ElasticPlan, pool: int, pieces) -> None:

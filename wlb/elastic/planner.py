@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
+
 from wlb.cost_model import CostModel
 from wlb.elastic.plan import (
     ElasticCost,
@@ -27,6 +29,7 @@ from wlb.elastic.plan import (
     Group,
     PlanError,
     Slot,
+    advance,
     fixed_slots,
     plan_time,
     slot_time,
@@ -88,22 +91,42 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
         rest = pool - sum(sizes.values())
         if rest < 0:
             return None
-        groups: list[list] = []  # [first, size, piece indices, work, tokens]
-        first = 0
-        for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
-            groups.append([first, sizes[i], [i], work[i], order[i].length])
-            first += sizes[i]
-        groups += [[first + k, 1, [], 0.0, 0] for k in range(rest)]
-        for i in small:
-            room = [gr for gr in groups if gr[4] + order[i].length <= gr[1] * rank_tokens]
-            if not room:
+        own = sorted(sizes, key=lambda i: (-sizes[i], i))  # widest first: aligned
+        # own groups as lists (few): size, piece indices, work, tokens; they come first
+        o_size = [sizes[i] for i in own]
+        o_members, o_load, o_tokens = [[i] for i in own], [work[i] for i in own], \
+            [order[i].length for i in own]
+        # the one-rank groups after them as arrays [rest] (their time is their work)
+        s_members: list[list[int]] = [[] for _ in range(rest)]
+        s_load, s_tokens = np.zeros(rest), np.zeros(rest, dtype=np.int64)
+        for i in small:  # to the group it slows least (then the lowest first), within its room
+            d, w = order[i].length, work[i]
+            best_t, best_k = np.inf, -1
+            for k, g in enumerate(o_size):
+                if o_tokens[k] + d <= g * rank_tokens:
+                    t = ec.time(o_load[k] + w, o_tokens[k] + d, g, len(o_members[k]) + 1)
+                    if t < best_t:
+                        best_t, best_k = t, k
+            if rest:
+                t1 = np.where(s_tokens + d <= rank_tokens, s_load + w, np.inf)
+                j = int(t1.argmin())
+                if t1[j] < best_t:  # (a tie goes to the own group: its first rank is lower)
+                    best_t, best_k = t1[j], len(own) + j
+            if best_k < 0:
                 return None
-            gr = min(room, key=lambda gr: (ec.time(gr[3] + work[i], gr[4] + order[i].length,
-                                                   gr[1], len(gr[2]) + 1), gr[0]))
-            gr[2].append(i)
-            gr[3] += work[i]
-            gr[4] += order[i].length
-        return Slot(tuple(Group(f, g, tuple(order[i] for i in idx)) for f, g, idx, _, _ in groups))
+            if best_k < len(own):
+                o_members[best_k].append(i)
+                o_load[best_k] += w
+                o_tokens[best_k] += d
+            else:
+                j = best_k - len(own)
+                s_members[j].append(i)
+                s_load[j] += w
+                s_tokens[j] += d
+        sizes_all = o_size + [1] * rest
+        firsts = np.cumsum(sizes_all) - sizes_all
+        return Slot(tuple(Group(int(f), int(g), tuple(order[i] for i in idx))
+                          for f, g, idx in zip(firsts, sizes_all, o_members + s_members)))
 
     while (slot := layout(big)) is None:  # too many ranks asked: halve the widest reducible
         fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
@@ -163,14 +186,18 @@ def plan_elastic(microbatches: list[list[Piece]], dp_ranks: list[int], *, dp: in
     pool = dp * cp
     fixed = fixed_slots(microbatches, dp_ranks, dp, cp)
     regrouped: list[Slot] = []
+    ready = [0.0] * pool  # the pool's timelines after ``regrouped`` (plan_time's, step by step)
     for slot in fixed:
         try:
             grouped = group_slot([p for g in slot.groups for p in g.pieces], pool, rank_tokens,
                                  ec)
         except PlanError:
             grouped = slot
-        regrouped.append(min((slot, grouped), key=lambda s: (plan_time([*regrouped, s], ec),
-                                                             s is not slot)))
+        after = {id(s): advance(list(ready), s, ec) for s in (slot, grouped)}
+        best = min((slot, grouped), key=lambda s: (max(after[id(s)], default=0.0),
+                                                   s is not slot))
+        regrouped.append(best)
+        ready = after[id(best)]
     plans = [fixed, regrouped]
     pieces = [p for mb in microbatches for p in mb]
     sliced = _slot_by_work(pieces, len(fixed), pool * rank_tokens, ec.cost)

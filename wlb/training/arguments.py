@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save", default=None)
     g.add_argument("--load", default=None)
     g.add_argument("--save-interval", type=int, default=None)
-    g.add_argument("--log-interval", type=int, default=1)
+    g.add_argument("--log-interval", type=int, default=1,
+                   help="console line, cost-model predictions and measured imbalance every this "
+                        "many iterations (and after the last); a large run: 10-100")
     g.add_argument("--log-json", default=None, help="append one JSON object per iteration")
     g.add_argument("--log-plans", default=None,
                    help="append each iteration's consumed/trained/pending pieces (JSON lines)")

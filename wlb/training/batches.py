@@ -18,7 +18,7 @@ from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
 from wlb.cp.shard import segment_arrays
 from wlb.cp.strategy import Strategy
-from wlb.data.collate import collate, shard_for_cp
+from wlb.data.collate import collate_shard
 from wlb.data.sources import DocumentSource
 from wlb.metrics import imbalance, imbalance_floor
 from wlb.packing.types import BatchPlan, MicroBatch, packed_seq_lens
@@ -66,11 +66,14 @@ class MicroBatchInput:
     group: tuple[int, int] | None = None
 
 
-def lay_out(plan: BatchPlan, pad_multiple: int, chooser: StrategyChooser
-            ) -> list[MicroBatchLayout]:
-    """Every micro-batch of ``plan`` with its trained lengths and its one CP strategy."""
+def lay_out(plan: BatchPlan, pad_multiple: int, chooser: StrategyChooser,
+            dp_rank: int | None = None) -> list[MicroBatchLayout]:
+    """Every micro-batch of ``plan`` (given ``dp_rank``: only that replica's) with its trained
+    lengths and its one CP strategy."""
     out = []
     for j, (mb, r) in enumerate(zip(plan.microbatches, plan.dp_ranks)):
+        if dp_rank is not None and r != dp_rank:
+            continue
         seq_lens = packed_seq_lens([p.length for p in mb], pad_multiple)
         out.append(MicroBatchLayout(j, mb, r, seq_lens, chooser(seq_lens)))
     return out
@@ -83,9 +86,9 @@ def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: Document
     for lay in layouts:
         if lay.dp_rank != dp_rank:
             continue
-        packed = collate(lay.pieces, source, pad_multiple)
-        assert packed.seq_lens == lay.seq_lens, (packed.seq_lens, lay.seq_lens)
-        local = shard_for_cp(packed, cp_size, cp_rank, lay.strategy)
+        local, seq_lens = collate_shard(lay.pieces, source, pad_multiple, cp_size, cp_rank,
+                                        lay.strategy)
+        assert seq_lens == lay.seq_lens, (seq_lens, lay.seq_lens)
         out.append(MicroBatchInput(index=lay.index, seq_lens=lay.seq_lens,
                                    strategy=lay.strategy, **local))
     return out
@@ -100,11 +103,12 @@ def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multipl
     for j, slot in enumerate(slots):
         grp = next(g for g in slot.groups if g.first <= pool_index < g.first + g.size)
         pad = (2 * grp.size if grp.size > 1 else 1) * sp_multiple
-        packed = collate(list(grp.pieces), source, pad)
+        seq_lens = tuple(packed_seq_lens([p.length for p in grp.pieces], pad))
         how = "per_seq" if grp.size == 1 else (
-            strategy(packed.seq_lens, grp.size) if strategy else "per_doc")
-        local = shard_for_cp(packed, grp.size, pool_index - grp.first, how)
-        out.append(MicroBatchInput(index=j, seq_lens=packed.seq_lens, strategy=how,
+            strategy(seq_lens, grp.size) if strategy else "per_doc")
+        local, _ = collate_shard(list(grp.pieces), source, pad, grp.size,
+                                 pool_index - grp.first, how)
+        out.append(MicroBatchInput(index=j, seq_lens=seq_lens, strategy=how,
                                    group=(grp.first, grp.size), **local))
     return out
 

@@ -71,7 +71,7 @@ def evaluate(run, validation: ValidationSet) -> dict:
     try:
         with torch.no_grad():
             for plan in validation.plans:
-                layouts = lay_out(plan, layout.pad_multiple, run.chooser)
+                layouts = lay_out(plan, layout.pad_multiple, run.chooser, g.dp_rank)
                 inputs = build_inputs(layouts, g.dp_rank, validation.docs,
                                       pad_multiple=layout.pad_multiple, cp_size=layout.cp,
                                       cp_rank=g.cp_rank)

@@ -54,7 +54,9 @@ class StepInputs:
 
     Attributes:
         plan: the iteration's plan (the same on every rank).
-        layouts: every micro-batch's trained lengths and CP strategy (every rank's).
+        layouts: trained lengths and CP strategy of every micro-batch when the predictions
+            were made, else of this replica's (none under elastic CP, whose groups choose their
+            own).
         inputs: this rank's micro-batches, collated and sharded.
         eplan: elastic CP's plan, or None.
         predictions: the iteration's logged cost-model figures (:func:`step_predictions`).
@@ -81,7 +83,9 @@ def prepare_step(plan: BatchPlan, view: RankView, chooser, source: DocumentSourc
         view: the rank's place in the layout.
         chooser: the run's ``StrategyChooser``.
         source: the documents the plan's ids index.
-        cost: the run's cost model (the predictions); None: no predictions.
+        cost: the run's cost model: make the predictions (the loop passes it at logged
+            iterations only); None: no predictions, and only this replica's micro-batches are
+            laid out.
         elastic: elastic CP's ``ElasticRuntime`` (its cost and strategies), or None.
         rank_tokens: elastic CP: tokens one rank holds at most (S_max / CP).
         plan_ms: how long the caller took to make ``plan`` (recorded as the "plan" stage).
@@ -93,7 +97,13 @@ def prepare_step(plan: BatchPlan, view: RankView, chooser, source: DocumentSourc
     ms = dict.fromkeys(STAGES, 0.0)
     ms["plan"] = plan_ms
     t = time.perf_counter()
-    layouts = lay_out(plan, layout.pad_multiple, chooser)  # one CP strategy per micro-batch
+    # one CP strategy per micro-batch: every one for the predictions, else this replica's
+    if cost is not None:
+        layouts = lay_out(plan, layout.pad_multiple, chooser)
+    elif elastic is None:
+        layouts = lay_out(plan, layout.pad_multiple, chooser, view.dp_rank)
+    else:
+        layouts = []
     ms["cp_strategy"], t = (time.perf_counter() - t) * 1e3, time.perf_counter()
     eplan = None
     if elastic is not None:  # the DP x CP pool regrouped in every slot

@@ -7,8 +7,21 @@ import os
 import time
 
 
+def is_logged(iteration: int, log_interval: int, train_iters: int) -> bool:
+    """Whether ``iteration`` is a logged one (every ``log_interval``-th, and the last): the
+    iterations whose console line, cost-model predictions and measured imbalance are made.
+
+    Example: ``--log-interval 10 --train-iters 25`` logs iterations 10, 20 and 25.
+    """
+    return iteration % log_interval == 0 or iteration == train_iters
+
+
 class MetricsLogger:
-    """Writes metrics on global rank 0 only (other ranks get a no-op logger)."""
+    """Writes metrics on global rank 0 only (other ranks get a no-op logger).
+
+    Every iteration writes its JSON row (loss, tokens, times); the cost-model predictions and
+    the measured imbalance are in the rows of logged iterations only (:func:`is_logged`).
+    """
 
     def __init__(self, *, rank: int, train_iters: int, log_interval: int, json_path: str | None,
                  tensorboard_dir: str | None) -> None:
@@ -42,7 +55,7 @@ class MetricsLogger:
             for k, v in m.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self.tb.add_scalar(k, v, m["iteration"])
-        if m["iteration"] % self.log_interval == 0 or m["iteration"] == self.train_iters:
+        if is_logged(m["iteration"], self.log_interval, self.train_iters):
             gn = m["grad_norm"]
             strat = ",".join(f"{k}:{v}" for k, v in m["cp_strategy"].items())
             print(

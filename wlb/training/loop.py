@@ -14,6 +14,7 @@ from wlb.metrics import imbalance
 from wlb.training.batches import MicroBatchInput
 from wlb.training.elastic import agree
 from wlb.training.host import RankView, StepInputs, prepare_step
+from wlb.training.log import is_logged
 
 
 def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -73,42 +74,51 @@ class TimedForwardStep:
         return output, partial(_loss_func, loss_mask)
 
 
-def measured_imbalance(records_by_rank: list, pp_ranks: list[int], n: int) -> float:
+def measured_imbalance(records: list[tuple[int, int, float]], pp_rank: int, pp: int, vpp: int,
+                       n: int, device=None) -> float:
     """Imbalance of measured per-micro-batch forward times: for each micro-batch, the slowest
-    rank of every (pipeline stage, virtual chunk) summed over stages; then max x N / sum."""
-    stage_ms: dict[tuple[int, int, int], float] = {}
-    for recs, pp in zip(records_by_rank, pp_ranks):
-        for j, vp, ms in recs:
-            key = (j, pp, vp)
-            stage_ms[key] = max(stage_ms.get(key, 0.0), ms)
-    per_mb = [0.0] * n
-    for (j, _, _), ms in stage_ms.items():
-        per_mb[j] += ms
-    return imbalance(per_mb)
+    rank of every (pipeline stage, virtual chunk) summed over stages; then max x N / sum.
+
+    A collective: every rank passes its own ``records`` (``TimedForwardStep.records``); one
+    all-reduce (MAX) of an [N, PP, VPP] table, whose size does not grow with DP, CP or TP.
+    """
+    table = torch.zeros(n, pp, vpp, dtype=torch.float64)  # [N, PP, VPP]: ms, this rank's
+    for j, vp, ms in records:
+        table[j, pp_rank, vp] = max(float(table[j, pp_rank, vp]), ms)
+    table = table.to(device) if device is not None else table
+    dist.all_reduce(table, op=dist.ReduceOp.MAX)
+    return imbalance(table.sum(dim=(1, 2)).cpu().tolist())
 
 
 def host_path(run):
-    """This rank's host path, ``(plan, plan_ms) -> StepInputs`` (``wlb.training.host``)."""
+    """This rank's host path, ``(plan, plan_ms, iteration) -> StepInputs``
+    (``wlb.training.host``), with the predictions at logged iterations only (``is_logged``;
+    ``iteration`` None: predictions always)."""
     g, layout = run.groups, run.groups.layout
     view = RankView(layout, g.dp_rank, g.cp_rank)
     rank_tokens = run.packer_max_tokens // layout.cp
 
-    def prepare(plan, plan_ms: float = 0.0) -> StepInputs:
-        return prepare_step(plan, view, run.chooser, run.source, cost=run.cost,
-                            elastic=run.elastic, rank_tokens=rank_tokens, plan_ms=plan_ms)
+    def prepare(plan, plan_ms: float = 0.0, iteration: int | None = None) -> StepInputs:
+        logged = iteration is None or is_logged(iteration, run.cfg.logging.log_interval,
+                                                run.cfg.training.train_iters)
+        return prepare_step(plan, view, run.chooser, run.source,
+                            cost=run.cost if logged else None, elastic=run.elastic,
+                            rank_tokens=rank_tokens, plan_ms=plan_ms)
 
     return prepare
 
 
 def train_step(run, plan, prepared: StepInputs | None = None,
-               pending_tokens: int | None = None) -> dict:
+               pending_tokens: int | None = None, logged: bool = True) -> dict:
     """One iteration on this rank; returns the metrics (identical on every rank).
 
     Args:
         prepared: this rank's host-path output for ``plan``, when it was made ahead
-            (``wlb.training.prefetch``); else it is made here.
+            (``wlb.training.prefetch``); else it is made here, with its predictions.
         pending_tokens: tokens the packer held right after ``plan`` was drawn (default: what
             it holds now, which is that when nothing was drawn since).
+        logged: a logged iteration: measure the imbalance (a collective: every rank must pass
+            the same); the predictions are ``prepared``'s.
     """
     g, layout = run.groups, run.groups.layout
     if prepared is None:
@@ -136,8 +146,6 @@ def train_step(run, plan, prepared: StepInputs | None = None,
             stats += r["lm loss"].double()
     dist.all_reduce(stats)
     stats = stats.cpu()
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, (g.pp_rank, timed.records))
     out = {
         "lm_loss": float(stats[0] / max(stats[1], 1.0)),
         "loss_tokens": int(stats[1]),
@@ -146,9 +154,9 @@ def train_step(run, plan, prepared: StepInputs | None = None,
         "lr": lr,
         "tokens": plan.num_tokens,
         "pending_tokens": pending_tokens,
-        "pp_imbalance_measured": measured_imbalance([x[1] for x in gathered],
-                                                    [x[0] for x in gathered],
-                                                    len(plan.microbatches)),
     }
+    if logged:
+        out["pp_imbalance_measured"] = measured_imbalance(
+            timed.records, g.pp_rank, layout.pp, layout.vpp, len(plan.microbatches), run.device)
     out.update(prepared.predictions)
     return out

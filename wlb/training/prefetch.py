@@ -27,6 +27,9 @@ from wlb.packing.schedule import PlanSchedule
 from wlb.packing.types import BatchPlan
 from wlb.training.host import StepInputs
 
+#: this rank's host path: ``(plan, plan_ms, iteration) -> StepInputs``
+Prepare = Callable[[BatchPlan, float, int], StepInputs]
+
 
 @dataclass
 class PreparedStep:
@@ -50,9 +53,10 @@ class PreparedStep:
     pending_tokens: int
 
 
-def draw_step(schedule: PlanSchedule, prepare: Callable[[BatchPlan, float], StepInputs], *,
+def draw_step(schedule: PlanSchedule, prepare: Prepare, iteration: int, *,
               log_plans: bool = False) -> PreparedStep:
-    """Draw the next plan and make this rank's inputs for it (``prepare(plan, plan_ms)``)."""
+    """Draw iteration ``iteration``'s plan and make this rank's inputs for it
+    (``prepare(plan, plan_ms, iteration)``)."""
     t0 = time.perf_counter()
     plan = schedule.next_plan()
     plan_ms = (time.perf_counter() - t0) * 1e3
@@ -60,7 +64,7 @@ def draw_step(schedule: PlanSchedule, prepare: Callable[[BatchPlan, float], Step
     pending = sum(p.length for p in schedule.packer.pending())
     rows = ((schedule.last_consumed, schedule.last_trained, schedule.pending_with_epochs())
             if log_plans else ([], [], []))
-    inputs = prepare(plan, plan_ms) if plan is not None else None
+    inputs = prepare(plan, plan_ms, iteration) if plan is not None else None
     return PreparedStep(plan, inputs, state, *rows, pending_tokens=pending)
 
 
@@ -69,7 +73,8 @@ class HostPrefetcher:
 
     Args:
         schedule: the run's plan schedule (only the prefetcher draws from it from now on).
-        prepare: ``(plan, plan_ms) -> StepInputs``, this rank's host path.
+        prepare: ``(plan, plan_ms, iteration) -> StepInputs``, this rank's host path.
+        first_iteration: the iteration the first step is for (1, or the resumed one + 1).
         ahead: make the next step in the background (False: each step when asked, in the
             caller's thread, exactly as without a prefetcher).
         log_plans: keep the plan-log rows of every step.
@@ -79,9 +84,15 @@ class HostPrefetcher:
         ...     step = steps.next(more=True)       # iteration 1, iteration 2 under way
     """
 
-    def __init__(self, schedule: PlanSchedule, prepare: Callable[[BatchPlan, float], StepInputs],
-                 *, ahead: bool = True, log_plans: bool = False) -> None:
-        self._draw = lambda: draw_step(schedule, prepare, log_plans=log_plans)
+    def __init__(self, schedule: PlanSchedule, prepare: Prepare, *, first_iteration: int = 1,
+                 ahead: bool = True, log_plans: bool = False) -> None:
+        self._iteration = first_iteration  # the iteration of the next step drawn
+
+        def draw() -> PreparedStep:  # (one thread at a time: the pool's, or the caller's)
+            self._iteration += 1
+            return draw_step(schedule, prepare, self._iteration - 1, log_plans=log_plans)
+
+        self._draw = draw
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="wlb-host") if ahead else None
         self._next: Future | None = None
         #: milliseconds the last ``next`` waited for its step

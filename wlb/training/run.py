@@ -13,7 +13,7 @@ import torch.distributed as dist
 from wlb.run_config import RunConfig
 from wlb.training.checks import check_finite, check_plan_agreement
 from wlb.training.evaluate import ValidationSet, evaluate
-from wlb.training.log import MetricsLogger
+from wlb.training.log import MetricsLogger, is_logged
 from wlb.training.loop import host_path, train_step
 from wlb.training.prefetch import HostPrefetcher
 from wlb.training.setup import Run, build
@@ -83,8 +83,8 @@ def run_training(cfg: RunConfig) -> int:
     validation = build_validation(run, log)
     plans = open(lg.log_plans, "a") if lg.log_plans and g.rank == 0 else None  # noqa: SIM115
     # iteration i+1's plan and inputs are made while iteration i trains (--wlb-host-prefetch)
-    steps = HostPrefetcher(run.schedule, host_path(run), ahead=run.wlb.host_prefetch,
-                           log_plans=plans is not None)
+    steps = HostPrefetcher(run.schedule, host_path(run), first_iteration=start + 1,
+                           ahead=run.wlb.host_prefetch, log_plans=plans is not None)
     try:
         for it in range(start + 1, train_iters + 1):
             step = steps.next(more=it < train_iters)
@@ -93,7 +93,8 @@ def run_training(cfg: RunConfig) -> int:
             check_plan_agreement(digest, it, run.device)
             t0 = time.perf_counter()
             # (ends with a host sync: the loss is read back)
-            m = train_step(run, plan, step.inputs, step.pending_tokens)
+            m = train_step(run, plan, step.inputs, step.pending_tokens,
+                           logged=is_logged(it, lg.log_interval, train_iters))
             ms = torch.tensor([(time.perf_counter() - t0) * 1e3], dtype=torch.float64,
                               device=run.device)
             dist.all_reduce(ms, op=dist.ReduceOp.MAX)

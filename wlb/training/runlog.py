@@ -30,25 +30,28 @@ def load_validation(path: str) -> list[dict]:
 
 
 def _mean(rows: list[dict], key: str) -> float | None:
-    """Mean of ``key`` over ``rows``; None when a row lacks it (older logs)."""
-    if not all(key in r for r in rows):
-        return None
-    return sum(r[key] for r in rows) / len(rows)
+    """Mean of ``key`` over the rows that have it (the logged iterations: ``--log-interval``);
+    None when none has it (older logs)."""
+    have = [r[key] for r in rows if key in r]
+    return sum(have) / len(have) if have else None
 
 
 def summarize(rows: list[dict], skip: int) -> dict:
     win = rows[skip:] or rows
     ms = sum(r["iter_ms"] for r in win)
     toks = sum(r["tokens"] for r in win)
+    logged = [r for r in win if "work_pred" in r] or win
+    logged_ms = sum(r["iter_ms"] for r in logged)
     return {
         "iterations": len(win),
         "iter_ms_mean": ms / len(win),
         "tokens_per_s": toks / ms * 1e3,
-        # cost-model work per second: credits whole documents (more quadratic work per token)
-        "work_per_s": sum(r["work_pred"] for r in win) / ms * 1e3,
-        "pp_imbalance_pred": sum(r["pp_imbalance_pred"] for r in win) / len(win),
-        "pp_imbalance_measured": sum(r["pp_imbalance_measured"] for r in win) / len(win),
-        "cp_imbalance_pred": sum(r["cp_imbalance_pred"] for r in win) / len(win),
+        # cost-model work per second: credits whole documents (more quadratic work per token);
+        # over the logged iterations, which alone carry the predictions
+        "work_per_s": sum(r["work_pred"] for r in logged) / logged_ms * 1e3,
+        "pp_imbalance_pred": _mean(win, "pp_imbalance_pred"),
+        "pp_imbalance_measured": _mean(win, "pp_imbalance_measured"),
+        "cp_imbalance_pred": _mean(win, "cp_imbalance_pred"),
         # lowest micro-batch imbalance any packing of the same pieces reaches, and the imbalance
         # of the DP replicas' sums (logs before 2026-11-26 lack both)
         "pp_imbalance_floor": _mean(win, "pp_imbalance_floor"),
@@ -125,8 +128,10 @@ def plot_validation(runs: dict[str, list[dict]], out: str) -> str:
 
 def plot_microbatch_work(arms: dict[str, list[dict]], path: str) -> bool:
     """``path`` (PNG): each arm's predicted per-micro-batch workload, sorted, one line per
-    iteration, side by side. False (nothing drawn) when a log lacks ``microbatch_work``."""
-    if not all("microbatch_work" in r for rows in arms.values() for r in rows):
+    logged iteration (``--log-interval``), side by side. False (nothing drawn) when an arm's
+    log has no ``microbatch_work`` (older logs)."""
+    arms = {k: [r for r in rows if "microbatch_work" in r] for k, rows in arms.items()}
+    if not all(arms.values()):
         return False
     import matplotlib
 

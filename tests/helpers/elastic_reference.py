@@ -1,0 +1,83 @@
+"""Elastic CP's slot grouping as it was first written: every small piece tried on every group
+with one Python call per group.
+
+An independent reference for :func:`wlb.elastic.planner.group_slot`, whose placement over
+arrays must make exactly the same groups (``tests/elastic/test_planner_arrays.py``).
+"""
+
+from __future__ import annotations
+
+from wlb.elastic.plan import ElasticCost, Group, PlanError, Slot, slot_time
+from wlb.elastic.planner import _heavy_first, pow2_ceil, pow2_floor
+from wlb.packing.types import Piece
+
+
+def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
+    """The groups of one slot.
+
+    Pieces heavier than a rank's fair share (or longer than one rank holds) get a group of their
+    own of up to ``pow2_floor(share)`` ranks (at least what their tokens need; no wider than
+    shortens the piece, communication included), laid out largest first
+    so that every group is aligned; the other ranks are one-rank groups. The remaining
+    pieces, heaviest first, join the group (own or one-rank) whose time they raise least, within
+    its tokens. Then, while it shortens the slot, the slowest own group doubles (taking
+    one-rank groups' ranks; their pieces are placed again).
+
+    Raises:
+        PlanError: no grouping of ``pool`` ranks holds the pieces' tokens.
+    """
+    cost = ec.cost
+    order = _heavy_first(pieces, cost)
+    work = [cost.doc_workload(p.length) for p in order]
+    fair = sum(work) / pool
+    big: dict[int, int] = {}  # index in order -> own group size
+    for i, p in enumerate(order):
+        need = pow2_ceil(p.length / rank_tokens)
+        share = work[i] / fair if fair else 0.0
+        if need > 1 or share >= 1:
+            g = need  # widen up to its share while that shortens it (communication included)
+            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2, 1)
+                                                  < ec.time(work[i], p.length, g, 1)):
+                g *= 2
+            big[i] = g
+    small = [i for i in range(len(order)) if i not in big]
+
+    def layout(sizes: dict[int, int]) -> Slot | None:
+        rest = pool - sum(sizes.values())
+        if rest < 0:
+            return None
+        groups: list[list] = []  # [first, size, piece indices, work, tokens]
+        first = 0
+        for i in sorted(sizes, key=lambda i: (-sizes[i], i)):
+            groups.append([first, sizes[i], [i], work[i], order[i].length])
+            first += sizes[i]
+        groups += [[first + k, 1, [], 0.0, 0] for k in range(rest)]
+        for i in small:
+            room = [gr for gr in groups if gr[4] + order[i].length <= gr[1] * rank_tokens]
+            if not room:
+                return None
+            gr = min(room, key=lambda gr: (ec.time(gr[3] + work[i], gr[4] + order[i].length,
+                                                   gr[1], len(gr[2]) + 1), gr[0]))
+            gr[2].append(i)
+            gr[3] += work[i]
+            gr[4] += order[i].length
+        return Slot(tuple(Group(f, g, tuple(order[i] for i in idx)) for f, g, idx, _, _ in groups))
+
+    while (slot := layout(big)) is None:  # too many ranks asked: halve the widest reducible
+        fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
+        if not fit:
+            raise PlanError(f"the slot's {len(order)} pieces ({sum(p.length for p in order)} "
+                            f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
+        i = max(fit, key=lambda i: (big[i], -i))
+        big[i] //= 2
+    while True:  # widen the slowest own group while it shortens the slot
+        slowest = max(slot.groups, key=lambda g: (ec.group_time([p.length for p in g.pieces],
+                                                                g.size), -g.first))
+        own = [i for i in big if slowest.pieces[:1] == (order[i],)]
+        if not own:
+            return slot
+        trial = layout({**big, own[0]: big[own[0]] * 2})
+        if trial is None or slot_time(trial, ec) >= slot_time(slot, ec):
+            return slot
+        big[own[0]] *= 2
+        slot = trial
