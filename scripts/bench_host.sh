@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The host-path benchmark: one rank's per-iteration WLB host work at three cluster layouts.
 # Plan, CP strategies, collate + shard and predictions, timed on the paper's 7B-128K and
-# 70B-128K layouts and an 8,192-GPU scale-out,
-# on a real .bin/.idx (20,000 documents with the wlbllm lengths, written by megatron-core's
+# 70B-128K layouts and an 8,192-GPU scale-out (the predictions at logged iterations only:
+# --log-interval 10), on a real .bin/.idx (20,000 documents with the wlbllm lengths, written by megatron-core's
 # IndexedDatasetBuilder), 128K context, --wlb-outlier-thresholds auto; beside the simulator's
 # predicted H100 step time of each layout.
 #
@@ -32,7 +32,7 @@ write_documents(sys.argv[1], (rng.integers(0, 31999, int(n) - 1) for n in lens),
 fi
 DATA=(--data-path "${CORPUS}" --tokenizer-type NullTokenizer --vocab-size 31999
       --seq-length 131072 --wlb-packing wlb --wlb-cp-sharding adaptive
-      --wlb-outlier-thresholds auto)
+      --wlb-outlier-thresholds auto --log-interval 10)
 # name | world | layout and model flags | simulator flags
 LAYOUTS=(
   "7b-128k|64|--tensor-model-parallel-size 8 --context-parallel-size 2 --pipeline-model-parallel-size 4 --num-layers 32 --hidden-size 4096 --num-attention-heads 32 --group-query-attention --num-query-groups 8 --global-batch-size 4|--model 7b --tp 8 --cp 2 --pp 4 --dp 1 --vpp 1"

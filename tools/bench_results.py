@@ -126,7 +126,8 @@ def render_host_path(rec: dict) -> list[str]:
     for r in rec["figures"]["rows"]:
         by.setdefault(r["name"], []).append(r)
     lines = ["| layout (ranks) | simulated H100 step, stock → WLB | host ms/iter, before → now | "
-             "plan / CP strategy / collate + shard / predictions (ms) | share of the WLB step "
+             "plan / CP strategy / collate + shard / predictions (ms), now (before) | share of "
+             "the WLB step "
              "on the critical path, before → now | wait with the next inputs made ahead (ms) | "
              "elastic CP ms/iter | start-up (s) |", "|---" * 8 + "|"]
     for name, rows in by.items():
@@ -136,12 +137,20 @@ def render_host_path(rec: dict) -> list[str]:
         before = [r["before"]["iter_ms"] for r in rows if r.get("before")]
         was = max(before) if before else None
         step_ms = sim["wlb"] * 1e3
+        old = max((r for r in rows if r.get("before")), default=None,
+                  key=lambda r: r["before"]["iter_ms"])
+        cells = []
+        for k in ("plan", "cp_strategy", "collate_shard", "predictions"):
+            cell = f"{st[k]:.1f}"
+            if k == "predictions" and worst["serial"].get("predictions_ms_when_logged"):
+                cell += (f" ({worst['serial']['predictions_ms_when_logged']:.1f} every "
+                         f"{worst['serial']['log_interval']})")
+            cells.append(cell + (f" ({old['before']['stage_ms'][k]:.1f})" if old else ""))
         share = (f"{was / step_ms:.1%} → " if was else "") + f"{now / step_ms:.1%}"
         lines.append(
             f"| {name} ({rows[0]['world']}) | {sim['plain']:.2f} s → {sim['wlb']:.2f} s | "
             + (f"{was:.1f} → " if was else "") + f"**{now:.1f}** | "
-            f"{st['plan']:.1f} / {st['cp_strategy']:.1f} / {st['collate_shard']:.1f} / "
-            f"{st['predictions']:.1f} | {share} | "
+            + " / ".join(cells) + f" | {share} | "
             f"{max(r['overlap']['wait_ms'] for r in rows):.2f} "
             f"(step {max(r['overlap']['step_ms'] for r in rows):.0f} ms) | "
             f"{max(r['elastic']['iter_ms'] for r in rows):.1f} | "
