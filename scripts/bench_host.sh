@@ -44,6 +44,7 @@ bench() {  # bench TREE ARGS...: the JSON line of tools/bench_data_path
      --iters "${ITERS}" --json "$@" | tail -1)
 }
 : > "${OUT}/rows.jsonl"
+rm -f "${CORPUS}".wlb-auto-*.json  # each layout's first run tunes its thresholds, later ones read them
 for row in "${LAYOUTS[@]}"; do
   IFS='|' read -r name world flags sim <<< "${row}"
   read -ra F <<< "${flags}"
