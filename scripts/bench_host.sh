@@ -78,5 +78,5 @@ json.dump({"iters": int(sys.argv[3]), "rows": rows}, open(sys.argv[2], "w"), ind
 echo "[bench_host] figures: ${OUT}/results.json"
 if [[ -n "${PUBLISH:-}" ]]; then
   "${VPY}" -m tools.bench_results publish host_path "${OUT}/results.json" \
-    --command "PUBLISH=1 bash scripts/bench_host.sh"
+    --command "${BEFORE:+BEFORE=<worktree of $(git -C "${BEFORE}" rev-parse --short HEAD)> }PUBLISH=1 bash scripts/bench_host.sh"
 fi

@@ -144,8 +144,8 @@ def render_host_path(rec: dict) -> list[str]:
         for k in ("plan", "cp_strategy", "collate_shard", "predictions"):
             cell = f"{st[k]:.1f}"
             if k == "predictions" and worst["serial"].get("predictions_ms_when_logged"):
-                cell += (f" ({worst['serial']['predictions_ms_when_logged']:.1f} every "
-                         f"{worst['serial']['log_interval']})")
+                cell = (f"{worst['serial']['predictions_ms_when_logged']:.1f} at 1 in "
+                        f"{worst['serial']['log_interval']}")
             cells.append(cell + (f" ({old['before']['stage_ms'][k]:.1f})" if old else ""))
         share = (f"{was / step_ms:.1%} → " if was else "") + f"{now / step_ms:.1%}"
         lines.append(

@@ -1,5 +1,6 @@
-"""The elastic planner's placement over arrays makes exactly the groups of the per-group loop it
-replaced (``tests/helpers/elastic_reference.py``), so elastic plans are unchanged."""
+"""The elastic planner's placement (the one-rank groups as arrays, then the own groups) makes
+exactly the groups of the per-group loop it replaced (``tests/helpers/elastic_reference.py``), so
+elastic plans are unchanged."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Elastic CP's slot grouping as it was first written: every small piece tried on every group
 with one Python call per group.
 
-An independent reference for :func:`wlb.elastic.planner.group_slot`, whose placement over
-arrays must make exactly the same groups (``tests/elastic/test_planner_arrays.py``).
+An independent reference for :func:`wlb.elastic.planner.group_slot`, whose placement with
+the one-rank groups as arrays must make exactly the same groups
+(``tests/elastic/test_planner_arrays.py``).
 """
 
 from __future__ import annotations
