@@ -122,30 +122,24 @@ def render_sim_grid(rec: dict) -> list[str]:
 
 def render_host_path(rec: dict) -> list[str]:
     """host_path (``scripts/bench_host.sh``): one row per layout, its slower measured rank."""
-    by: dict[str, list[dict]] = {}
-    for r in rec["figures"]["rows"]:
-        by.setdefault(r["name"], []).append(r)
+    names = dict.fromkeys(r["name"] for r in rec["figures"]["rows"])  # in order, once each
+    by = {n: [r for r in rec["figures"]["rows"] if r["name"] == n] for n in names}
     lines = ["| layout (ranks) | simulated H100 step, stock → WLB | host ms/iter, before → now | "
              "plan / CP strategy / collate + shard / predictions (ms), now (before) | share of "
-             "the WLB step "
-             "on the critical path, before → now | wait with the next inputs made ahead (ms) | "
-             "elastic CP ms/iter | start-up (s), first → cached thresholds |",
+             "the WLB step on the critical path, before → now | wait with the next inputs made "
+             "ahead (ms) | elastic CP ms/iter | start-up (s), first → cached thresholds |",
              "|---" * 8 + "|"]
     for name, rows in by.items():
         worst = max(rows, key=lambda r: r["serial"]["iter_ms"])
-        st, sim = worst["serial"]["stage_ms"], worst["sim_step_s"]
-        now = worst["serial"]["iter_ms"]
-        before = [r["before"]["iter_ms"] for r in rows if r.get("before")]
-        was = max(before) if before else None
-        step_ms = sim["wlb"] * 1e3
+        st, sim, now = worst["serial"]["stage_ms"], worst["sim_step_s"], worst["serial"]["iter_ms"]
         old = max((r for r in rows if r.get("before")), default=None,
                   key=lambda r: r["before"]["iter_ms"])
+        was, step_ms = old["before"]["iter_ms"] if old else None, sim["wlb"] * 1e3
         cells = []
         for k in ("plan", "cp_strategy", "collate_shard", "predictions"):
-            cell = f"{st[k]:.1f}"
-            if k == "predictions" and worst["serial"].get("predictions_ms_when_logged"):
-                cell = (f"{worst['serial']['predictions_ms_when_logged']:.1f} at 1 in "
-                        f"{worst['serial']['log_interval']}")
+            logged = worst["serial"].get("predictions_ms_when_logged")  # (logged iterations)
+            cell = (f"{logged:.1f} at 1 in {worst['serial']['log_interval']}"
+                    if k == "predictions" and logged else f"{st[k]:.1f}")
             cells.append(cell + (f" ({old['before']['stage_ms'][k]:.1f})" if old else ""))
         share = (f"{was / step_ms:.1%} → " if was else "") + f"{now / step_ms:.1%}"
         lines.append(

@@ -1,7 +1,9 @@
 """Megatron ``.bin/.idx`` documents: written with megatron's builder, read with its reader.
 
-Each document is stored as one sequence ending with the EOD token. A small sidecar
-``<prefix>.meta.json`` records the tokenizer, ``vocab_size`` and ``eod``.
+We write each document as one sequence ending with the EOD token, with a small sidecar
+``<prefix>.meta.json`` recording the tokenizer, ``vocab_size`` and ``eod``. We read those and
+the files Megatron-LM's own preprocessing writes (no sidecar; the tokenizer comes from the
+run's flags; documents of several sequences; EOD or not).
 """
 
 from __future__ import annotations
@@ -84,21 +86,49 @@ def _check_index_size(prefix: str) -> None:
 
 
 class IndexedDocuments:
-    """A :class:`wlb.data.DocumentSource` over a megatron indexed dataset."""
+    """A :class:`wlb.data.DocumentSource` over a megatron indexed dataset.
 
-    def __init__(self, prefix: str) -> None:
-        for ext in (".bin", ".idx", ".meta.json"):
+    A document is one of the index's documents (``document_indices``): its sequences (one each,
+    or one per sentence with Megatron-LM's ``--split-sentences``) read together, as they lie
+    one after another in the ``.bin``. Whether its last token is EOD depends on how it was made
+    (Megatron-LM's ``--append-eod``; ours always appends it); nothing here assumes it.
+
+    Args:
+        prefix: the dataset's path without ``.bin`` / ``.idx``.
+        tokenizer: the run's tokenizer (``vocab_size``, ``eod``), from ``--tokenizer-type`` and
+            its files; None: the sidecar ``<prefix>.meta.json`` written by our preprocessing.
+            A file made by Megatron-LM's ``tools/preprocess_data.py`` has no sidecar and needs
+            the tokenizer; with both, they must agree.
+    """
+
+    def __init__(self, prefix: str, tokenizer=None) -> None:
+        for ext in (".bin", ".idx"):
             if not os.path.exists(prefix + ext):
                 raise IndexedDataError(
-                    f"--data-path {prefix}: {prefix + ext} not found (build it with "
-                    "tools/preprocess_data.py)"
-                )
-        try:
-            with open(meta_path(prefix)) as f:
-                meta = json.load(f)
-            self.vocab_size, self.eod = int(meta["vocab_size"]), int(meta["eod"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise IndexedDataError(f"{meta_path(prefix)}: bad metadata ({e})") from None
+                    f"--data-path {prefix}: {prefix + ext} not found (a dataset is a .bin/.idx "
+                    "pair from tools/preprocess_data.py, ours or Megatron-LM's)")
+        meta = None
+        if os.path.exists(meta_path(prefix)):
+            try:
+                with open(meta_path(prefix)) as f:
+                    raw = json.load(f)
+                meta = int(raw["vocab_size"]), int(raw["eod"])
+            except (ValueError, KeyError, TypeError) as e:
+                raise IndexedDataError(f"{meta_path(prefix)}: bad metadata ({e})") from None
+        if tokenizer is not None:
+            flags = int(tokenizer.vocab_size), int(tokenizer.eod)
+            if meta is not None and meta != flags:
+                raise IndexedDataError(
+                    f"--data-path {prefix} has vocab_size={meta[0]}, eod={meta[1]} (its "
+                    f".meta.json) but the --tokenizer-type flags give vocab_size={flags[0]}, "
+                    f"eod={flags[1]}; preprocess it with the same tokenizer")
+            meta = flags
+        if meta is None:
+            raise IndexedDataError(
+                f"--data-path {prefix}: no {meta_path(prefix)} (a file from Megatron-LM's "
+                "preprocessing): give the tokenizer it was made with, --tokenizer-type and its "
+                "--vocab-size / --tokenizer-model / --vocab-file --merge-file")
+        self.vocab_size, self.eod = meta
         if os.path.getsize(prefix + ".bin") == 0:
             raise IndexedDataError(f"--data-path {prefix}: the dataset has no documents "
                                    f"({prefix}.bin is empty)")
@@ -118,23 +148,36 @@ class IndexedDocuments:
                 f"--data-path {prefix}: cannot read {prefix}.idx ({type(e).__name__}: {e}); "
                 "rebuild it with tools/preprocess_data.py"
             ) from None
-        self.lengths = np.asarray(self.dataset.sequence_lengths, dtype=np.int64)
-        if len(self.lengths) == 0:
-            raise IndexedDataError(f"--data-path {prefix}: the dataset has no documents")
         index = self.dataset.index
-        want = int(index.sequence_pointers[-1]) + int(self.lengths[-1]) * index.dtype_size
+        seq = np.asarray(self.dataset.sequence_lengths, dtype=np.int64)  # [S]
+        docs = np.asarray(self.dataset.document_indices, dtype=np.int64)  # [D + 1]: first seqs
+        if len(seq) == 0 or len(docs) < 2:
+            raise IndexedDataError(f"--data-path {prefix}: the dataset has no documents")
+        if (np.diff(docs) <= 0).any() or docs[0] != 0 or docs[-1] != len(seq):
+            raise IndexedDataError(f"--data-path {prefix}: {prefix}.idx has inconsistent "
+                                   "document indices; rebuild it")
+        itemsize = index.dtype_size
+        pointers = np.asarray(index.sequence_pointers, dtype=np.int64)
+        if (pointers[1:] != pointers[:-1] + seq[:-1] * itemsize).any():
+            raise IndexedDataError(f"--data-path {prefix}: {prefix}.idx describes sequences "
+                                   "that do not lie one after another in the .bin")
+        want = int(pointers[-1]) + int(seq[-1]) * itemsize
         have = os.path.getsize(prefix + ".bin")
         if have != want:
             raise IndexedDataError(
                 f"--data-path {prefix}: {prefix}.bin has {have} bytes, its index describes "
                 f"{want} (truncated or from another dataset)"
             )
+        # [D]: tokens per document (its sequences together) and where it starts in the .bin
+        self.lengths = np.add.reduceat(seq, docs[:-1])
+        self._start = pointers[docs[:-1]] // itemsize
         if (self.lengths <= 0).any():
             bad = int(np.flatnonzero(self.lengths <= 0)[0])
             raise IndexedDataError(f"--data-path {prefix}: document {bad} has length "
                                    f"{int(self.lengths[bad])}")
+        self._tokens = np.memmap(prefix + ".bin", dtype=index.dtype, mode="r")
         self.prefix = prefix
 
     def tokens(self, doc_id: int, start: int, stop: int) -> np.ndarray:
-        return np.asarray(self.dataset.get(int(doc_id), int(start), int(stop - start)),
-                          dtype=np.int64)
+        a = int(self._start[doc_id])
+        return self._tokens[a + int(start):a + int(stop)].astype(np.int64)

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-method-std", type=float, default=0.02)
     g.add_argument("--make-vocab-size-divisible-by", type=int, default=128)
     g.add_argument("--vocab-size", type=int, default=None,
-                   help="with --mock-data (default 256); indexed data reads its .meta.json")
+                   help="--mock-data's (default 256) or NullTokenizer's ids")
     g.add_argument("--recompute-granularity", choices=["full"], default=None)
     g.add_argument("--bf16", action="store_true")
     g.add_argument("--attention-backend", default="auto",
@@ -157,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train,valid,test weights over each dataset's documents (Megatron's "
                    "rule); the valid part gives the validation loss")
     g.add_argument("--tokenizer-type", default=None,
-                   help=f"the run's vocabulary: one of {', '.join(TOKENIZER_TYPES)} (default: "
-                   "the data's .meta.json, or --vocab-size with --mock-data)")
+                   help=f"one of {', '.join(TOKENIZER_TYPES)} (default: the data's .meta.json; "
+                   "needed for Megatron-LM's .bin/.idx, which have none)")
     g.add_argument("--tokenizer-model", default=None,
                    help="HuggingFaceTokenizer: a local tokenizer.json, or a directory with one")
     g.add_argument("--vocab-file", default=None, help="GPT2BPETokenizer: vocab.json")

@@ -37,21 +37,21 @@ class RunDocuments:
     train_blend: tuple[list, list[float]] | None = None
 
 
-def _vocab_size(data: DataConfig, model: ModelConfig) -> int | None:
-    """The --tokenizer-type's vocabulary (None: none given)."""
+def _tokenizer(data: DataConfig, model: ModelConfig):
+    """The --tokenizer-type's tokenizer (None: none given)."""
     if data.tokenizer_type is None:
         return None
     from wlb.preprocess.tokenizer import tokenizer_from_flags
 
-    tok = tokenizer_from_flags(data.tokenizer_type, vocab_size=model.vocab_size,
-                               tokenizer_model=data.tokenizer_model, vocab_file=data.vocab_file,
-                               merge_file=data.merge_file)
-    return tok.vocab_size
+    return tokenizer_from_flags(data.tokenizer_type, vocab_size=model.vocab_size,
+                                tokenizer_model=data.tokenizer_model, vocab_file=data.vocab_file,
+                                merge_file=data.merge_file)
 
 
 def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSource:
-    """Every document: the mock ones, or the datasets of ``--data-path`` one after another."""
-    vocab = _vocab_size(data, model)
+    """Every document: the mock ones, or the datasets of ``--data-path`` one after another
+    (their vocabulary from ``--tokenizer-type`` or from their sidecars)."""
+    tokenizer = _tokenizer(data, model)
     if data.mock_data:
         path = data.mock_length_sample or DEFAULT_LENGTHS
         try:
@@ -59,17 +59,13 @@ def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSou
                 sample = json.load(f)
         except (OSError, ValueError) as e:
             raise SystemExit(f"--mock-length-sample {path}: {e}") from None
+        vocab = tokenizer.vocab_size if tokenizer else None
         return MockDocuments(sample, data.mock_num_docs, vocab_size=vocab or model.vocab_size
                              or 256, seed=seed, scale=data.mock_length_scale)
     from wlb.megatron.indexed import IndexedDocuments
 
     prefixes = data.blend[0]
-    sources = [IndexedDocuments(p) for p in prefixes]
-    if vocab is not None and sources[0].vocab_size != vocab:
-        raise DocumentsError(
-            f"--data-path {prefixes[0]} has vocab_size={sources[0].vocab_size} (its "
-            f".meta.json) but --tokenizer-type {data.tokenizer_type} has {vocab}; preprocess "
-            "it with the same tokenizer")
+    sources = [IndexedDocuments(p, tokenizer) for p in prefixes]
     if len(sources) == 1:
         return sources[0]
     try:
