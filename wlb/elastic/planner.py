@@ -18,6 +18,7 @@ sequence (300 tokens <= 4 x 100), gives ``Group(0, 4, [200, 50, 50])``: (400 + 5
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 
 import numpy as np
@@ -55,6 +56,22 @@ def pow2_ceil(x: float) -> int:
 
 def _heavy_first(pieces, cost: CostModel) -> list[Piece]:
     return sorted(pieces, key=lambda p: (-cost.doc_workload(p.length), p.doc_id, p.offset))
+
+
+def _lightest_fit(by_load: list[tuple[float, int]], tokens: list[int], d: int, w: float,
+                  cap: int) -> tuple[float, int]:
+    """The one-rank group a piece of ``d`` tokens and work ``w`` slows least: the smallest
+    ``load + w``, then the lowest index, among those with room (``tokens + d <= cap``); scans
+    ``by_load`` (``(load, index)``, ascending) only as far as a sum can still tie.
+    ``(inf, -1)`` when none has room."""
+    best, best_j = float("inf"), -1
+    for load, j in by_load:
+        t = load + w
+        if t > best:
+            break
+        if tokens[j] + d <= cap and (t < best or j < best_j):
+            best, best_j = t, j
+    return best, best_j
 
 
 def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
@@ -96,9 +113,10 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
         o_size = [sizes[i] for i in own]
         o_members, o_load, o_tokens = [[i] for i in own], [work[i] for i in own], \
             [order[i].length for i in own]
-        # the one-rank groups after them as arrays [rest] (their time is their work)
+        # the one-rank groups after them (their time is their work), also kept by load
         s_members: list[list[int]] = [[] for _ in range(rest)]
-        s_load, s_tokens = np.zeros(rest), np.zeros(rest, dtype=np.int64)
+        s_load, s_tokens = [0.0] * rest, [0] * rest
+        by_load = [(0.0, j) for j in range(rest)]
         for i in small:  # to the group it slows least (then the lowest first), within its room
             d, w = order[i].length, work[i]
             best_t, best_k = np.inf, -1
@@ -107,11 +125,9 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
                     t = ec.time(o_load[k] + w, o_tokens[k] + d, g, len(o_members[k]) + 1)
                     if t < best_t:
                         best_t, best_k = t, k
-            if rest:
-                t1 = np.where(s_tokens + d <= rank_tokens, s_load + w, np.inf)
-                j = int(t1.argmin())
-                if t1[j] < best_t:  # (a tie goes to the own group: its first rank is lower)
-                    best_t, best_k = t1[j], len(own) + j
+            t1, j = _lightest_fit(by_load, s_tokens, d, w, rank_tokens)
+            if t1 < best_t:  # (a tie goes to the own group: its first rank is lower)
+                best_t, best_k = t1, len(own) + j
             if best_k < 0:
                 return None
             if best_k < len(own):
@@ -120,9 +136,11 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
                 o_tokens[best_k] += d
             else:
                 j = best_k - len(own)
+                del by_load[bisect.bisect_left(by_load, (s_load[j], j))]
                 s_members[j].append(i)
                 s_load[j] += w
                 s_tokens[j] += d
+                bisect.insort(by_load, (s_load[j], j))
         sizes_all = o_size + [1] * rest
         firsts = np.cumsum(sizes_all) - sizes_all
         return Slot(tuple(Group(int(f), int(g), tuple(order[i] for i in idx))
