@@ -104,7 +104,7 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
             big[i] = g
     small = [i for i in range(len(order)) if i not in big]
 
-    def layout(sizes: dict[int, int]) -> Slot | None:
+    def layout(sizes: dict[int, int]) -> tuple[Slot, list[float]] | None:
         rest = pool - sum(sizes.values())
         if rest < 0:
             return None
@@ -143,27 +143,32 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
                 bisect.insort(by_load, (s_load[j], j))
         sizes_all = o_size + [1] * rest
         firsts = np.cumsum(sizes_all) - sizes_all
-        return Slot(tuple(Group(int(f), int(g), tuple(order[i] for i in idx))
+        slot = Slot(tuple(Group(int(f), int(g), tuple(order[i] for i in idx))
                           for f, g, idx in zip(firsts, sizes_all, o_members + s_members)))
+        # each group's ElasticCost.group_time, from the sums made on the way (the same
+        # additions in the same order, so the same floats)
+        times = [ec.time(o_load[k], o_tokens[k], g, len(o_members[k]))
+                 for k, g in enumerate(o_size)] + s_load
+        return slot, times
 
-    while (slot := layout(big)) is None:  # too many ranks asked: halve the widest reducible
+    while (laid := layout(big)) is None:  # too many ranks asked: halve the widest reducible
         fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
         if not fit:
             raise PlanError(f"the slot's {len(order)} pieces ({sum(p.length for p in order)} "
                             f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
         i = max(fit, key=lambda i: (big[i], -i))
         big[i] //= 2
+    slot, times = laid
     while True:  # widen the slowest own group while it shortens the slot
-        slowest = max(slot.groups, key=lambda g: (ec.group_time([p.length for p in g.pieces],
-                                                                g.size), -g.first))
-        own = [i for i in big if slowest.pieces[:1] == (order[i],)]
+        k = max(range(len(times)), key=lambda k: (times[k], -slot.groups[k].first))
+        own = [i for i in big if slot.groups[k].pieces[:1] == (order[i],)]
         if not own:
             return slot
         trial = layout({**big, own[0]: big[own[0]] * 2})
-        if trial is None or slot_time(trial, ec) >= slot_time(slot, ec):
+        if trial is None or max(trial[1]) >= max(times):
             return slot
         big[own[0]] *= 2
-        slot = trial
+        slot, times = trial
 
 
 def _slot_by_work(pieces: list[Piece], slots: int, cap: int, cost: CostModel
