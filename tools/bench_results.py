@@ -149,7 +149,7 @@ def render_host_path(rec: dict) -> list[str]:
             f"{max(r['overlap']['wait_ms'] for r in rows):.2f} "
             f"(step {max(r['overlap']['step_ms'] for r in rows):.0f} ms) | "
             f"{max(r['elastic']['iter_ms'] for r in rows):.1f} | "
-            f"{rows[0]['serial']['startup_ms'] / 1e3:.1f} → "
+            f"{rows[0].get('first', rows[0]['serial'])['startup_ms'] / 1e3:.1f} → "
             f"{max(r['overlap']['startup_ms'] for r in rows) / 1e3:.1f} |")
     return lines
 
