@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from wlb.training.host import STAGES, RankView, prepare_step
+from wlb.training.host import STAGES, RankView, make_prepare
 from wlb.training.log import is_logged
 from wlb.training.prefetch import HostPrefetcher
 
@@ -85,14 +85,11 @@ def bench(cfg, world_size: int, rank: int, iters: int, warmup: int = 1,
     t0 = time.perf_counter()
     schedule, chooser, source, cost, view, elastic = build_host_path(cfg, world_size, rank)
     startup_ms = (time.perf_counter() - t0) * 1e3
-    rank_tokens = schedule.packer.max_tokens // view.layout.cp
-
     last = warmup + iters
-
-    def prepare(plan, plan_ms, iteration):  # predictions at logged iterations, as the loop
-        logged = is_logged(iteration, cfg.logging.log_interval, last)
-        return prepare_step(plan, view, chooser, source, cost=cost if logged else None,
-                            elastic=elastic, rank_tokens=rank_tokens, plan_ms=plan_ms)
+    # the training loop's own host path (predictions at logged iterations)
+    prepare = make_prepare(view, chooser, source, cost=cost, elastic=elastic,
+                           rank_tokens=schedule.packer.max_tokens // view.layout.cp,
+                           log_interval=cfg.logging.log_interval, train_iters=last)
 
     rows, waits, logged = [], [], []
     # as the training loop: the next step made in the background while the stand-in one runs

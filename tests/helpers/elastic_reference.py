@@ -1,5 +1,6 @@
 """Elastic CP's slot grouping as it was first written: every small piece tried on every group
-with one Python call per group.
+with one Python call per group, and every group priced again at each widening step (the own
+groups' sizes come from the planner's ``_own_group_sizes``, which did not change).
 
 An independent reference for :func:`wlb.elastic.planner.group_slot`, whose placement with
 the one-rank groups as arrays must make exactly the same groups
@@ -9,7 +10,7 @@ the one-rank groups as arrays must make exactly the same groups
 from __future__ import annotations
 
 from wlb.elastic.plan import ElasticCost, Group, PlanError, Slot, slot_time
-from wlb.elastic.planner import _heavy_first, pow2_ceil, pow2_floor
+from wlb.elastic.planner import _heavy_first, _own_group_sizes, pow2_ceil
 from wlb.packing.types import Piece
 
 
@@ -27,20 +28,9 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
     Raises:
         PlanError: no grouping of ``pool`` ranks holds the pieces' tokens.
     """
-    cost = ec.cost
-    order = _heavy_first(pieces, cost)
-    work = [cost.doc_workload(p.length) for p in order]
-    fair = sum(work) / pool
-    big: dict[int, int] = {}  # index in order -> own group size
-    for i, p in enumerate(order):
-        need = pow2_ceil(p.length / rank_tokens)
-        share = work[i] / fair if fair else 0.0
-        if need > 1 or share >= 1:
-            g = need  # widen up to its share while that shortens it (communication included)
-            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2, 1)
-                                                  < ec.time(work[i], p.length, g, 1)):
-                g *= 2
-            big[i] = g
+    order = _heavy_first(pieces, ec.cost)
+    work = [ec.cost.doc_workload(p.length) for p in order]
+    big = _own_group_sizes(order, work, pool, rank_tokens, ec)
     small = [i for i in range(len(order)) if i not in big]
 
     def layout(sizes: dict[int, int]) -> Slot | None:

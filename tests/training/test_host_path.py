@@ -33,7 +33,9 @@ def test_train_step_and_the_benchmark_run_the_same_host_path(monkeypatch):
     fake_run = SimpleNamespace(
         groups=SimpleNamespace(layout=view.layout, dp_rank=view.dp_rank, cp_rank=view.cp_rank),
         chooser=chooser, source=source, cost=cost, elastic=None,
-        packer_max_tokens=schedule.packer.max_tokens)
+        packer_max_tokens=schedule.packer.max_tokens,
+        cfg=SimpleNamespace(logging=SimpleNamespace(log_interval=1),
+                            training=SimpleNamespace(train_iters=1)))
     plan = schedule.next_plan()
     a = loop.host_path(fake_run)(plan)
     b = prepare_step(plan, view, chooser, source, cost=cost,

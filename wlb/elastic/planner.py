@@ -74,6 +74,25 @@ def _lightest_fit(by_load: list[tuple[float, int]], tokens: list[int], d: int, w
     return best, best_j
 
 
+def _own_group_sizes(order: list[Piece], work: list[float], pool: int, rank_tokens: int,
+                     ec: ElasticCost) -> dict[int, int]:
+    """Index in ``order`` -> own group size, for the pieces heavier than a rank's fair share or
+    longer than one rank holds: what their tokens need, widened up to their share while that
+    shortens them (communication included)."""
+    fair = sum(work) / pool
+    big: dict[int, int] = {}
+    for i, p in enumerate(order):
+        need = pow2_ceil(p.length / rank_tokens)
+        share = work[i] / fair if fair else 0.0
+        if need > 1 or share >= 1:
+            g = need
+            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2, 1)
+                                                  < ec.time(work[i], p.length, g, 1)):
+                g *= 2
+            big[i] = g
+    return big
+
+
 def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
     """The groups of one slot.
 
@@ -88,20 +107,9 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
     Raises:
         PlanError: no grouping of ``pool`` ranks holds the pieces' tokens.
     """
-    cost = ec.cost
-    order = _heavy_first(pieces, cost)
-    work = [cost.doc_workload(p.length) for p in order]
-    fair = sum(work) / pool
-    big: dict[int, int] = {}  # index in order -> own group size
-    for i, p in enumerate(order):
-        need = pow2_ceil(p.length / rank_tokens)
-        share = work[i] / fair if fair else 0.0
-        if need > 1 or share >= 1:
-            g = need  # widen up to its share while that shortens it (communication included)
-            while g * 2 <= pow2_floor(share) and (ec.time(work[i], p.length, g * 2, 1)
-                                                  < ec.time(work[i], p.length, g, 1)):
-                g *= 2
-            big[i] = g
+    order = _heavy_first(pieces, ec.cost)
+    work = [ec.cost.doc_workload(p.length) for p in order]
+    big = _own_group_sizes(order, work, pool, rank_tokens, ec)
     small = [i for i in range(len(order)) if i not in big]
 
     def layout(sizes: dict[int, int]) -> tuple[Slot, list[float]] | None:
@@ -216,11 +224,11 @@ def plan_elastic(microbatches: list[list[Piece]], dp_ranks: list[int], *, dp: in
                                  ec)
         except PlanError:
             grouped = slot
-        after = {id(s): advance(list(ready), s, ec) for s in (slot, grouped)}
-        best = min((slot, grouped), key=lambda s: (max(after[id(s)], default=0.0),
-                                                   s is not slot))
+        # each candidate with the timelines after it; the fixed slot wins a tie
+        cands = (slot,) if grouped is slot else (slot, grouped)
+        best, ready = min(((s, advance(list(ready), s, ec)) for s in cands),
+                          key=lambda c: (max(c[1], default=0.0), c[0] is not slot))
         regrouped.append(best)
-        ready = after[id(best)]
     plans = [fixed, regrouped]
     pieces = [p for mb in microbatches for p in mb]
     sliced = _slot_by_work(pieces, len(fixed), pool * rank_tokens, ec.cost)

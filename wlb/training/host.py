@@ -24,6 +24,7 @@ from wlb.training.batches import (
     plan_predictions,
 )
 from wlb.training.elastic import plan_slots, predictions
+from wlb.training.log import is_logged
 
 #: the host path's stages, in the order they run (milliseconds in ``StepInputs.stage_ms``)
 STAGES = ("plan", "cp_strategy", "elastic_plan", "collate_shard", "predictions")
@@ -121,6 +122,22 @@ def prepare_step(plan: BatchPlan, view: RankView, chooser, source: DocumentSourc
         out.predictions = step_predictions(out, cost, layout, elastic)
         ms["predictions"] = (time.perf_counter() - t) * 1e3
     return out
+
+
+def make_prepare(view: RankView, chooser, source: DocumentSource, *, cost, elastic,
+                 rank_tokens: int, log_interval: int, train_iters: int):
+    """This rank's host path as the prefetcher calls it, ``(plan, plan_ms, iteration) ->
+    StepInputs``: :func:`prepare_step` with the predictions at logged iterations only
+    (``wlb.training.log.is_logged``; ``iteration`` None: always). The training loop
+    (``wlb.training.loop.host_path``) and ``tools/bench_data_path.py`` both use it."""
+
+    def prepare(plan: BatchPlan, plan_ms: float = 0.0, iteration: int | None = None
+                ) -> StepInputs:
+        logged = iteration is None or is_logged(iteration, log_interval, train_iters)
+        return prepare_step(plan, view, chooser, source, cost=cost if logged else None,
+                            elastic=elastic, rank_tokens=rank_tokens, plan_ms=plan_ms)
+
+    return prepare
 
 
 def step_predictions(prepared: StepInputs, cost, layout: ParallelLayout,

@@ -13,8 +13,7 @@ from wlb.megatron.schedule import forward_backward
 from wlb.metrics import imbalance
 from wlb.training.batches import MicroBatchInput
 from wlb.training.elastic import agree
-from wlb.training.host import RankView, StepInputs, prepare_step
-from wlb.training.log import is_logged
+from wlb.training.host import RankView, StepInputs, make_prepare
 
 
 def _loss_func(loss_mask: torch.Tensor, output: torch.Tensor):
@@ -92,20 +91,13 @@ def measured_imbalance(records: list[tuple[int, int, float]], pp_rank: int, pp: 
 
 def host_path(run):
     """This rank's host path, ``(plan, plan_ms, iteration) -> StepInputs``
-    (``wlb.training.host``), with the predictions at logged iterations only (``is_logged``;
-    ``iteration`` None: predictions always)."""
+    (``wlb.training.host.make_prepare``: the predictions at logged iterations only)."""
     g, layout = run.groups, run.groups.layout
-    view = RankView(layout, g.dp_rank, g.cp_rank)
-    rank_tokens = run.packer_max_tokens // layout.cp
-
-    def prepare(plan, plan_ms: float = 0.0, iteration: int | None = None) -> StepInputs:
-        logged = iteration is None or is_logged(iteration, run.cfg.logging.log_interval,
-                                                run.cfg.training.train_iters)
-        return prepare_step(plan, view, run.chooser, run.source,
-                            cost=run.cost if logged else None, elastic=run.elastic,
-                            rank_tokens=rank_tokens, plan_ms=plan_ms)
-
-    return prepare
+    return make_prepare(RankView(layout, g.dp_rank, g.cp_rank), run.chooser, run.source,
+                        cost=run.cost, elastic=run.elastic,
+                        rank_tokens=run.packer_max_tokens // layout.cp,
+                        log_interval=run.cfg.logging.log_interval,
+                        train_iters=run.cfg.training.train_iters)
 
 
 def train_step(run, plan, prepared: StepInputs | None = None,

@@ -173,10 +173,10 @@ def build_schedule(cfg: RunConfig, layout: ParallelLayout, train: DocumentSource
     lengths = train.lengths
     try:
         # 'auto' thresholds are kept beside the (first) dataset, by a digest of the lengths
-        prefixes = cfg.data.blend[0] if cfg.data.data_path else None
         packer, info = build_run_packer(lengths, layout.global_batch_size,
                                         cfg.model.seq_length, cost, seed,
-                                        cache_prefix=prefixes[0] if prefixes else None,
+                                        cache_prefix=cfg.data.blend[0][0] if cfg.data.data_path
+                                        else None,
                                         **wlb.packer_options())
     except ValueError as e:  # packer options that do not fit this run
         raise ConfigError(f"WLB packer: {e}") from None
