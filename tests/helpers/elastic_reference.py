@@ -4,7 +4,8 @@ groups' sizes come from the planner's ``_own_group_sizes``, which did not change
 
 An independent reference for :func:`wlb.elastic.planner.group_slot`, whose placement with
 the one-rank groups as arrays must make exactly the same groups
-(``tests/elastic/test_planner_arrays.py``).
+(``tests/elastic/test_planner_arrays.py``); and the re-sliced plan's dealing as first written
+(:func:`slot_by_work`), for ``wlb.elastic.planner._slot_by_work``.
 """
 
 from __future__ import annotations
@@ -72,3 +73,19 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
             return slot
         big[own[0]] *= 2
         slot = trial
+
+
+def slot_by_work(pieces: list[Piece], slots: int, cap: int, cost) -> list[list[Piece]] | None:
+    """The re-sliced plan's dealing as first written: each piece, heaviest first, to the slot
+    with the least work among those with room (then the lowest), found by a scan of all."""
+    load, tokens = [0.0] * slots, [0] * slots
+    out: list[list[Piece]] = [[] for _ in range(slots)]
+    for p in sorted(pieces, key=lambda p: (-cost.doc_workload(p.length), p.doc_id, p.offset)):
+        room = [j for j in range(slots) if tokens[j] + p.length <= cap]
+        if not room:
+            return None
+        j = min(room, key=lambda k: (load[k], k))
+        out[j].append(p)
+        load[j] += cost.doc_workload(p.length)
+        tokens[j] += p.length
+    return out

@@ -109,31 +109,32 @@ def critical_path(slot_times: list[float], pp: int = 1) -> float:
     return sum(slot_times) + (pp - 1) * max(slot_times, default=0.0)
 
 
-def plan_time(slots: list[Slot], ec: ElasticCost, pp: int = 1) -> float:
+def plan_time(slots: list[Slot], ec: ElasticCost, pp: int = 1,
+              times: list[list[float]] | None = None) -> float:
     """Predicted iteration time of ``slots`` on the pool: a group starts when all its ranks are
     free (its collectives wait for the slowest), a one-rank group as soon as its rank is, and the
     iteration ends with the last rank; plus, as :func:`critical_path`, the slowest slot for each
-    extra pipeline stage.
+    extra pipeline stage. ``times``: each slot's :func:`group_times`, if already priced.
 
     Worked example (DP = 2, CP = 1, ``W(d) = d``): slot 0 runs [3] on rank 0 and [1] on rank 1,
     slot 1 [1] and [3]: the ranks never meet, so the iteration lasts max(3 + 1, 1 + 3) = 4 (in
     lockstep, 3 + 3 = 6). Had slot 1 one group of both ranks with [2, 2] (2 each), it would start
     at 3, when rank 0 is free: 3 + 2 = 5.
     """
+    if times is None:
+        times = [group_times(s, ec) for s in slots]
     pool = max((g.first + g.size for s in slots for g in s.groups), default=0)
     ready = [0.0] * pool
-    for s in slots:
-        advance(ready, s, ec)
-    return max(ready, default=0.0) + (pp - 1) * max(
-        (slot_time(s, ec) for s in slots), default=0.0)
+    for s, t in zip(slots, times):
+        advance(ready, s, t)
+    return max(ready, default=0.0) + (pp - 1) * max((max(t) for t in times), default=0.0)
 
 
-def advance(ready: list[float], slot: Slot, ec: ElasticCost) -> list[float]:
-    """Run ``slot`` on the ranks' timelines: ``ready[r]`` (when pool rank r is free) is updated
-    in place and returned (:func:`plan_time`'s step)."""
-    for g in slot.groups:
-        end = max(ready[g.first:g.first + g.size]) + ec.group_time(
-            [p.length for p in g.pieces], g.size)
+def advance(ready: list[float], slot: Slot, times: list[float]) -> list[float]:
+    """Run ``slot``, whose groups take ``times``, on the ranks' timelines: ``ready[r]`` (when
+    pool rank r is free) is updated in place and returned (:func:`plan_time`'s step)."""
+    for g, t in zip(slot.groups, times):
+        end = max(ready[g.first:g.first + g.size]) + t
         ready[g.first:g.first + g.size] = [end] * g.size
     return ready
 
@@ -176,6 +177,11 @@ def fixed_slots(microbatches: list[list[Piece]], dp_ranks: list[int], dp: int, c
             for mbs in zip(*per_rank)]
 
 
+def group_times(slot: Slot, ec: ElasticCost) -> list[float]:
+    """Each group's time (:meth:`ElasticCost.group_time`), in the slot's order."""
+    return [ec.group_time([p.length for p in g.pieces], g.size) for g in slot.groups]
+
+
 def slot_time(slot: Slot, ec: ElasticCost) -> float:
     """The slowest group of the slot."""
-    return max(ec.group_time([p.length for p in g.pieces], g.size) for g in slot.groups)
+    return max(group_times(slot, ec))

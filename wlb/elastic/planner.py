@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+from math import inf
 
 import numpy as np
 
@@ -32,8 +33,8 @@ from wlb.elastic.plan import (
     Slot,
     advance,
     fixed_slots,
+    group_times,
     plan_time,
-    slot_time,
 )
 from wlb.packing.types import Piece
 
@@ -58,22 +59,6 @@ def _heavy_first(pieces, cost: CostModel) -> list[Piece]:
     return sorted(pieces, key=lambda p: (-cost.doc_workload(p.length), p.doc_id, p.offset))
 
 
-def _lightest_fit(by_load: list[tuple[float, int]], tokens: list[int], d: int, w: float,
-                  cap: int) -> tuple[float, int]:
-    """The one-rank group a piece of ``d`` tokens and work ``w`` slows least: the smallest
-    ``load + w``, then the lowest index, among those with room (``tokens + d <= cap``); scans
-    ``by_load`` (``(load, index)``, ascending) only as far as a sum can still tie.
-    ``(inf, -1)`` when none has room."""
-    best, best_j = float("inf"), -1
-    for load, j in by_load:
-        t = load + w
-        if t > best:
-            break
-        if tokens[j] + d <= cap and (t < best or j < best_j):
-            best, best_j = t, j
-    return best, best_j
-
-
 def _own_group_sizes(order: list[Piece], work: list[float], pool: int, rank_tokens: int,
                      ec: ElasticCost) -> dict[int, int]:
     """Index in ``order`` -> own group size, for the pieces heavier than a rank's fair share or
@@ -94,7 +79,13 @@ def _own_group_sizes(order: list[Piece], work: list[float], pool: int, rank_toke
 
 
 def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
-    """The groups of one slot.
+    """The groups of one slot (:func:`priced_group_slot` without the times)."""
+    return priced_group_slot(pieces, pool, rank_tokens, ec)[0]
+
+
+def priced_group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
+                      ) -> tuple[Slot, list[float]]:
+    """The groups of one slot, and their times (:func:`wlb.elastic.plan.group_times`).
 
     Pieces heavier than a rank's fair share (or longer than one rank holds) get a group of their
     own of up to ``pow2_floor(share)`` ranks (at least what their tokens need; no wider than
@@ -111,8 +102,13 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
     work = [ec.cost.doc_workload(p.length) for p in order]
     big = _own_group_sizes(order, work, pool, rank_tokens, ec)
     small = [i for i in range(len(order)) if i not in big]
+    lin, per_doc = ec.cost.linear_coef, ec.cost.doc_coef
+    eff, fixed, coef = ec.split_efficiency, ec.comm_fixed, ec.comm_coef
 
-    def layout(sizes: dict[int, int]) -> tuple[Slot, list[float]] | None:
+    def layout(sizes: dict[int, int]
+               ) -> tuple[list[int], list[int], list[list[int]], list[float]] | None:
+        """The slot with these own groups, as (own pieces' indices in group order, group
+        sizes, members' indices, group times), or None if it does not fit."""
         rest = pool - sum(sizes.values())
         if rest < 0:
             return None
@@ -125,39 +121,50 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
         s_members: list[list[int]] = [[] for _ in range(rest)]
         s_load, s_tokens = [0.0] * rest, [0] * rest
         by_load = [(0.0, j) for j in range(rest)]
+        o_docs = [1] * len(own)
         for i in small:  # to the group it slows least (then the lowest first), within its room
             d, w = order[i].length, work[i]
-            best_t, best_k = np.inf, -1
-            for k, g in enumerate(o_size):
-                if o_tokens[k] + d <= g * rank_tokens:
-                    t = ec.time(o_load[k] + w, o_tokens[k] + d, g, len(o_members[k]) + 1)
+            best_t, best_k = inf, -1
+            for k, g in enumerate(o_size):  # ElasticCost.time, inlined (the same floats)
+                tokens = o_tokens[k] + d
+                if tokens <= g * rank_tokens:
+                    load = o_load[k] + w
+                    if g == 1:
+                        t = load
+                    else:
+                        docs = o_docs[k] + 1
+                        attn = max(load - lin * tokens - per_doc * docs, 0.0)
+                        t = ((attn / eff + lin * tokens) / g + per_doc * docs + fixed
+                             + coef * tokens * (g - 1) / g)
                     if t < best_t:
                         best_t, best_k = t, k
-            t1, j = _lightest_fit(by_load, s_tokens, d, w, rank_tokens)
+            # the lightest one-rank group with room (by_load ascending; ties: lowest index)
+            t1, j1 = inf, -1
+            for load, j in by_load:
+                t = load + w
+                if t > t1:
+                    break
+                if s_tokens[j] + d <= rank_tokens and (t < t1 or j < j1):
+                    t1, j1 = t, j
             if t1 < best_t:  # (a tie goes to the own group: its first rank is lower)
-                best_t, best_k = t1, len(own) + j
-            if best_k < 0:
-                return None
-            if best_k < len(own):
-                o_members[best_k].append(i)
-                o_load[best_k] += w
-                o_tokens[best_k] += d
-            else:
-                j = best_k - len(own)
+                j = j1
                 del by_load[bisect.bisect_left(by_load, (s_load[j], j))]
                 s_members[j].append(i)
                 s_load[j] += w
                 s_tokens[j] += d
                 bisect.insort(by_load, (s_load[j], j))
-        sizes_all = o_size + [1] * rest
-        firsts = np.cumsum(sizes_all) - sizes_all
-        slot = Slot(tuple(Group(int(f), int(g), tuple(order[i] for i in idx))
-                          for f, g, idx in zip(firsts, sizes_all, o_members + s_members)))
+            elif best_k < 0:
+                return None
+            else:
+                o_members[best_k].append(i)
+                o_load[best_k] += w
+                o_tokens[best_k] += d
+                o_docs[best_k] += 1
         # each group's ElasticCost.group_time, from the sums made on the way (the same
         # additions in the same order, so the same floats)
-        times = [ec.time(o_load[k], o_tokens[k], g, len(o_members[k]))
+        times = [ec.time(o_load[k], o_tokens[k], g, o_docs[k])
                  for k, g in enumerate(o_size)] + s_load
-        return slot, times
+        return own, o_size + [1] * rest, o_members + s_members, times
 
     while (laid := layout(big)) is None:  # too many ranks asked: halve the widest reducible
         fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
@@ -166,32 +173,38 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
                             f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
         i = max(fit, key=lambda i: (big[i], -i))
         big[i] //= 2
-    slot, times = laid
     while True:  # widen the slowest own group while it shortens the slot
-        k = max(range(len(times)), key=lambda k: (times[k], -slot.groups[k].first))
-        own = [i for i in big if slot.groups[k].pieces[:1] == (order[i],)]
-        if not own:
-            return slot
-        trial = layout({**big, own[0]: big[own[0]] * 2})
-        if trial is None or max(trial[1]) >= max(times):
-            return slot
-        big[own[0]] *= 2
-        slot, times = trial
+        own, sizes, members, times = laid
+        slowest = max(times)
+        k = times.index(slowest)  # the first of equals: groups are in rank order
+        if k >= len(own):  # a one-rank group
+            break
+        trial = layout({**big, own[k]: big[own[k]] * 2})
+        if trial is None or max(trial[3]) >= slowest:
+            break
+        big[own[k]] *= 2
+        laid = trial
+    firsts = np.cumsum(sizes) - sizes
+    return Slot(tuple(Group(int(f), int(g), tuple(order[i] for i in idx))
+                      for f, g, idx in zip(firsts, sizes, members))), times
 
 
 def _slot_by_work(pieces: list[Piece], slots: int, cap: int, cost: CostModel
                   ) -> list[list[Piece]] | None:
-    """Pieces, heaviest first, to the slot with the least work and ``cap`` tokens of room."""
-    load, tokens = [0.0] * slots, [0] * slots
+    """Pieces, heaviest first, to the slot with the least work and ``cap`` tokens of room (then
+    the lowest)."""
+    tokens = [0] * slots
     out: list[list[Piece]] = [[] for _ in range(slots)]
-    for p in sorted(pieces, key=lambda p: (-cost.doc_workload(p.length), p.doc_id, p.offset)):
-        room = [j for j in range(slots) if tokens[j] + p.length <= cap]
-        if not room:
+    by_load = [(0.0, j) for j in range(slots)]  # (work, slot), ascending
+    for w, p in sorted(((cost.doc_workload(p.length), p) for p in pieces),
+                       key=lambda c: (-c[0], c[1].doc_id, c[1].offset)):
+        at = next((n for n, (_, j) in enumerate(by_load) if tokens[j] + p.length <= cap), None)
+        if at is None:
             return None
-        j = min(room, key=lambda k: (load[k], k))
+        load, j = by_load.pop(at)
         out[j].append(p)
-        load[j] += cost.doc_workload(p.length)
         tokens[j] += p.length
+        bisect.insort(by_load, (load + w, j))
     return out
 
 
@@ -216,24 +229,24 @@ def plan_elastic(microbatches: list[list[Piece]], dp_ranks: list[int], *, dp: in
     """
     pool = dp * cp
     fixed = fixed_slots(microbatches, dp_ranks, dp, cp)
-    regrouped: list[Slot] = []
+    fixed_times = [group_times(s, ec) for s in fixed]
+    regrouped: list[tuple[Slot, list[float]]] = []
     ready = [0.0] * pool  # the pool's timelines after ``regrouped`` (plan_time's, step by step)
-    for slot in fixed:
-        try:
-            grouped = group_slot([p for g in slot.groups for p in g.pieces], pool, rank_tokens,
-                                 ec)
-        except PlanError:
-            grouped = slot
+    for slot, times in zip(fixed, fixed_times):
+        cands = [(slot, times)]
+        with contextlib.suppress(PlanError):
+            cands.append(priced_group_slot([p for g in slot.groups for p in g.pieces], pool,
+                                           rank_tokens, ec))
         # each candidate with the timelines after it; the fixed slot wins a tie
-        cands = (slot,) if grouped is slot else (slot, grouped)
-        best, ready = min(((s, advance(list(ready), s, ec)) for s in cands),
-                          key=lambda c: (max(c[1], default=0.0), c[0] is not slot))
+        best, ready = min(((c, advance(list(ready), *c)) for c in cands),
+                          key=lambda c: (max(c[1], default=0.0), c[0][0] is not slot))
         regrouped.append(best)
-    plans = [fixed, regrouped]
+    plans = [list(zip(fixed, fixed_times)), regrouped]
     pieces = [p for mb in microbatches for p in mb]
     sliced = _slot_by_work(pieces, len(fixed), pool * rank_tokens, ec.cost)
     if sliced is not None:
         with contextlib.suppress(PlanError):
-            plans.append([group_slot(ps, pool, rank_tokens, ec) for ps in sliced])
-    best = min(plans, key=lambda slots: plan_time(slots, ec, pp))  # the first of equals
-    return ElasticPlan(best, [slot_time(s, ec) for s in best])
+            plans.append([priced_group_slot(ps, pool, rank_tokens, ec) for ps in sliced])
+    best = min(plans, key=lambda plan: plan_time(  # the first of equals
+        [s for s, _ in plan], ec, pp, times=[t for _, t in plan]))
+    return ElasticPlan([s for s, _ in best], [max(t) for _, t in best])
