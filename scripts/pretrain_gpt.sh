@@ -5,6 +5,8 @@
 # extra arguments are passed through to pretrain_gpt_wlb.py ("$@").
 #   MODEL=tiny TP=1 PP=2 CP=2 bash scripts/pretrain_gpt.sh --train-iters 20
 #   MODEL=7b TP=8 PP=4 CP=2 SEQ=131072 DATA_PATH=/data/mycorpus WLB=1 bash scripts/pretrain_gpt.sh
+#   SAVE=ckpt RESTARTS=3 ...   saves to ckpt, resumes from it (LOAD defaults to SAVE) after
+#                              each of up to 3 restarts of a failed job
 #   DRY_RUN=1 ...   prints the command instead of running it
 #   PRINT_MODEL_ARGS=1 ...   prints the model flags of MODEL, one per line
 # WLB=0 gives stock Megatron behaviour (--wlb-packing megatron --wlb-cp-sharding per-seq).
@@ -86,7 +88,10 @@ fi
 LOG_ARGS=(--log-interval "${LOG_INTERVAL:-1}")
 [[ -n "${LOG_JSON:-}" ]] && LOG_ARGS+=(--log-json "${LOG_JSON}")
 [[ -n "${SAVE:-}" ]] && LOG_ARGS+=(--save "${SAVE}" --save-interval "${SAVE_INTERVAL:-100}")
-[[ -n "${LOAD:-}" ]] && LOG_ARGS+=(--load "${LOAD}")
+# a restarted worker resumes from the last save: --load is --save unless LOAD says otherwise
+# (LOAD= with nothing after it: no --load); nothing saved there yet starts from scratch
+LOAD="${LOAD-${SAVE:-}}"
+[[ -n "${LOAD}" ]] && LOG_ARGS+=(--load "${LOAD}")
 
 if (( NNODES > 1 )); then
   LAUNCH=(--nnodes "${NNODES}" --node-rank "${NODE_RANK}" --master-addr "${MASTER_ADDR}"
@@ -96,8 +101,10 @@ else
 fi
 RUN_ARGS=("${ROOT}/pretrain_gpt_wlb.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${TRAIN_ARGS[@]}"
           "${DATA_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}" "$@")
+# RESTARTS=N: torchrun restarts the job up to N times after a worker dies (node failure, OOM
+# kill); each restart resumes from the last checkpoint (see LOAD above)
 CMD=("${PYTHON}" -m torch.distributed.run "${LAUNCH[@]}" --nproc-per-node "${NPROC_PER_NODE}"
-     "${RUN_ARGS[@]}")
+     --max-restarts "${RESTARTS:-0}" "${RUN_ARGS[@]}")
 if [[ "${DRY_RUN:-0}" == 1 ]]; then
   printf '%q ' "${CMD[@]}"; echo
   exit 0

@@ -196,11 +196,31 @@ class CheckpointConfig:
         save: directory to save into, or None.
         load: directory to resume from, or None.
         save_interval: save every this many iterations (and at the end), or None: at the end.
+        ckpt_format: ``torch_dist`` (Megatron-LM's dist_checkpointing: loads under any layout)
+            or ``torch`` (WLB's per-rank files: the same layout only); saves in it, and a
+            ``--load`` checkpoint must be in it.
+        finetune: load the model weights only (no optimizer, schedule, RNG or data state) and
+            start at iteration 0.
+        no_load_optim: do not load the optimizer and LR schedule.
+        no_load_rng: do not load the RNG states.
+        ckpt_step: load this iteration's checkpoint, not the tracker's.
+        exit_on_missing_checkpoint: with ``--load`` and no checkpoint there, stop (exit 2)
+            instead of training from scratch.
+        ckpt_convert_format: load, save in this format into ``ckpt_convert_save`` and exit.
+        ckpt_convert_save: where the converted checkpoint goes.
     """
 
     save: str | None
     load: str | None
     save_interval: int | None
+    ckpt_format: str = "torch_dist"
+    finetune: bool = False
+    no_load_optim: bool = False
+    no_load_rng: bool = False
+    ckpt_step: int | None = None
+    exit_on_missing_checkpoint: bool = False
+    ckpt_convert_format: str | None = None
+    ckpt_convert_save: str | None = None
 
 
 @dataclass

@@ -25,18 +25,20 @@ RESUME = ["--lr-decay-iters", "10", "--lr-warmup-iters", "1", "--seed", "7", "--
 
 
 def _fixtures(out: str) -> tuple[str, str, str]:
-    """A checkpoint, a copy with a truncated rank file, a dataset with a truncated index."""
+    """A checkpoint, a copy with a truncated shard file, a dataset with a truncated index."""
     from wlb.megatron.indexed import write_documents
 
     ck = os.path.join(out, "ck")
     if not os.path.isdir(ck):
-        run_pretrain(1, TINY + ["--train-iters", "1", "--save", ck], os.path.join(out, "l.jsonl"))
+        run_pretrain(1, TINY + ["--global-batch-size", "4", "--train-iters", "1", "--save", ck],
+                     os.path.join(out, "l.jsonl"))
     trunc = os.path.join(out, "ck_trunc")
     shutil.rmtree(trunc, ignore_errors=True)
     shutil.copytree(ck, trunc)
-    rank_file = os.path.join(trunc, "iter_0000001", "rank_00000.pt")
-    with open(rank_file, "r+b") as f:
-        f.truncate(os.path.getsize(rank_file) // 2)
+    it = os.path.join(trunc, "iter_0000001")
+    shard = os.path.join(it, sorted(f for f in os.listdir(it) if f.endswith(".distcp"))[0])
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
     prefix = os.path.join(out, "c")
     write_documents(prefix, [np.arange(1, 9)] * 5, vocab_size=64, eod=0, tokenizer="t")
     with open(prefix + ".idx", "r+b") as f:
@@ -61,7 +63,7 @@ def main() -> int:
         ("CP=3 (seq 256 not a multiple of 6)", [], {"CP": "3"}),
         ("truncated `.idx`", ["--data-path", prefix, "--vocab-size", "64"],
          {"DATA_PATH": prefix}),
-        ("truncated checkpoint rank file", [*RESUME, "--load", trunc], {}),
+        ("truncated checkpoint shard file", [*RESUME, "--load", trunc], {}),
         ("resume with another `--lr`", [*RESUME, "--lr", "1e-3", "--load", ck], {}),
     ]
     lines = ["| input | message (one line, from local rank 0) | pretrain_gpt.sh: exit / stderr "

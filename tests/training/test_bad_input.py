@@ -7,7 +7,6 @@ failure summary.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ def _one_line(proc, match: str) -> None:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     ck = str(tmp_path_factory.mktemp("ck") / "ck")
-    run_pretrain(1, TINY + ["--train-iters", "1", "--save", ck],
+    run_pretrain(1, TINY + ["--global-batch-size", "4", "--train-iters", "1", "--save", ck],
                  str(tmp_path_factory.mktemp("log") / "log.jsonl"))
     return ck
 
@@ -77,14 +76,38 @@ def test_truncated_index_with_a_valid_header_is_named(tmp_path):
 
 def test_checkpoint_problems_are_named(checkpoint, tmp_path):
     ck, it = _ck_copy(checkpoint, tmp_path)
-    with open(os.path.join(it, "rank_00000.pt"), "r+b") as f:  # truncated rank file
+    shard = sorted(f for f in os.listdir(it) if f.endswith(".distcp"))[0]
+    with open(os.path.join(it, shard), "r+b") as f:  # a truncated shard file
         f.truncate(os.path.getsize(f.name) // 2)
-    _one_line(_launcher(*RESUME, "--load", ck), "rank_00000.pt is truncated")
+    _one_line(_launcher(*RESUME, "--load", ck), f"{shard} is truncated")
     shutil.rmtree(ck)
     ck, it = _ck_copy(checkpoint, tmp_path)
-    with open(os.path.join(it, "meta.json"), "w") as f:  # a foreign checkpoint
-        json.dump({"iteration": 1, "args": {}}, f)
-    _one_line(_launcher(*RESUME, "--load", ck), "not a WLB checkpoint")
+    import torch
+
+    torch.save({"iteration": 1}, os.path.join(it, "common.pt"))  # another program's
+    _one_line(_launcher(*RESUME, "--load", ck), "not a checkpoint written by pretrain_gpt_wlb")
+    os.remove(os.path.join(it, "common.pt"))
+    _one_line(_launcher(*RESUME, "--load", ck), "cannot read common.pt")
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--ckpt-format", "torch"], "a torch_dist checkpoint, this run's --ckpt-format is torch"),
+    (["--ckpt-step", "5"], "no checkpoint of iteration 5"),
+    (["--use-distributed-optimizer"], "saved without --use-distributed-optimizer"),
+    (["--global-batch-size", "8"], "saved with --global-batch-size 4"),
+])
+def test_a_checkpoint_this_run_cannot_resume_is_named(checkpoint, args, match):
+    _one_line(_launcher(*RESUME, "--load", checkpoint, *args), match)
+
+
+def test_a_missing_checkpoint_starts_fresh_unless_told_to_exit(tmp_path):
+    empty = str(tmp_path / "empty")
+    os.makedirs(empty)
+    _one_line(_launcher(*RESUME, "--load", empty, "--exit-on-missing-checkpoint"),
+              f"--load {empty}: no checkpoint there")
+    ok = launch_pretrain(TINY + ["--load", empty, "--train-iters", "1"])
+    assert ok.returncode == 0, ok.stderr[-1500:]
+    assert f"warning: no checkpoint in --load {empty} yet; training from scratch" in ok.stdout
 
 
 def test_a_different_lr_schedule_needs_megatrons_override_flags(checkpoint):

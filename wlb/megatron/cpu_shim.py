@@ -11,8 +11,10 @@ behaviour it was written against. Each patch names the call sites it covers:
   Covers schedules.py:596/983/2138 (``zeros(device="cuda")``), p2p_communication.py:190-321 and
   :242/398 (``current_device``/``synchronize``), param_and_grad_buffer.py:783-806, utils.py:631
   (GlobalMemoryBuffer) and :1207 (no-apex l2 norm), optimizer.py:473-485/907/1141,
-  clip_grads.py:90-207, distrib_optimizer.py:791, random.py:235-238 (RNG tracker) and
-  parallel_state.py:198.
+  clip_grads.py:90-207, distrib_optimizer.py:791, random.py:235-238 (RNG tracker),
+  parallel_state.py:198 and, for ``dist_checkpointing`` (``--ckpt-format torch_dist``),
+  strategies/filesystem_async.py:230 (``synchronize``), state_dict_saver.py:252
+  (``current_device``) and fully_parallel.py:271/281 (``synchronize``).
 * ``rng_state`` -- random.py:41/72 ``_get/_set_cuda_rng_state`` read/write the CPU generator, so
   ``model_parallel_cuda_manual_seed`` and ``get_cuda_rng_tracker().fork()`` work.
 * ``tensor_types`` -- distrib_optimizer.py:361/420/431, optimizer.py:671/690 (bf16 optimizer
@@ -26,6 +28,8 @@ behaviour it was written against. Each patch names the call sites it covers:
   message with its direction, so gloo matches them by tag.
 * ``tied_embedding`` -- language_module.py:244 calls ``weight.data.cuda()`` for tied embeddings
   with PP > 1; while ``setup_embeddings_and_output_layer`` runs, ``Tensor.cuda`` is the identity.
+  The same for distrib_optimizer.py:1089 (``get_parameter_state_dp_zero``: the distributed
+  optimizer's state gathered for a ``fully_reshardable`` torch_dist checkpoint).
 
 Not covered because our spec never reaches them: transformer/utils.py:35/40 (masks of the local
 ``DotProductAttention``, replaced by our attention) and rope_utils.py:62 (megatron's RoPE under
@@ -59,6 +63,9 @@ _MODULES = (
     "megatron.core.optimizer.clip_grads",
     "megatron.core.optimizer.distrib_optimizer",
     "megatron.core.optimizer.grad_scaler",
+    "megatron.core.dist_checkpointing.strategies.filesystem_async",
+    "megatron.core.dist_checkpointing.strategies.state_dict_saver",
+    "megatron.core.dist_checkpointing.strategies.fully_parallel",
 )
 _FACTORIES = ("zeros", "ones", "empty", "tensor", "full", "arange", "zeros_like", "empty_like")
 
@@ -221,6 +228,7 @@ def apply(force: bool = False) -> bool:
     cls._build_model_and_main_param_groups = staticmethod(
         _scoped(cls._build_model_and_main_param_groups, _cuda_type_names)
     )
+    cls.get_parameter_state_dp_zero = _scoped(cls.get_parameter_state_dp_zero, _identity_cuda)
     clip = importlib.import_module("megatron.core.optimizer.clip_grads")
     optim = importlib.import_module("megatron.core.optimizer.optimizer")
     f16 = optim.Float16OptimizerWithFloat16Params

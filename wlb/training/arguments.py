@@ -16,7 +16,7 @@ from wlb.data.split import SplitError, parse_split
 from wlb.packing.base import default_max_tokens
 from wlb.preprocess.tokenizer import TOKENIZER_TYPES, check_tokenizer_flags
 from wlb.run_config import RunConfig
-from wlb.training import megatron_flags
+from wlb.training import checkpoint_args, megatron_flags
 
 
 class ArgumentError(ValueError):
@@ -164,10 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vocab-file", default=None, help="GPT2BPETokenizer: vocab.json")
     g.add_argument("--merge-file", default=None, help="GPT2BPETokenizer: merges.txt")
 
-    g = p.add_argument_group("checkpointing and logging")
-    g.add_argument("--save", default=None)
-    g.add_argument("--load", default=None)
-    g.add_argument("--save-interval", type=int, default=None)
+    checkpoint_args.add_arguments(p)
+    g = p.add_argument_group("logging")
     g.add_argument("--log-interval", type=int, default=1,
                    help="console line, cost-model predictions and measured imbalance every this "
                         "many iterations (and after the last); a large run: 10-100")
@@ -201,8 +199,10 @@ def validate(args: argparse.Namespace) -> None:
     if args.hidden_size % args.num_attention_heads:
         raise ArgumentError(f"--hidden-size={args.hidden_size} is not divisible by "
                             f"--num-attention-heads={args.num_attention_heads}")
-    if args.save_interval is not None and args.save_interval <= 0:
-        raise ArgumentError(f"--save-interval={args.save_interval} must be > 0")
+    try:
+        notes = checkpoint_args.validate(args)
+    except ValueError as e:
+        raise ArgumentError(str(e)) from None
     if args.attention_dropout:
         raise ArgumentError(f"--attention-dropout={args.attention_dropout}: WLB CP attention "
                             "has no dropout; use 0")
@@ -215,9 +215,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.split_weights[0] <= 0:
         raise ArgumentError(f"--split={args.split!r}: the train weight must be > 0")
     _validate_schedule(args)
-    if args.save_interval and not args.save:  # Megatron saves nothing then, and says nothing
-        args.notes.append(f"--save-interval {args.save_interval}: nothing is saved without "
-                          "--save DIR")
+    args.notes += notes
     try:
         check_tokenizer_flags(args.tokenizer_type, vocab_size=args.vocab_size,
                               tokenizer_model=args.tokenizer_model, vocab_file=args.vocab_file,

@@ -66,8 +66,6 @@ MEANINGS: dict[str, str] = {
     "--adam-beta2": "Adam beta2", "--adam-eps": "Adam epsilon",
     "--clip-grad": "global gradient-norm clip", "--mock-num-docs": "mock documents to draw",
     "--mock-length-scale": "multiply the sampled mock lengths by this",
-    "--save": "checkpoint directory to save into", "--load": "checkpoint directory to resume",
-    "--save-interval": "save every this many iterations (and at the end)",
     "--log-interval": "console line every this many iterations",
     "--tensorboard-dir": "TensorBoard scalars (needs tensorboard)",
 }

@@ -34,10 +34,16 @@ def preflight(cfg: RunConfig, world_size: int) -> None:
             raise ConfigError(f"--wlb-kernel-table {wlb.kernel_table}: {e}") from None
     build_documents(cfg.data, cfg.model, cfg.training.seed)  # opens and checks the data files
     if cfg.checkpoint.load:
-        from wlb.training.checkpoint import check_checkpoint
+        from wlb.training.checkpoint import CheckpointError, check_checkpoint
 
         # under torchrun each rank checks its own file (not world_size^2 opens on a shared
         # filesystem); the launcher's single pre-flight process checks every rank's
         rank = os.environ.get("RANK")
         ranks = [int(rank)] if rank is not None else range(world_size)
-        check_checkpoint(cfg.checkpoint.load, cfg, layout, ranks)
+        found = check_checkpoint(cfg.checkpoint.load, cfg, layout, ranks)
+        if found is None and cfg.checkpoint.exit_on_missing_checkpoint:
+            raise CheckpointError(f"--load {cfg.checkpoint.load}: no checkpoint there "
+                                  "(--exit-on-missing-checkpoint)")
+        if found is None and cfg.checkpoint.ckpt_convert_format:
+            raise CheckpointError(f"--load {cfg.checkpoint.load}: no checkpoint there to "
+                                  "convert")

@@ -19,12 +19,14 @@ from wlb.training.prefetch import HostPrefetcher
 from wlb.training.setup import Run, build
 
 #: fault injection for the crash tests: "save:<iteration>" kills this process with SIGKILL in the
-#: middle of that iteration's checkpoint save (after the rank files, before the rename).
+#: middle of that iteration's checkpoint save (after the shards, before the rename); only in the
+#: first attempt of a job that torchrun restarts (--max-restarts), as a real fault would.
 CRASH_ENV = "WLB_TEST_CRASH"
 
 
 def _maybe_crash(point: str) -> None:
-    if os.environ.get(CRASH_ENV) == point:
+    first_attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    if os.environ.get(CRASH_ENV) == point and first_attempt:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -76,10 +78,23 @@ def run_training(cfg: RunConfig) -> int:
         log.info(note)
     start = 0
     if ck.load:
-        from wlb.training.checkpoint import load_checkpoint
+        from wlb.training.checkpoint_io import load_checkpoint, save_checkpoint
 
-        start = load_checkpoint(ck.load, run)
-        log.info(f"resumed from {ck.load} at iteration {start}")
+        loaded = load_checkpoint(ck.load, run, log=lambda s: log.info(f"warning: {s}"))
+        if loaded is None:  # (--exit-on-missing-checkpoint stopped at the pre-flight)
+            log.info(f"warning: no checkpoint in --load {ck.load} yet; training from scratch")
+        elif ck.finetune:
+            log.info(f"loaded the model weights of {ck.load} (--finetune); starting at 0")
+        else:
+            start = loaded
+            log.info(f"resumed from {ck.load} at iteration {start}")
+        if ck.ckpt_convert_format and loaded is not None:
+            save_checkpoint(ck.ckpt_convert_save, loaded, run, fmt=ck.ckpt_convert_format)
+            log.info(f"converted {ck.load} (iteration {loaded}) to {ck.ckpt_convert_format} "
+                     f"in {ck.ckpt_convert_save}")
+            log.close()
+            _shutdown()
+            return 0
     validation = build_validation(run, log)
     plans = open(lg.log_plans, "a") if lg.log_plans and g.rank == 0 else None  # noqa: SIM115
     # iteration i+1's plan and inputs are made while iteration i trains (--wlb-host-prefetch)
@@ -117,7 +132,7 @@ def run_training(cfg: RunConfig) -> int:
                                validation.digest)
             stop = None if last else should_exit(it, t_start, cfg, run.device)
             if ck.save and ((ck.save_interval and it % ck.save_interval == 0) or last or stop):
-                from wlb.training.checkpoint import save_checkpoint
+                from wlb.training.checkpoint_io import save_checkpoint
 
                 save_checkpoint(ck.save, it, run, data_state=step.data_state,
                                 crash_hook=lambda it=it: _maybe_crash(f"save:{it}"))
@@ -130,8 +145,12 @@ def run_training(cfg: RunConfig) -> int:
         if plans:
             plans.close()
         log.close()
+    _shutdown()
+    return 0
+
+
+def _shutdown() -> None:
     from wlb.megatron.groups import destroy
 
     destroy()
     dist.destroy_process_group()
-    return 0

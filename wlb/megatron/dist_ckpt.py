@@ -1,0 +1,187 @@
+"""Megatron-LM's ``torch_dist`` checkpoints, through megatron-core's ``dist_checkpointing``.
+
+Every tensor is saved as its shard of the global tensor (the model's ``sharded_state_dict``;
+the optimizer's Adam moments and fp32 main parameters keyed by the parameter they belong to), so
+a checkpoint loads under any TP, PP (and VPP), DP and CP layout, with megatron's distributed
+optimizer on or off. The top level is Megatron-LM's: ``model`` (``model0``, ``model1``, ... with
+VPP), ``optimizer``, ``opt_param_scheduler``, ``rng_state``, ``iteration``,
+``checkpoint_version``, ``args``; the run's data and packer state is under ``wlb``.
+
+On disk (one directory, written by every rank together)::
+
+    iter_0000100/metadata.json   dist_checkpointing's format marker (torch_dist)
+    iter_0000100/common.pt       the non-sharded part (rank 0): iteration, args, schedule, wlb
+    iter_0000100/__R_T.distcp    shards (each rank's, one file per writer thread)
+    iter_0000100/.metadata       torch.distributed.checkpoint's index of the shards
+
+RNG states are per rank: they are restored only into the layout that saved them (Megatron-LM
+does the same); another layout starts from its own seeds, with a log line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import queue
+
+import torch
+from megatron.core import dist_checkpointing
+from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.serialization import (
+    get_default_load_sharded_strategy,
+)
+from megatron.core.dist_checkpointing.strategies import filesystem_async
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+from wlb.megatron.groups import Groups, rng_tracker_states, set_rng_tracker_states
+
+#: Megatron-LM's checkpoint_version of its torch_dist checkpoints
+CHECKPOINT_VERSION = 3.0
+#: the distributed optimizer's state gathered into one tensor per model parameter (Megatron-LM's
+#: --dist-ckpt-optim-fully-reshardable): reshards over TP, PP and DP, where megatron's default
+#: (dp_reshardable: its flat buffers) reshards over DP only
+DISTRIB_OPTIM_SHARDING = "fully_reshardable"
+#: the classes a Megatron-LM ``common.pt`` holds besides tensors and builtins (``args``)
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+def model_keys(chunks: int) -> list[str]:
+    """Megatron-LM's top-level key of each model chunk: ``model``, or ``model0``, ... (VPP)."""
+    return ["model"] if chunks == 1 else [f"model{i}" for i in range(chunks)]
+
+
+def is_torch_dist(path: str) -> bool:
+    """Whether ``path`` holds a dist_checkpointing checkpoint (its ``metadata.json``)."""
+    return os.path.isfile(os.path.join(path, "metadata.json"))
+
+
+def _rng_object(groups: Groups, state: dict | None) -> ShardedObject:
+    """This rank's RNG states as one shard of a (PP, TP, DP x CP) grid of objects."""
+    lay = groups.layout
+    return ShardedObject(
+        "rng_state", state, (lay.pp, lay.tp, lay.dp * lay.cp),
+        (groups.pp_rank, groups.tp_rank, groups.dp_rank * lay.cp + groups.cp_rank),
+        replica_id=0)
+
+
+def rng_state() -> dict:
+    """The CPU (and CUDA) generator and megatron's RNG tracker states of this process."""
+    return {"torch": torch.get_rng_state(), "tracker": rng_tracker_states(),
+            "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    set_rng_tracker_states(state["tracker"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def sharded_state(model: list, optimizer, groups: Groups, *, with_optimizer: bool = True,
+                  with_rng: bool = True, loading: bool = False) -> dict:
+    """The sharded part of a checkpoint for this rank: model chunks, optimizer, RNG.
+
+    Args:
+        model: the DDP-wrapped model chunks.
+        optimizer: megatron's optimizer (its state must exist when ``loading``: megatron
+            initializes it then).
+        groups: this process's coordinates.
+        with_optimizer, with_rng: include those parts.
+        loading: the dict is a template to load into (megatron's optimizers differ).
+    """
+    state: dict = {}
+    for key, chunk in zip(model_keys(len(model)), model):
+        state[key] = chunk.module.sharded_state_dict()
+    if with_optimizer:
+        if loading:
+            _init_distributed_optimizer_state(optimizer)
+        state["optimizer"] = optimizer.sharded_state_dict(
+            state, is_loading=loading,
+            metadata={"distrib_optim_sharding_type": DISTRIB_OPTIM_SHARDING})
+    if with_rng:
+        state["rng_state"] = _rng_object(groups, None if loading else rng_state())
+    return state
+
+
+def _keep_adam_step(set_states):
+    """megatron-core 0.16's ``DistributedOptimizer._set_main_param_and_optimizer_states`` copies
+    every state key of a parameter from the loaded ``fully_reshardable`` tensors, which never
+    hold torch Adam's per-parameter ``step`` (loaded separately, from the param groups), so a
+    load without Apex / TransformerEngine's fused Adam fails with ``KeyError: 'step'``. Pass the
+    step already in place through."""
+
+    def inner(self, model_param, tensors):
+        if "step" not in tensors:
+            group, order = self.model_param_group_index_map[model_param]
+            main = self.optimizer.param_groups[group]["params"][order]
+            step = self.optimizer.state.get(main, {}).get("step")
+            if step is not None:
+                tensors = {**tensors, "step": step}
+        return set_states(self, model_param, tensors)
+
+    inner.wlb_keeps_step = True
+    return inner
+
+
+if not getattr(DistributedOptimizer._set_main_param_and_optimizer_states, "wlb_keeps_step",
+               False):
+    DistributedOptimizer._set_main_param_and_optimizer_states = _keep_adam_step(
+        DistributedOptimizer._set_main_param_and_optimizer_states)
+
+
+def _init_distributed_optimizer_state(optimizer) -> None:
+    """Give a fresh distributed optimizer its Adam state (and step count) before a load:
+    megatron's sharded state dict of it needs one (Megatron-LM does this with a zero-gradient
+    step; the loaded state replaces it, main parameters included)."""
+    for leaf in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+        init = getattr(leaf, "_init_optimizer_states_with_dummy_values", None)
+        if init is not None and not leaf.optimizer.state:
+            init()
+
+
+def load_optimizer(optimizer, state: dict) -> None:
+    """Load the optimizer part of a loaded checkpoint.
+
+    megatron-core 0.16's ``DistributedOptimizer.load_state_dict`` gives every parameter's torch
+    Adam state one shared ``step`` tensor, which Adam then increments once per parameter each
+    step, so the bias correction after a resume would be wrong: each parameter gets its own.
+    """
+    optimizer.load_state_dict(state)
+    for leaf in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+        for s in leaf.optimizer.state.values():
+            if torch.is_tensor(s.get("step")):
+                s["step"] = s["step"].clone()
+
+
+def save(state: dict, directory: str) -> None:
+    """Write ``state`` (sharded and common parts; collective) into the empty ``directory``.
+
+    Saves are synchronous, so the writer processes' results travel through an in-process queue
+    instead of megatron's default ``multiprocessing.Manager`` queue: no server process (~3 s to
+    start on the first save, and left running when a worker is killed).
+    """
+    if filesystem_async._results_queue is None:
+        filesystem_async._results_queue = queue.Queue()
+    dist_checkpointing.save(state, directory)
+
+
+def load(template: dict, directory: str) -> dict:
+    """Read the shards ``template`` names from ``directory`` (collective), resharded to this
+    rank's layout; returns the filled state dict (common part included)."""
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return dist_checkpointing.load(template, directory,
+                                       get_default_load_sharded_strategy(directory))
+
+
+def load_common(directory: str) -> dict:
+    """The non-sharded part (``common.pt``), read with ``weights_only`` and the classes a
+    Megatron-LM checkpoint holds allowed (:data:`SAFE_GLOBALS`)."""
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return dist_checkpointing.load_common_state_dict(directory)
+
+
+def apply_model(model: list, loaded: dict, strict: bool = True) -> None:
+    """Copy the loaded model chunks into ``model``."""
+    for key, chunk in zip(model_keys(len(model)), model):
+        chunk.module.load_state_dict(loaded[key], strict=strict)
