@@ -115,8 +115,8 @@ def test_a_different_lr_schedule_needs_megatrons_override_flags(checkpoint):
     _one_line(proc, "--lr 0.0003 (saved) vs 0.001 (now)")
     assert "--override-opt-param-scheduler" in proc.stderr
     for flag in ("--override-opt-param-scheduler", "--use-checkpoint-opt-param-scheduler"):
-        ok = launch_pretrain(TINY + ["--lr", "1e-3", "--load", checkpoint, flag,
-                                     "--preflight-only"])
+        ok = launch_pretrain(TINY + ["--global-batch-size", "4", "--lr", "1e-3", "--load",
+                                     checkpoint, flag, "--preflight-only"])
         assert ok.returncode == 0, ok.stderr[-1500:]
 
 

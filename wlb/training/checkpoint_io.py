@@ -134,6 +134,12 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
     dist.barrier()
     if ck.finetune:
         return 0
-    run.schedule.load_state_dict(meta["data"])
+    try:
+        run.schedule.load_state_dict(meta["data"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(
+            f"--load {path}: its data state does not fit this run ({e}); resume with the "
+            "checkpoint's --seq-length and --wlb-* settings, or pass --finetune to start this "
+            "run's data afresh from its weights") from None
     run.tokens_trained = int(meta.get("tokens_trained", 0))  # (checkpoints before Dec 2026: 0)
     return iteration
