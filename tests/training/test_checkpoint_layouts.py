@@ -35,7 +35,10 @@ LEGS = [
 
 
 def test_a_run_continues_across_four_layouts(tmp_path):
-    full = run_pretrain(1, FLAGS, str(tmp_path / "full.jsonl"))
+    # the 1-process run without the distributed optimizer, shared with the tests below (with
+    # it, the same losses: test_layouts.py's tp2-pp2-dp2-distopt)
+    full = run_pretrain(1, [a for a in FLAGS if a != "--use-distributed-optimizer"],
+                        str(tmp_path / "full.jsonl"))
     ck = str(tmp_path / "ck")
     chain, plan_logs, spans = [], [], []
     for k, (name, layout) in enumerate(LEGS):
