@@ -135,9 +135,12 @@ class PlanSchedule:
         return {"batcher": self.batcher.state_dict(), "packer": self.packer.state_dict(),
                 "epochs": [[*k, *e] for k, v in self._epochs.items() for e in v]}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, *, packer: bool = True) -> None:
+        """Restore :meth:`state_dict`; ``packer=False`` keeps this packer's own (empty) state:
+        a checkpoint of another packer that held nothing back."""
         self.batcher.load_state_dict(state["batcher"])
-        self.packer.load_state_dict(state["packer"])
+        if packer:
+            self.packer.load_state_dict(state["packer"])
         self._epochs = {}
         for row in state.get("epochs", []):
             self._epochs.setdefault((row[0], row[1]), []).append(list(row[2:]))

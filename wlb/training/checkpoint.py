@@ -183,10 +183,9 @@ def _common_keys(path: str) -> set:
 
 def _check_run_state(path: str, meta: dict, cfg, layout) -> None:
     """The data state and LR schedule of ``meta`` against this run (not under --finetune)."""
-    saved_packing = meta.get("wlb", {}).get("packing")
-    if saved_packing != cfg.wlb.packing:
-        raise CheckpointError(f"--load {path}: saved with --wlb-packing {saved_packing}, this "
-                              f"run uses {cfg.wlb.packing} (its data state is that packer's)")
+    problem = packer_switch_problem(meta, cfg.wlb)
+    if problem:
+        raise CheckpointError(f"--load {path}: {problem}")
     gbs = meta.get("global_batch_size", meta["layout"].get("global_batch_size"))
     if gbs is not None and gbs != layout.global_batch_size:
         raise CheckpointError(
@@ -215,6 +214,45 @@ def _check_run_state(path: str, meta: dict, cfg, layout) -> None:
                 f"{'; '.join(diff)}; pass --override-opt-param-scheduler (use this run's) or "
                 "--use-checkpoint-opt-param-scheduler (use the checkpoint's)"
             )
+
+
+def _batches(packing: str, global_batch: str) -> str:
+    """Which global batches a run draws: stock Megatron's samples, or WLB's document stream."""
+    return "samples" if packing == "megatron" or global_batch == "megatron" else "documents"
+
+
+def pending_pieces(data_state: dict) -> int:
+    """Document pieces a saved packer holds back (carry-over and outlier queues)."""
+    packer = data_state.get("packer", {})
+    queues = packer.get("queues", {}).get("queues", []) if isinstance(packer.get("queues"),
+                                                                      dict) else []
+    return len(packer.get("carry", [])) + sum(len(q) for q in queues)
+
+
+def packer_switch_problem(meta: dict, wlb) -> str | None:
+    """Why this run (``wlb``: its WLB settings) cannot continue the data state of ``meta``, or
+    None. The same packer continues; another (stock <-> WLB) continues when both draw stock
+    Megatron's global batches (``--wlb-global-batch megatron`` on the WLB side: the batch
+    position carries over) and the saved packer holds no documents back (the new one could not
+    train them)."""
+    saved = meta.get("wlb", {})
+    packing = saved.get("packing")
+    if packing == wlb.packing:
+        return None
+    before = _batches(packing, saved.get("global_batch", "documents"))
+    now = _batches(wlb.packing, wlb.global_batch)
+    if before != now or before != "samples":
+        return (f"saved with --wlb-packing {packing}, this run uses {wlb.packing}: switching "
+                "packers continues the data position only when both draw stock Megatron's "
+                "global batches (--wlb-global-batch megatron on the WLB side); otherwise load "
+                "the weights with --finetune")
+    held = pending_pieces(meta.get("data", {}))
+    if held:
+        return (f"saved with --wlb-packing {packing} holding {held} document pieces back (its "
+                f"outlier queues / carry-over), which --wlb-packing {wlb.packing} cannot train; "
+                f"continue with {packing} until they are trained, or load the weights with "
+                "--finetune")
+    return None
 
 
 def run_state(run, iteration: int, data_state: dict | None) -> dict:

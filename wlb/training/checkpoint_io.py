@@ -135,7 +135,8 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
     if ck.finetune:
         return 0
     try:
-        run.schedule.load_state_dict(meta["data"])
+        same_packer = meta.get("wlb", {}).get("packing") == run.wlb.packing
+        run.schedule.load_state_dict(meta["data"], packer=same_packer)
     except (ValueError, KeyError, TypeError) as e:
         raise CheckpointError(
             f"--load {path}: its data state does not fit this run ({e}); resume with the "

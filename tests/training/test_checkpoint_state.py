@@ -1,0 +1,44 @@
+"""What a checkpoint's run state lets another run continue (pure checks, no model)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from wlb.training.checkpoint import packer_switch_problem, pending_pieces
+
+STOCK = {"wlb": {"packing": "megatron", "global_batch": "documents"},
+         "data": {"batcher": {"step": 2}, "packer": {"name": "megatron"}}}
+
+
+def _wlb(pending=0, carry=0, global_batch="megatron"):
+    queues = {"thresholds": [120, 200], "queues": [[[1, 0, 150, 0]] * pending, []]}
+    return {"wlb": {"packing": "wlb", "global_batch": global_batch},
+            "data": {"batcher": {"step": 2},
+                     "packer": {"name": "wlb", "carry": [[2, 0, 9, 0]] * carry,
+                                "queues": queues}}}
+
+
+def _run(packing, global_batch="megatron"):
+    return SimpleNamespace(packing=packing, global_batch=global_batch)
+
+
+def test_the_same_packer_always_continues():
+    assert packer_switch_problem(_wlb(pending=3, global_batch="documents"),
+                                 _run("wlb", "documents")) is None
+
+
+def test_stock_and_wlb_on_megatrons_batches_continue_each_other():
+    assert packer_switch_problem(STOCK, _run("wlb")) is None
+    assert packer_switch_problem(_wlb(), _run("megatron", "documents")) is None
+
+
+def test_documents_mode_carries_only_the_weights():
+    for meta, run in ((STOCK, _run("wlb", "documents")),
+                      (_wlb(global_batch="documents"), _run("megatron"))):
+        assert "--wlb-global-batch megatron" in packer_switch_problem(meta, run)
+
+
+def test_documents_held_back_by_wlb_stop_a_switch_to_stock():
+    assert pending_pieces(_wlb(pending=3, carry=2)["data"]) == 5
+    problem = packer_switch_problem(_wlb(pending=3, carry=2), _run("megatron"))
+    assert "holding 5 document pieces back" in problem
