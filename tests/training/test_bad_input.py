@@ -125,3 +125,15 @@ def test_under_torchrun_our_line_appears_once():
     assert proc.returncode != 0
     assert proc.stderr.count(LINE) == 1, proc.stderr[-3000:]
     assert "Apex is not installed" not in proc.stderr
+
+
+def test_a_checkpoint_of_another_model_shape_is_one_line(checkpoint):
+    """Found when the shards are read (after the model is built, before any step): the first
+    differing tensor and both shapes."""
+    proc = launch_pretrain(TINY + ["--global-batch-size", "4", "--hidden-size", "128",
+                                   "--load", checkpoint])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(LINE), proc.stderr
+    assert ("decoder.final_layernorm.weight: shape (64,) in the checkpoint, (128,) in this "
+            "run's model") in lines[0], lines[0]  # the first differing tensor, by key

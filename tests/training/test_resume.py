@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.helpers.torchrun import TINY, run_pretrain
+from tests.helpers.torchrun import TINY, launch_pretrain, run_pretrain
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -50,9 +50,10 @@ def test_a_torch_format_checkpoint_converts_to_torch_dist(tmp_path):
                                    legacy, "--save-interval", "1"], str(tmp_path / "a.jsonl"))
     assert os.path.exists(os.path.join(legacy, "iter_0000001", "rank_00001.pt"))
     other = _without(base, "--pipeline-model-parallel-size")
-    with pytest.raises(AssertionError, match="a torch-format checkpoint resumes only under its"):
-        run_pretrain(2, other + ["--ckpt-format", "torch", "--train-iters", "2", "--load",
-                                 legacy], str(tmp_path / "b.jsonl"))
+    refused = launch_pretrain(other + ["--ckpt-format", "torch", "--train-iters", "2", "--load",
+                                       legacy, "--preflight-only"], env={"WORLD_SIZE": "2"})
+    assert refused.returncode == 2
+    assert "a torch-format checkpoint resumes only under its layout" in refused.stderr
     run_pretrain(2, base + ["--ckpt-format", "torch", "--train-iters", "2", "--load", legacy,
                             "--ckpt-step", "1", "--ckpt-convert-format", "torch_dist",
                             "--ckpt-convert-save", conv], str(tmp_path / "c.jsonl"))

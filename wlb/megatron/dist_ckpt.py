@@ -26,12 +26,15 @@ import queue
 
 import torch
 from megatron.core import dist_checkpointing
-from megatron.core.dist_checkpointing.mapping import ShardedObject
+from megatron.core.dist_checkpointing.dict_utils import nested_values
+from megatron.core.dist_checkpointing.mapping import ShardedObject, ShardedTensor
 from megatron.core.dist_checkpointing.serialization import (
     get_default_load_sharded_strategy,
 )
 from megatron.core.dist_checkpointing.strategies import filesystem_async
 from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+from megatron.core.transformer.enums import AttnBackend
+from torch.distributed.checkpoint import FileSystemReader
 
 from wlb.megatron.groups import Groups, rng_tracker_states, set_rng_tracker_states
 
@@ -41,8 +44,9 @@ CHECKPOINT_VERSION = 3.0
 #: --dist-ckpt-optim-fully-reshardable): reshards over TP, PP and DP, where megatron's default
 #: (dp_reshardable: its flat buffers) reshards over DP only
 DISTRIB_OPTIM_SHARDING = "fully_reshardable"
-#: the classes a Megatron-LM ``common.pt`` holds besides tensors and builtins (``args``)
-SAFE_GLOBALS = [argparse.Namespace]
+#: the classes a Megatron-LM ``common.pt`` holds besides tensors, dtypes and builtins: its
+#: ``args`` Namespace and the enum of its ``--attention-backend``
+SAFE_GLOBALS = [argparse.Namespace, AttnBackend]
 
 
 def model_keys(chunks: int) -> list[str]:
@@ -164,6 +168,22 @@ def save(state: dict, directory: str) -> None:
     if filesystem_async._results_queue is None:
         filesystem_async._results_queue = queue.Queue()
     dist_checkpointing.save(state, directory)
+
+
+def first_mismatch(template: dict, directory: str) -> str | None:
+    """The first tensor of ``template`` (by key) that the checkpoint lacks or holds in another
+    global shape, as one line; None when all of them are there (tensors the checkpoint has
+    beyond the template, e.g. an optimizer under --finetune, are not read)."""
+    saved = FileSystemReader(directory).read_metadata().state_dict_metadata
+    wanted = sorted((t.key, tuple(t.global_shape)) for t in nested_values(template)
+                    if isinstance(t, ShardedTensor) and not t.allow_shape_mismatch)
+    for key, shape in wanted:
+        if key not in saved:
+            return f"{key} (shape {shape}) is not in the checkpoint"
+        if tuple(saved[key].size) != shape:
+            return (f"{key}: shape {tuple(saved[key].size)} in the checkpoint, {shape} in this "
+                    "run's model")
+    return None
 
 
 def load(template: dict, directory: str) -> dict:

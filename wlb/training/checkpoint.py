@@ -59,9 +59,11 @@ def disk_format(path: str) -> str | None:
 
 
 def read_common(path: str) -> dict:
-    """``common.pt`` of a torch_dist checkpoint, read with ``weights_only`` (the only class
-    beyond tensors and builtins allowed is Megatron-LM's ``args`` Namespace)."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
+    """``common.pt`` of a torch_dist checkpoint, read with ``weights_only`` (beyond tensors and
+    builtins, only the classes of Megatron-LM's ``args``: ``wlb.megatron.dist_ckpt``)."""
+    from wlb.megatron.dist_ckpt import SAFE_GLOBALS
+
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
         return torch.load(os.path.join(path, COMMON), map_location="cpu", weights_only=True)
 
 

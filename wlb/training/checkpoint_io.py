@@ -103,6 +103,9 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
             template = dist_ckpt.sharded_state(run.model, run.optimizer, run.groups,
                                                with_optimizer=with_optim, with_rng=with_rng,
                                                loading=True)
+            problem = dist_ckpt.first_mismatch(template, path)
+            if problem:
+                raise CheckpointError(f"--load {path}: {problem} (another model shape?)")
             loaded = dist_ckpt.load(template, path)
             dist_ckpt.apply_model(run.model, loaded)
             if with_optim:
@@ -130,7 +133,6 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
                                   "--use-checkpoint-opt-param-scheduler") from None
     if with_rng and rng is not None:
         dist_ckpt.set_rng_state(rng)
-
     dist.barrier()
     if ck.finetune:
         return 0

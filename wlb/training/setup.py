@@ -95,7 +95,17 @@ def init_distributed(backend: str | None) -> None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group(backend)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if attempt is None:
+        dist.init_process_group(backend)
+        return
+    # Under torchrun, a restarted job (--max-restarts) rendezvouses through the same store as
+    # the attempt that died, and its process groups (megatron's, created again under the same
+    # names) would read the dead ranks' addresses from it and fail to connect: every attempt
+    # gets its own key space.
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    dist.init_process_group(backend, store=dist.PrefixStore(f"wlb/attempt_{attempt}", store),
+                            rank=rank, world_size=world_size)
 
 
 def run_device() -> torch.device:
