@@ -35,8 +35,10 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     assert [r["iteration"] for r in resumed] == [1, 2, 3, 4, 5, 6]
     assert [r["plan_digest"] for r in resumed] == [r["plan_digest"] for r in full]
     for a, b in zip(resumed, full):
-        assert a["lm_loss"] == pytest.approx(b["lm_loss"], abs=1e-6), a["iteration"]
-        assert a["lr"] == pytest.approx(b["lr"], rel=1e-9)
+        # bitwise on purpose: the same machine, layout and kernels continue the same floats
+        # (docs/reliability.md, "What is bitwise"); with dropout, only if the RNG is restored
+        assert (a["lm_loss"], a["grad_norm"], a["lr"]) == (b["lm_loss"], b["grad_norm"],
+                                                           b["lr"]), a["iteration"]
 
 
 def test_a_torch_format_checkpoint_converts_to_torch_dist(tmp_path):
