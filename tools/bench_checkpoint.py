@@ -11,7 +11,7 @@ and loads it ``--iters`` times in each of ``--formats`` through the training loo
         --num-attention-heads 16 --ffn-hidden-size 5632 --seq-length 2048 \\
         --global-batch-size 1 --train-iters 1 --dir /tmp/bench_ckpt --json
 
-One process (a gloo group of one is made when not run under torchrun).
+One process (``build`` makes a group of one when not run under torchrun).
 """
 
 from __future__ import annotations
@@ -46,18 +46,16 @@ def _own_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     own, rest = _own_flags(sys.argv[1:] if argv is None else argv)
-    for k, v in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29531"), ("RANK", "0"),
-                 ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
-        os.environ.setdefault(k, v)
     import torch
 
+    from wlb.megatron.optim import leaf_optimizers
     from wlb.training.arguments import build_parser, run_config
     from wlb.training.checkpoint_io import load_checkpoint, save_checkpoint
     from wlb.training.setup import build
 
     cfg = run_config(build_parser().parse_args(rest))
     run = build(cfg)
-    for leaf in getattr(run.optimizer, "chained_optimizers", None) or [run.optimizer]:
+    for leaf in leaf_optimizers(run.optimizer):
         inner = leaf.optimizer  # a zero-gradient Adam step: the state a trained run has
         for group in inner.param_groups:
             for p in group["params"]:

@@ -16,19 +16,8 @@ from wlb.packing.types import Piece
 
 
 def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
-    """The groups of one slot.
-
-    Pieces heavier than a rank's fair share (or longer than one rank holds) get a group of their
-    own of up to ``pow2_floor(share)`` ranks (at least what their tokens need; no wider than
-    shortens the piece, communication included), laid out largest first
-    so that every group is aligned; the other ranks are one-rank groups. The remaining
-    pieces, heaviest first, join the group (own or one-rank) whose time they raise least, within
-    its tokens. Then, while it shortens the slot, the slowest own group doubles (taking
-    one-rank groups' ranks; their pieces are placed again).
-
-    Raises:
-        PlanError: no grouping of ``pool`` ranks holds the pieces' tokens.
-    """
+    """The groups of one slot, by the rules of ``wlb.elastic.planner.priced_group_slot``'s
+    docstring, with every group priced again wherever it is compared."""
     order = _heavy_first(pieces, ec.cost)
     work = [ec.cost.doc_workload(p.length) for p in order]
     big = _own_group_sizes(order, work, pool, rank_tokens, ec)

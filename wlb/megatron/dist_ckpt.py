@@ -21,7 +21,6 @@ does the same); another layout starts from its own seeds, with a log line.
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 
 import torch
@@ -37,6 +36,7 @@ from megatron.core.transformer.enums import AttnBackend
 from torch.distributed.checkpoint import FileSystemReader
 
 from wlb.megatron.groups import Groups, rng_tracker_states, set_rng_tracker_states
+from wlb.megatron.optim import leaf_optimizers
 
 #: Megatron-LM's checkpoint_version of its torch_dist checkpoints
 CHECKPOINT_VERSION = 3.0
@@ -52,11 +52,6 @@ SAFE_GLOBALS = [argparse.Namespace, AttnBackend]
 def model_keys(chunks: int) -> list[str]:
     """Megatron-LM's top-level key of each model chunk: ``model``, or ``model0``, ... (VPP)."""
     return ["model"] if chunks == 1 else [f"model{i}" for i in range(chunks)]
-
-
-def is_torch_dist(path: str) -> bool:
-    """Whether ``path`` holds a dist_checkpointing checkpoint (its ``metadata.json``)."""
-    return os.path.isfile(os.path.join(path, "metadata.json"))
 
 
 def _rng_object(groups: Groups, state: dict | None) -> ShardedObject:
@@ -138,7 +133,7 @@ def _init_distributed_optimizer_state(optimizer) -> None:
     """Give a fresh distributed optimizer its Adam state (and step count) before a load:
     megatron's sharded state dict of it needs one (Megatron-LM does this with a zero-gradient
     step; the loaded state replaces it, main parameters included)."""
-    for leaf in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+    for leaf in leaf_optimizers(optimizer):
         init = getattr(leaf, "_init_optimizer_states_with_dummy_values", None)
         if init is not None and not leaf.optimizer.state:
             init()
@@ -152,7 +147,7 @@ def load_optimizer(optimizer, state: dict) -> None:
     step, so the bias correction after a resume would be wrong: each parameter gets its own.
     """
     optimizer.load_state_dict(state)
-    for leaf in getattr(optimizer, "chained_optimizers", None) or [optimizer]:
+    for leaf in leaf_optimizers(optimizer):
         for s in leaf.optimizer.state.values():
             if torch.is_tensor(s.get("step")):
                 s["step"] = s["step"].clone()
@@ -192,13 +187,6 @@ def load(template: dict, directory: str) -> dict:
     with torch.serialization.safe_globals(SAFE_GLOBALS):
         return dist_checkpointing.load(template, directory,
                                        get_default_load_sharded_strategy(directory))
-
-
-def load_common(directory: str) -> dict:
-    """The non-sharded part (``common.pt``), read with ``weights_only`` and the classes a
-    Megatron-LM checkpoint holds allowed (:data:`SAFE_GLOBALS`)."""
-    with torch.serialization.safe_globals(SAFE_GLOBALS):
-        return dist_checkpointing.load_common_state_dict(directory)
 
 
 def apply_model(model: list, loaded: dict, strict: bool = True) -> None:

@@ -10,7 +10,7 @@ from wlb.megatron.transformer import TransformerConfig
 from wlb.run_config import TrainingConfig
 
 __all__ = ["MegatronOptimizer", "OptimizerParamScheduler", "attach_grad_sync",
-           "build_optimizer", "build_scheduler"]
+           "build_optimizer", "build_scheduler", "leaf_optimizers"]
 
 
 def attach_grad_sync(config: TransformerConfig, model: list[DistributedDataParallel]) -> None:
@@ -50,3 +50,8 @@ def build_scheduler(optimizer: MegatronOptimizer, training: TrainingConfig
         use_checkpoint_opt_param_scheduler=t.use_checkpoint_opt_param_scheduler,
         override_opt_param_scheduler=t.override_opt_param_scheduler,
     )
+
+
+def leaf_optimizers(optimizer: MegatronOptimizer) -> list[MegatronOptimizer]:
+    """The optimizers that hold state: a ``ChainedOptimizer``'s members, else ``optimizer``."""
+    return list(getattr(optimizer, "chained_optimizers", None) or [optimizer])

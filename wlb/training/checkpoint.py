@@ -87,7 +87,9 @@ def locate(load_dir: str, step: int | None = None) -> tuple[int, str] | None:
     return step, path
 
 
-def _read_meta(path: str, fmt: str) -> dict:
+def _read_meta(path: str, fmt: str, finetune: bool) -> dict:
+    """The run state of the checkpoint at ``path``; ``{}`` for another program's checkpoint
+    (no run state), which only ``--finetune`` loads."""
     try:
         if fmt == "torch":
             with open(os.path.join(path, legacy.META)) as f:
@@ -98,6 +100,8 @@ def _read_meta(path: str, fmt: str) -> dict:
         name = legacy.META if fmt == "torch" else COMMON
         raise CheckpointError(f"--load {path}: cannot read {name} ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    if meta is None and fmt == "torch_dist" and finetune:
+        return {}  # weights of another program's checkpoint
     if not isinstance(meta, dict) or "layout" not in meta:
         raise CheckpointError(f"--load {path}: not a checkpoint written by pretrain_gpt_wlb.py "
                               "(no run state); load its weights with --finetune")
@@ -131,9 +135,9 @@ def check_checkpoint(load_dir: str, cfg, layout, ranks=()) -> tuple[int, str, di
             "rewrite it in another format)")
     if fmt == "torch_dist":
         check_shards(path)
-    if ck.finetune and fmt == "torch_dist" and "wlb" not in _common_keys(path):
-        return iteration, path, {}  # weights of another program's checkpoint
-    meta = _read_meta(path, fmt)
+    meta = _read_meta(path, fmt, ck.finetune)
+    if not meta:
+        return iteration, path, meta  # another program's weights (--finetune)
     if fmt == "torch":
         want = layout_meta(layout, cfg.parallel.use_distributed_optimizer)
         if meta["layout"] != want:
@@ -173,14 +177,6 @@ def check_shards(path: str) -> None:
         if os.path.getsize(f) < size:
             raise CheckpointError(f"--load {path}: {f} is truncated ({os.path.getsize(f)} "
                                   f"bytes, its shards need {size})")
-
-
-def _common_keys(path: str) -> set:
-    try:
-        return set(read_common(path))
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"--load {path}: cannot read {COMMON} ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
 
 
 def _check_run_state(path: str, meta: dict, cfg, layout) -> None:

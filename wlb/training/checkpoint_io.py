@@ -3,6 +3,7 @@ what a resume must agree on is ``wlb.training.checkpoint``."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -15,7 +16,6 @@ from wlb.training.checkpoint import (
     check_checkpoint,
     layout_meta,
     megatron_args,
-    read_common,
     run_state,
 )
 
@@ -49,8 +49,6 @@ def save_checkpoint(save_dir: str, iteration: int, run, crash_hook=None,
     else:
         legacy.write_rank_file(tmp, rank, run, dist_ckpt.rng_state())
         if rank == 0:
-            import json
-
             with open(os.path.join(tmp, legacy.META), "w") as f:
                 json.dump(state, f)
     if crash_hook is not None:
@@ -110,8 +108,8 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
             dist_ckpt.apply_model(run.model, loaded)
             if with_optim:
                 dist_ckpt.load_optimizer(run.optimizer, loaded["optimizer"])
-            scheduler, rng = read_common(path).get("opt_param_scheduler"), loaded.get(
-                "rng_state")
+            # (the common part, common.pt, comes merged into what dist_checkpointing loads)
+            scheduler, rng = loaded.get("opt_param_scheduler"), loaded.get("rng_state")
         else:
             saved = legacy.read_rank_file(path, dist.get_rank())
             legacy.apply_rank_state(saved, run, optimizer=with_optim)

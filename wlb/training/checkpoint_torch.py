@@ -36,10 +36,6 @@ def check_rank_file(path: str, rank: int) -> None:
                             "archive)")
 
 
-def leaf_optimizers(optimizer) -> list:
-    return list(getattr(optimizer, "chained_optimizers", None) or [optimizer])
-
-
 def _main_params(opt) -> list[list[torch.Tensor]]:
     """fp32 master copies that are not views of model params (bf16 / fp16 training)."""
     for attr in ("shard_fp32_from_float16_groups", "fp32_from_float16_groups"):
@@ -51,6 +47,8 @@ def _main_params(opt) -> list[list[torch.Tensor]]:
 
 def write_rank_file(path: str, rank: int, run, rng: dict) -> None:
     """This rank's model, optimizer (inner state and fp32 main params), schedule and RNG."""
+    from wlb.megatron.optim import leaf_optimizers
+
     state = {
         "model": [m.module.state_dict() for m in run.model],
         "optimizer": [
@@ -82,6 +80,8 @@ def apply_rank_state(state: dict, run, *, optimizer: bool) -> None:
         m.module.load_state_dict(sd)
     if not optimizer:
         return
+    from wlb.megatron.optim import leaf_optimizers
+
     for opt, sd in zip(leaf_optimizers(run.optimizer), state["optimizer"]):
         opt.optimizer.load_state_dict(sd["inner"])
         for group, saved in zip(_main_params(opt), sd["main_params"]):
