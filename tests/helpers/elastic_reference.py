@@ -1,6 +1,7 @@
 """Elastic CP's slot grouping as it was first written: every small piece tried on every group
 with one Python call per group, and every group priced again at each widening step (the own
-groups' sizes come from the planner's ``_own_group_sizes``, which did not change).
+groups' sizes and their halving when too wide come from the planner's ``_own_group_sizes``
+and ``_halve_widest``, which did not change).
 
 An independent reference for :func:`wlb.elastic.planner.group_slot`, whose placement with
 the one-rank groups as arrays must make exactly the same groups
@@ -10,8 +11,8 @@ the one-rank groups as arrays must make exactly the same groups
 
 from __future__ import annotations
 
-from wlb.elastic.plan import ElasticCost, Group, PlanError, Slot, slot_time
-from wlb.elastic.planner import _heavy_first, _own_group_sizes, pow2_ceil
+from wlb.elastic.plan import ElasticCost, Group, Slot, slot_time
+from wlb.elastic.planner import _halve_widest, _heavy_first, _own_group_sizes
 from wlb.packing.types import Piece
 
 
@@ -44,13 +45,8 @@ def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost
             gr[4] += order[i].length
         return Slot(tuple(Group(f, g, tuple(order[i] for i in idx)) for f, g, idx, _, _ in groups))
 
-    while (slot := layout(big)) is None:  # too many ranks asked: halve the widest reducible
-        fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
-        if not fit:
-            raise PlanError(f"the slot's {len(order)} pieces ({sum(p.length for p in order)} "
-                            f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
-        i = max(fit, key=lambda i: (big[i], -i))
-        big[i] //= 2
+    while (slot := layout(big)) is None:  # too many ranks asked
+        _halve_widest(big, order, pool, rank_tokens)
     while True:  # widen the slowest own group while it shortens the slot
         slowest = max(slot.groups, key=lambda g: (ec.group_time([p.length for p in g.pieces],
                                                                 g.size), -g.first))

@@ -78,6 +78,21 @@ def _own_group_sizes(order: list[Piece], work: list[float], pool: int, rank_toke
     return big
 
 
+def _halve_widest(big: dict[int, int], order: list[Piece], pool: int, rank_tokens: int) -> None:
+    """Halve (in place) the widest own group that its tokens allow to shrink (the highest index
+    of equals: the lightest piece).
+
+    Raises:
+        PlanError: none can shrink: the pieces do not fit ``pool`` ranks.
+    """
+    fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
+    if not fit:
+        raise PlanError(f"the slot's {len(order)} pieces ({sum(p.length for p in order)} "
+                        f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
+    i = max(fit, key=lambda i: (big[i], -i))
+    big[i] //= 2
+
+
 def group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: ElasticCost) -> Slot:
     """The groups of one slot (:func:`priced_group_slot` without the times)."""
     return priced_group_slot(pieces, pool, rank_tokens, ec)[0]
@@ -166,13 +181,8 @@ def priced_group_slot(pieces: list[Piece], pool: int, rank_tokens: int, ec: Elas
                  for k, g in enumerate(o_size)] + s_load
         return own, o_size + [1] * rest, o_members + s_members, times
 
-    while (laid := layout(big)) is None:  # too many ranks asked: halve the widest reducible
-        fit = [i for i in big if big[i] > pow2_ceil(order[i].length / rank_tokens)]
-        if not fit:
-            raise PlanError(f"the slot's {len(order)} pieces ({sum(p.length for p in order)} "
-                            f"tokens) do not fit {pool} ranks of {rank_tokens} tokens")
-        i = max(fit, key=lambda i: (big[i], -i))
-        big[i] //= 2
+    while (laid := layout(big)) is None:  # too many ranks asked
+        _halve_widest(big, order, pool, rank_tokens)
     while True:  # widen the slowest own group while it shortens the slot
         own, sizes, members, times = laid
         slowest = max(times)
