@@ -31,6 +31,13 @@ behaviour it was written against. Each patch names the call sites it covers:
   The same for distrib_optimizer.py:1089 (``get_parameter_state_dp_zero``: the distributed
   optimizer's state gathered for a ``fully_reshardable`` torch_dist checkpoint).
 
+* ``deferred_compile`` -- at import, megatron/core/jit.py binds ``jit_fuser = torch.compile`` and
+  about 20 fusion functions (fusions/, activations.py, torch_norm.py, attention.py) are decorated
+  with it, which imports torch._dynamo and torch._inductor: ~2 s of CPU in every process, for
+  fusions our spec does not call. While ``import megatron.core`` runs (``wlb.megatron``'s first
+  act), ``torch.compile`` returns a wrapper that compiles on the first call instead, with the same
+  arguments, so nothing changes but when the cost is paid. Not applied when CUDA is available.
+
 Not covered because our spec never reaches them: transformer/utils.py:35/40 (masks of the local
 ``DotProductAttention``, replaced by our attention) and rope_utils.py:62 (megatron's RoPE under
 CP; our attention applies RoPE itself).
@@ -193,6 +200,40 @@ def _communicate_shapes(self, tensor_send_next, tensor_send_prev, recv_prev, rec
         recv_prev_t.tolist() if recv_prev_t is not None else [0, 0, 0],
         recv_next_t.tolist() if recv_next_t is not None else [0, 0, 0],
     )
+
+
+def _compile_on_first_call(compile_fn):
+    """``torch.compile``'s signature; the compilation itself waits for the first call."""
+
+    def deferred(model=None, **kwargs):
+        if model is None:  # used as @torch.compile(...)
+            return lambda fn: deferred(fn, **kwargs)
+        compiled = None
+
+        @functools.wraps(model)
+        def call(*args, **kw):
+            nonlocal compiled
+            if compiled is None:
+                compiled = compile_fn(model, **kwargs)
+            return compiled(*args, **kw)
+
+        return call
+
+    return deferred
+
+
+@contextlib.contextmanager
+def deferred_compile():
+    """Within the block (CPU only), ``torch.compile`` compiles at the first call, not at once."""
+    if torch.cuda.is_available():
+        yield
+        return
+    real = torch.compile
+    torch.compile = _compile_on_first_call(real)
+    try:
+        yield
+    finally:
+        torch.compile = real
 
 
 def check_version() -> str:
