@@ -93,7 +93,6 @@ def test_checkpoint_problems_are_named(checkpoint, tmp_path):
 @pytest.mark.parametrize("args, match", [
     (["--ckpt-format", "torch"], "a torch_dist checkpoint, this run's --ckpt-format is torch"),
     (["--ckpt-step", "5"], "no checkpoint of iteration 5"),
-    (["--use-distributed-optimizer"], "saved without --use-distributed-optimizer"),
     (["--global-batch-size", "8"], "saved with --global-batch-size 4"),
 ])
 def test_a_checkpoint_this_run_cannot_resume_is_named(checkpoint, args, match):

@@ -22,11 +22,11 @@ pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
 ITERS = 8
 # outlier queues on (documents held back across saves); the distributed optimizer in every leg
-# (switching it on or off across a resume is refused: test_bad_input.py)
 FLAGS = TINY + ["--wlb-packing", "wlb", "--wlb-cp-sharding", "per-doc",
                 "--wlb-outlier-thresholds", "120,200", "--use-distributed-optimizer",
                 "--train-iters", str(ITERS), "--lr-decay-iters", "10",
                 "--split", "80,20,0", "--eval-iters", "2", "--eval-interval", "2"]
+PLAIN = [a for a in FLAGS if a != "--use-distributed-optimizer"]
 LEGS = [
     ("pp2-vpp2", ["--pipeline-model-parallel-size", "2",
                   "--num-layers-per-virtual-pipeline-stage", "1"]),
@@ -44,8 +44,7 @@ def _valid(path) -> list[dict]:
 def test_a_run_continues_across_four_layouts(tmp_path):
     # the 1-process run without the distributed optimizer, shared with the tests below (with
     # it, the same losses: test_layouts.py's tp2-pp2-dp2-distopt)
-    full = run_pretrain(1, [a for a in FLAGS if a != "--use-distributed-optimizer"],
-                        str(tmp_path / "full.jsonl"))
+    full = run_pretrain(1, PLAIN, str(tmp_path / "full.jsonl"))
     full_valid = _valid(tmp_path / "full.jsonl")
     ck = str(tmp_path / "ck")
     chain, valid, plan_logs, spans = [], [], [], []
@@ -78,12 +77,50 @@ def test_a_run_continues_across_four_layouts(tmp_path):
     chain_ledger(plan_logs, spans, ITERS)
 
 
-def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(tmp_path):
+@pytest.fixture(scope="module")
+def plain_at_2(tmp_path_factory) -> str:
+    """A 1-process checkpoint of iteration 2 without the distributed optimizer, fp32."""
+    out = tmp_path_factory.mktemp("plain")
+    run_pretrain(1, PLAIN + ["--exit-interval", "2", "--save", str(out / "ck")],
+                 str(out / "a.jsonl"))
+    return str(out / "ck")
+
+
+def _same(rows, ref, iterations):
+    assert [r["iteration"] for r in rows] == iterations
+    for a, b in zip(rows, ref[iterations[0] - 1:], strict=False):
+        assert a["tokens"] == b["tokens"]
+        assert a["lm_loss"] == pytest.approx(b["lm_loss"], rel=1e-5), a["iteration"]
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4), a["iteration"]
+
+
+def test_the_distributed_optimizer_switches_on_and_off_across_resumes(tmp_path, plain_at_2):
+    """The Adam state converts between megatron's two optimizers (wlb.megatron.optim_ckpt), so
+    the run continues the uninterrupted one. bf16: the plain optimizer keeps fp32 main copies
+    (``fp32_param``, the distributed one's ``param``); fp32: it has none, the loaded weights are
+    the distributed optimizer's main parameters."""
+    for dtype in ([], ["--bf16"]):
+        base = PLAIN + dtype
+        full = run_pretrain(1, base, str(tmp_path / "full.jsonl"))
+        plain, dist = plain_at_2, str(tmp_path / f"dist{dtype}")
+        if dtype:
+            plain = str(tmp_path / "plain-bf16")
+            run_pretrain(1, base + ["--exit-interval", "2", "--save", plain],
+                         str(tmp_path / "a.jsonl"))
+        on = run_pretrain(2, FLAGS + dtype + ["--load", plain, "--save", dist, "--exit-interval",
+                                              "4"], str(tmp_path / "on.jsonl"))
+        _same(on, full, [3, 4])
+        off = run_pretrain(1, base + ["--load", dist, "--exit-interval", "6"],
+                           str(tmp_path / "off.jsonl"))
+        _same(off, full, [5, 6])
+
+
+def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(tmp_path,
+                                                                                plain_at_2):
     """One 1-process checkpoint (iteration 2, no distributed optimizer), loaded two ways.
 
-    * ``--no-load-optim`` across a switch to the distributed optimizer: the weights and the data
-      position are restored (the first resumed iteration is the uninterrupted one's), the Adam
-      moments start again (so the next differs).
+    * ``--no-load-optim``: the weights and the data position are restored (the first resumed
+      iteration is the uninterrupted one's), the Adam moments start again (so the next differs).
     * ``--finetune`` from a checkpoint written by megatron-core alone
       (tests/helpers/plain_megatron.py: a GPTModel of megatron's local spec that read ours with
       dist_checkpointing and wrote it back with Megatron-LM's common keys): the same weights as
@@ -94,12 +131,11 @@ def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(t
 
     from tests.helpers.torchrun import ENV, ROOT
 
-    base = [a for a in FLAGS if a != "--use-distributed-optimizer"]
+    base = PLAIN
     full = run_pretrain(1, base, str(tmp_path / "full.jsonl"))
-    ours = str(tmp_path / "ours")
-    run_pretrain(1, base + ["--exit-interval", "2", "--save", ours], str(tmp_path / "a.jsonl"))
+    ours = plain_at_2
 
-    rows = run_pretrain(2, FLAGS + ["--load", ours, "--no-load-optim", "--exit-interval", "4"],
+    rows = run_pretrain(1, base + ["--load", ours, "--no-load-optim", "--exit-interval", "4"],
                         str(tmp_path / "b.jsonl"))
     assert [r["iteration"] for r in rows] == [3, 4]
     assert rows[0]["lm_loss"] == pytest.approx(full[2]["lm_loss"], abs=1e-5)

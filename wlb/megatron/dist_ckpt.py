@@ -31,19 +31,14 @@ from megatron.core.dist_checkpointing.serialization import (
     get_default_load_sharded_strategy,
 )
 from megatron.core.dist_checkpointing.strategies import filesystem_async
-from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 from megatron.core.transformer.enums import AttnBackend
 from torch.distributed.checkpoint import FileSystemReader
 
+from wlb.megatron import optim_ckpt
 from wlb.megatron.groups import Groups, rng_tracker_states, set_rng_tracker_states
-from wlb.megatron.optim import leaf_optimizers
 
 #: Megatron-LM's checkpoint_version of its torch_dist checkpoints
 CHECKPOINT_VERSION = 3.0
-#: the distributed optimizer's state gathered into one tensor per model parameter (Megatron-LM's
-#: --dist-ckpt-optim-fully-reshardable): reshards over TP, PP and DP, where megatron's default
-#: (dp_reshardable: its flat buffers) reshards over DP only
-DISTRIB_OPTIM_SHARDING = "fully_reshardable"
 #: the classes a Megatron-LM ``common.pt`` holds besides tensors, dtypes and builtins: its
 #: ``args`` Namespace and the enum of its ``--attention-backend``
 SAFE_GLOBALS = [argparse.Namespace, AttnBackend]
@@ -93,64 +88,10 @@ def sharded_state(model: list, optimizer, groups: Groups, *, with_optimizer: boo
     for key, chunk in zip(model_keys(len(model)), model):
         state[key] = chunk.module.sharded_state_dict()
     if with_optimizer:
-        if loading:
-            _init_distributed_optimizer_state(optimizer)
-        state["optimizer"] = optimizer.sharded_state_dict(
-            state, is_loading=loading,
-            metadata={"distrib_optim_sharding_type": DISTRIB_OPTIM_SHARDING})
+        state["optimizer"] = optim_ckpt.sharded_optimizer(optimizer, state, loading)
     if with_rng:
         state["rng_state"] = _rng_object(groups, None if loading else rng_state())
     return state
-
-
-def _keep_adam_step(set_states):
-    """megatron-core 0.16's ``DistributedOptimizer._set_main_param_and_optimizer_states`` copies
-    every state key of a parameter from the loaded ``fully_reshardable`` tensors, which never
-    hold torch Adam's per-parameter ``step`` (loaded separately, from the param groups), so a
-    load without Apex / TransformerEngine's fused Adam fails with ``KeyError: 'step'``. Pass the
-    step already in place through."""
-
-    def inner(self, model_param, tensors):
-        if "step" not in tensors:
-            group, order = self.model_param_group_index_map[model_param]
-            main = self.optimizer.param_groups[group]["params"][order]
-            step = self.optimizer.state.get(main, {}).get("step")
-            if step is not None:
-                tensors = {**tensors, "step": step}
-        return set_states(self, model_param, tensors)
-
-    inner.wlb_keeps_step = True
-    return inner
-
-
-if not getattr(DistributedOptimizer._set_main_param_and_optimizer_states, "wlb_keeps_step",
-               False):
-    DistributedOptimizer._set_main_param_and_optimizer_states = _keep_adam_step(
-        DistributedOptimizer._set_main_param_and_optimizer_states)
-
-
-def _init_distributed_optimizer_state(optimizer) -> None:
-    """Give a fresh distributed optimizer its Adam state (and step count) before a load:
-    megatron's sharded state dict of it needs one (Megatron-LM does this with a zero-gradient
-    step; the loaded state replaces it, main parameters included)."""
-    for leaf in leaf_optimizers(optimizer):
-        init = getattr(leaf, "_init_optimizer_states_with_dummy_values", None)
-        if init is not None and not leaf.optimizer.state:
-            init()
-
-
-def load_optimizer(optimizer, state: dict) -> None:
-    """Load the optimizer part of a loaded checkpoint.
-
-    megatron-core 0.16's ``DistributedOptimizer.load_state_dict`` gives every parameter's torch
-    Adam state one shared ``step`` tensor, which Adam then increments once per parameter each
-    step, so the bias correction after a resume would be wrong: each parameter gets its own.
-    """
-    optimizer.load_state_dict(state)
-    for leaf in leaf_optimizers(optimizer):
-        for s in leaf.optimizer.state.values():
-            if torch.is_tensor(s.get("step")):
-                s["step"] = s["step"].clone()
 
 
 def save(state: dict, directory: str) -> None:
@@ -165,19 +106,24 @@ def save(state: dict, directory: str) -> None:
     dist_checkpointing.save(state, directory)
 
 
-def first_mismatch(template: dict, directory: str) -> str | None:
-    """The first tensor of ``template`` (by key) that the checkpoint lacks or holds in another
-    global shape, as one line; None when all of them are there (tensors the checkpoint has
-    beyond the template, e.g. an optimizer under --finetune, are not read)."""
+def saved_shapes(directory: str) -> dict[str, tuple[int, ...]]:
+    """Every tensor the checkpoint holds: its key and global shape (from the shards' index)."""
     saved = FileSystemReader(directory).read_metadata().state_dict_metadata
+    return {k: tuple(m.size) for k, m in saved.items() if hasattr(m, "size")}
+
+
+def first_mismatch(template: dict, saved: dict[str, tuple[int, ...]]) -> str | None:
+    """The first tensor of ``template`` (by key) that the checkpoint (``saved``:
+    :func:`saved_shapes`) lacks or holds in another global shape, as one line; None when all of
+    them are there (tensors the checkpoint has beyond the template, e.g. an optimizer under
+    --finetune, are not read)."""
     wanted = sorted((t.key, tuple(t.global_shape)) for t in nested_values(template)
                     if isinstance(t, ShardedTensor) and not t.allow_shape_mismatch)
     for key, shape in wanted:
         if key not in saved:
             return f"{key} (shape {shape}) is not in the checkpoint"
-        if tuple(saved[key].size) != shape:
-            return (f"{key}: shape {tuple(saved[key].size)} in the checkpoint, {shape} in this "
-                    "run's model")
+        if saved[key] != shape:
+            return f"{key}: shape {saved[key]} in the checkpoint, {shape} in this run's model"
     return None
 
 

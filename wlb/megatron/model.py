@@ -36,7 +36,9 @@ class SPTorchNorm:
         )
         if norm_cls is None:
             raise ValueError(f"normalization={config.normalization!r}: LayerNorm or RMSNorm")
-        norm = norm_cls(hidden_size, eps=eps)
+        # in the model's dtype, as megatron's Float16Module casts them (bf16: a checkpoint of
+        # the plain bf16 optimizer maps only bf16 parameters to their keys)
+        norm = norm_cls(hidden_size, eps=eps, dtype=config.params_dtype)
         for p in norm.parameters():
             p.sequence_parallel = bool(config.sequence_parallel)
         return norm

@@ -43,10 +43,13 @@ LR_SCHEDULE = ("lr", "min_lr", "lr_warmup_iters", "lr_decay_iters", "lr_decay_st
                "weight_decay")
 
 
-def layout_meta(lay, distributed_optimizer: bool) -> dict:
-    return {"world_size": lay.world_size, "tp": lay.tp, "pp": lay.pp, "cp": lay.cp,
-            "vpp": lay.vpp, "dp": lay.dp, "sequence_parallel": lay.sequence_parallel,
-            "distributed_optimizer": bool(distributed_optimizer)}
+def layout_meta(lay, distributed_optimizer: bool | None = None) -> dict:
+    """The layout as a checkpoint records it (with the optimizer's kind unless None)."""
+    meta = {"world_size": lay.world_size, "tp": lay.tp, "pp": lay.pp, "cp": lay.cp,
+            "vpp": lay.vpp, "dp": lay.dp, "sequence_parallel": lay.sequence_parallel}
+    if distributed_optimizer is not None:
+        meta["distributed_optimizer"] = bool(distributed_optimizer)
+    return meta
 
 
 def disk_format(path: str) -> str | None:
@@ -190,16 +193,6 @@ def _check_run_state(path: str, meta: dict, cfg, layout) -> None:
             f"--load {path}: saved with --global-batch-size {gbs}, this run uses "
             f"{layout.global_batch_size}: the data position and the packer's queued documents "
             "are counted in global batches of that size; resume with it (or --finetune)")
-    saved_distopt = meta["layout"].get("distributed_optimizer")
-    now_distopt = bool(cfg.parallel.use_distributed_optimizer)
-    if saved_distopt is not None and saved_distopt != now_distopt and not (
-            cfg.checkpoint.no_load_optim):
-        raise CheckpointError(
-            f"--load {path}: saved {'with' if saved_distopt else 'without'} "
-            f"--use-distributed-optimizer, this run is {'with' if now_distopt else 'without'}: "
-            "the two optimizers' states do not convert into each other yet; resume with the "
-            "same setting (any TP/PP/DP/CP), or pass --no-load-optim to load the weights, data "
-            "position and RNG only")
     t = cfg.training
     saved = meta.get("lr_schedule")  # checkpoints before 2026-12-01 lack it
     if (saved and not cfg.checkpoint.no_load_optim

@@ -82,15 +82,16 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
     """Restore the checkpoint ``--load`` names (``--ckpt-step``, else the tracker's); returns
     the iteration to continue after (0 under ``--finetune``), or None when ``load_dir`` holds
     no checkpoint yet. ``log`` gets one line for what was not restored and why."""
-    from wlb.megatron import dist_ckpt
+    from wlb.megatron import dist_ckpt, optim_ckpt
 
     ck = run.cfg.checkpoint
     found = check_checkpoint(load_dir, run.cfg, run.groups.layout, [dist.get_rank()])
     if found is None:
         return None
     iteration, path, meta = found
-    same_layout = meta.get("layout") == layout_meta(run.groups.layout,
-                                                    run.cfg.parallel.use_distributed_optimizer)
+    saved_layout = dict(meta.get("layout") or {})
+    saved_distopt = bool(saved_layout.pop("distributed_optimizer", False))
+    same_layout = saved_layout == layout_meta(run.groups.layout)  # (RNG: any optimizer)
     with_optim = not (ck.finetune or ck.no_load_optim)
     with_rng = not (ck.finetune or ck.no_load_rng) and same_layout
     if not (with_rng or ck.finetune or ck.no_load_rng):
@@ -101,13 +102,16 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
             template = dist_ckpt.sharded_state(run.model, run.optimizer, run.groups,
                                                with_optimizer=with_optim, with_rng=with_rng,
                                                loading=True)
-            problem = dist_ckpt.first_mismatch(template, path)
+            saved = dist_ckpt.saved_shapes(path)
+            if with_optim:  # saved with the distributed optimizer on and now off, or vice versa
+                optim_ckpt.retarget(template["optimizer"], set(saved))
+            problem = dist_ckpt.first_mismatch(template, saved)
             if problem:
                 raise CheckpointError(f"--load {path}: {problem} (another model shape?)")
             loaded = dist_ckpt.load(template, path)
             dist_ckpt.apply_model(run.model, loaded)
             if with_optim:
-                dist_ckpt.load_optimizer(run.optimizer, loaded["optimizer"])
+                optim_ckpt.load(run.optimizer, loaded["optimizer"], saved_distopt)
             # (the common part, common.pt, comes merged into what dist_checkpointing loads)
             scheduler, rng = loaded.get("opt_param_scheduler"), loaded.get("rng_state")
         else:

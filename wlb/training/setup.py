@@ -86,15 +86,20 @@ class Run:
 
 
 def init_distributed(backend: str | None) -> None:
+    """Join the job's process group (torchrun's environment), or make a one-process group."""
     if dist.is_initialized():
         return
-    for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
-                 ("MASTER_PORT", "29511"), ("LOCAL_RANK", "0")):
+    alone = "WORLD_SIZE" not in os.environ and "MASTER_PORT" not in os.environ
+    for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
+                 ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29511")):
         os.environ.setdefault(k, v)
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    if alone:  # a plain `python pretrain_gpt_wlb.py`: an in-process store, no port to collide
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        return
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT")
     if attempt is None:
         dist.init_process_group(backend)
