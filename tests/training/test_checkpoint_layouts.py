@@ -99,19 +99,19 @@ def test_the_distributed_optimizer_switches_on_and_off_across_resumes(tmp_path, 
     the run continues the uninterrupted one. bf16: the plain optimizer keeps fp32 main copies
     (``fp32_param``, the distributed one's ``param``); fp32: it has none, the loaded weights are
     the distributed optimizer's main parameters."""
-    for dtype in ([], ["--bf16"]):
+    for name, dtype in (("fp32", []), ("bf16", ["--bf16"])):
         base = PLAIN + dtype
-        full = run_pretrain(1, base, str(tmp_path / "full.jsonl"))
-        plain, dist = plain_at_2, str(tmp_path / f"dist{dtype}")
+        full = run_pretrain(1, base, str(tmp_path / f"full-{name}.jsonl"))
+        plain, dist = plain_at_2, str(tmp_path / f"dist-{name}")
         if dtype:
             plain = str(tmp_path / "plain-bf16")
             run_pretrain(1, base + ["--exit-interval", "2", "--save", plain],
                          str(tmp_path / "a.jsonl"))
         on = run_pretrain(2, FLAGS + dtype + ["--load", plain, "--save", dist, "--exit-interval",
-                                              "4"], str(tmp_path / "on.jsonl"))
+                                              "4"], str(tmp_path / f"on-{name}.jsonl"))
         _same(on, full, [3, 4])
         off = run_pretrain(1, base + ["--load", dist, "--exit-interval", "6"],
-                           str(tmp_path / "off.jsonl"))
+                           str(tmp_path / f"off-{name}.jsonl"))
         _same(off, full, [5, 6])
 
 
