@@ -123,7 +123,9 @@ def load(optimizer, loaded: dict, saved_distributed: bool) -> None:
             if torch.is_tensor(s.get("step")):
                 s["step"] = s["step"].clone()
     if switched and is_distributed(optimizer):
-        optimizer.reload_model_params()  # main parameters the checkpoint lacked: the weights
+        # main parameters a plain fp32 optimizer did not save: the loaded weights (an fp32
+        # model's main parameters are views of them anyway; a bf16 model's are copies)
+        optimizer.reload_model_params()
 
 
 def _keep_step_and_main_param(set_states):
