@@ -29,10 +29,10 @@ def _say(message: str) -> None:
 def main(argv=None) -> int:
     from wlb.config import ConfigError
     from wlb.parallel import LayoutError
-    from wlb.training.arguments import ArgumentError, build_parser, run_config
+    from wlb.training.arguments import ArgumentError, parse_args, run_config
 
-    args = build_parser().parse_args(argv)
     try:
+        args = parse_args(argv)
         cfg = run_config(args)
         from wlb.cost_model import CostModelError
         from wlb.megatron.indexed import IndexedDataError

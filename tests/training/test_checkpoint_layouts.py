@@ -142,6 +142,16 @@ def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(t
     assert rows[0]["tokens"] == full[2]["tokens"]
     assert abs(rows[1]["lm_loss"] - full[3]["lm_loss"]) > 1e-4
 
+    # --use-checkpoint-args: the model's shape from the checkpoint (the defaults differ: hidden
+    # 128, MHA), the run continues the uninterrupted one
+    shape = {"--num-layers", "--hidden-size", "--num-attention-heads", "--num-query-groups"}
+    bare = [a for i, a in enumerate(base) if a not in shape and base[i - 1] not in shape
+            and a != "--group-query-attention"]
+    assert "--hidden-size" not in bare and len(bare) == len(base) - 9
+    rows = run_pretrain(1, bare + ["--load", ours, "--use-checkpoint-args", "--exit-interval",
+                                   "3"], str(tmp_path / "c.jsonl"))
+    _same(rows, full, [3])
+
     plain = str(tmp_path / "plain")
     proc = subprocess.run([sys.executable, "-m", "tests.helpers.plain_megatron", ours, plain],
                           capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)

@@ -17,6 +17,7 @@ from wlb.packing.base import default_max_tokens
 from wlb.preprocess.tokenizer import TOKENIZER_TYPES, check_tokenizer_flags
 from wlb.run_config import RunConfig
 from wlb.training import checkpoint_args, megatron_flags
+from wlb.training.checkpoint import CheckpointError
 
 
 class ArgumentError(ValueError):
@@ -215,7 +216,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.split_weights[0] <= 0:
         raise ArgumentError(f"--split={args.split!r}: the train weight must be > 0")
     _validate_schedule(args)
-    args.notes += notes
+    args.notes += notes + getattr(args, "checkpoint_notes", [])
     try:
         check_tokenizer_flags(args.tokenizer_type, vocab_size=args.vocab_size,
                               tokenizer_model=args.tokenizer_model, vocab_file=args.vocab_file,
@@ -287,6 +288,23 @@ def _validate_schedule(args: argparse.Namespace) -> None:
                             f"{args.hidden_size // args.num_attention_heads} channels")
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line as a Namespace; with --use-checkpoint-args, the model's shape taken from
+    the --load checkpoint (the flags given explicitly win where Megatron-LM lets them)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.checkpoint_notes = []
+    if args.use_checkpoint_args and args.load:
+        for action in parser._actions:  # parse again, defaults left out: the flags given
+            action.default = argparse.SUPPRESS
+        given = set(vars(parser.parse_known_args(argv)[0]))
+        try:
+            args.checkpoint_notes = checkpoint_args.apply_checkpoint_args(args, given)
+        except CheckpointError as e:
+            raise ArgumentError(str(e)) from None
+    return args
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """Validate ``args`` (in place) and group them into the run's typed configuration."""
     validate(args)
@@ -295,4 +313,4 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def parse(argv: list[str] | None = None) -> RunConfig:
     """Parse and validate a command line into a :class:`wlb.run_config.RunConfig`."""
-    return run_config(build_parser().parse_args(argv))
+    return run_config(parse_args(argv))
