@@ -124,7 +124,7 @@ def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(t
     * ``--finetune`` from a checkpoint written by megatron-core alone
       (tests/helpers/plain_megatron.py: a GPTModel of megatron's local spec that read ours with
       dist_checkpointing and wrote it back with Megatron-LM's common keys): the same weights as
-      loading ours give the same first loss.
+      loading ours give the same first loss, also under TP 2 + SP and PP 2.
     """
     import subprocess
     import sys
@@ -166,3 +166,9 @@ def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(t
         first[name] = rows[0]["lm_loss"]
     assert first["plain"] == pytest.approx(first["ours"], abs=1e-6)
     assert abs(first["ours"] - full[0]["lm_loss"]) > 1e-3  # the weights were loaded
+    # the megatron-core checkpoint resharded: TP 2 with sequence parallelism and PP 2
+    rows = run_pretrain(4, base + ["--load", plain, "--finetune", "--exit-interval", "1",
+                                   "--tensor-model-parallel-size", "2", "--sequence-parallel",
+                                   "--pipeline-model-parallel-size", "2"],
+                        str(tmp_path / "plain-tp2-pp2.jsonl"))
+    assert rows[0]["lm_loss"] == pytest.approx(first["ours"], abs=1e-5)
