@@ -94,6 +94,46 @@ def sharded_state(model: list, optimizer, groups: Groups, *, with_optimizer: boo
     return state
 
 
+#: a rank writing at most this many bytes writes them itself; more: megatron's writer processes
+#: (forked per save: ~70 ms each time on our CPU VM, which is all of a small model's save)
+WRITE_IN_PROCESS_BYTES = 64 << 20
+
+
+def _bucket_bytes(buckets) -> int:
+    """Tensor bytes of megatron's write buckets: (file, key, (bytes items, tensor items))."""
+    return sum(t.numel() * t.element_size() for _, _, (_, items) in buckets for _, t in items)
+
+
+def _small_writes_in_process(multiproc):
+    """``FileSystemWriterAsync.write_preloaded_data_multiproc`` with its per-bucket writer
+    (``write_preloaded_data``: the same files, results and fsync) run in this process when the
+    rank writes little, so a small checkpoint forks nothing."""
+
+    def write(transform_list, use_msc, rank, write_buckets, global_results_queue):
+        if _bucket_bytes(write_buckets) > WRITE_IN_PROCESS_BYTES:
+            return multiproc(transform_list, use_msc, rank, write_buckets, global_results_queue)
+        results, done, out = queue.Queue(), queue.Queue(), {}
+        for i, bucket in enumerate(write_buckets):
+            done.put(i)
+            filesystem_async.FileSystemWriterAsync.write_preloaded_data(
+                transform_list, i, bucket, results, done, True, use_msc=use_msc)
+            idx, written = results.get()
+            if isinstance(written, Exception):
+                out = written
+                break
+            out[idx] = written
+        global_results_queue.put(out)
+
+    write.wlb_in_process = True
+    return staticmethod(write)
+
+
+_Writer = filesystem_async.FileSystemWriterAsync
+if not getattr(_Writer.write_preloaded_data_multiproc, "wlb_in_process", False):
+    _Writer.write_preloaded_data_multiproc = _small_writes_in_process(
+        _Writer.write_preloaded_data_multiproc)
+
+
 def save(state: dict, directory: str) -> None:
     """Write ``state`` (sharded and common parts; collective) into the empty ``directory``.
 
