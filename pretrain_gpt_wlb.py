@@ -21,7 +21,7 @@ for _msg in (".*Transformer Engine and Apex are not installed.*", ".*Apex is not
 
 
 def _say(message: str) -> None:
-    from wlb.training.arguments import say_once
+    from wlb.training.one_line import say_once
 
     say_once(f"pretrain_gpt_wlb.py: {message}")
 

@@ -208,6 +208,8 @@ class CheckpointConfig:
             instead of training from scratch.
         ckpt_convert_format: load, save in this format into ``ckpt_convert_save`` and exit.
         ckpt_convert_save: where the converted checkpoint goes.
+        use_checkpoint_args: the model's shape was taken from the ``load`` checkpoint's args
+            (``wlb.training.checkpoint_args``; already in :class:`ModelConfig`).
     """
 
     save: str | None
@@ -221,6 +223,7 @@ class CheckpointConfig:
     exit_on_missing_checkpoint: bool = False
     ckpt_convert_format: str | None = None
     ckpt_convert_save: str | None = None
+    use_checkpoint_args: bool = False
 
 
 @dataclass

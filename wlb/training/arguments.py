@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 from wlb.config import WLBConfig
 from wlb.cp.kernels import BACKENDS
@@ -18,44 +16,15 @@ from wlb.preprocess.tokenizer import TOKENIZER_TYPES, check_tokenizer_flags
 from wlb.run_config import RunConfig
 from wlb.training import checkpoint_args, megatron_flags
 from wlb.training.checkpoint import CheckpointError
+from wlb.training.one_line import OneLineParser
 
 
 class ArgumentError(ValueError):
     """A flag combination that cannot run (the message names the flags and values)."""
 
 
-#: seconds the other local ranks wait before exiting on an error, so that torchrun, which stops
-#: every worker at the first exit, does not stop local rank 0 before it has said why
-QUIET_RANK_EXIT_DELAY_S = 3.0
-
-
-def say_once(line: str) -> None:
-    """Print one error line from local rank 0 only (every rank fails the same way); the other
-    ranks wait a moment instead, so that rank 0 gets to print it under torchrun."""
-    if os.environ.get("LOCAL_RANK", "0") == "0":
-        print(line, file=sys.stderr, flush=True)
-    else:
-        import time
-
-        time.sleep(QUIET_RANK_EXIT_DELAY_S)
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """An unknown flag or bad choice is one line (no usage block) from local rank 0, exit 2."""
-
-    def error(self, message: str):
-        prefix = "unrecognized arguments: "
-        if message.startswith(prefix):
-            flags = [a for a in message[len(prefix):].split() if a.startswith("-")]
-            if flags:
-                message = (f"{flags[0]} is not supported yet (not a flag of this project; "
-                           "docs/flags.md lists the Megatron flags it reads)")
-        say_once(f"{self.prog}: error: {message}")
-        sys.exit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _OneLineParser(
+    p = OneLineParser(
         description="Train a GPT with megatron-core and WLB-LLM workload balancing.",
         allow_abbrev=False,
     )
@@ -289,19 +258,14 @@ def _validate_schedule(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line as a Namespace; with --use-checkpoint-args, the model's shape taken from
-    the --load checkpoint (the flags given explicitly win where Megatron-LM lets them)."""
+    """The command line as a Namespace (with --use-checkpoint-args, the model's shape taken
+    from the --load checkpoint)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    args.checkpoint_notes = []
-    if args.use_checkpoint_args and args.load:
-        for action in parser._actions:  # parse again, defaults left out: the flags given
-            action.default = argparse.SUPPRESS
-        given = set(vars(parser.parse_known_args(argv)[0]))
-        try:
-            args.checkpoint_notes = checkpoint_args.apply_checkpoint_args(args, given)
-        except CheckpointError as e:
-            raise ArgumentError(str(e)) from None
+    try:
+        args.checkpoint_notes = checkpoint_args.apply_checkpoint_args(args, parser, argv)
+    except CheckpointError as e:
+        raise ArgumentError(str(e)) from None
     return args
 
 

@@ -99,9 +99,16 @@ def model_args_of(saved: argparse.Namespace, given: set[str]) -> dict:
     return out
 
 
-def apply_checkpoint_args(args: argparse.Namespace, given: set[str]) -> list[str]:
-    """--use-checkpoint-args: set ``args``' model shape from the --load checkpoint (in place);
-    returns the note to log. No checkpoint there yet: the command line's values (Megatron-LM)."""
+def apply_checkpoint_args(args: argparse.Namespace, parser: argparse.ArgumentParser,
+                          argv: list[str] | None) -> list[str]:
+    """--use-checkpoint-args: set ``args``' model shape (``parser``'s parse of ``argv``) from
+    the --load checkpoint, in place; returns the notes to log. Without the flag (or --load),
+    nothing; no checkpoint there yet: the command line's values (Megatron-LM's behaviour)."""
+    if not (args.use_checkpoint_args and args.load):
+        return []
+    for action in parser._actions:  # parse again, defaults left out: the flags given
+        action.default = argparse.SUPPRESS
+    given = set(vars(parser.parse_known_args(argv)[0]))
     found = locate(args.load, args.ckpt_step)
     if found is None:
         return [f"--use-checkpoint-args: no checkpoint in {args.load} yet; using the command "
