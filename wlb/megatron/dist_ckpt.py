@@ -3,7 +3,7 @@
 Every tensor is saved as its shard of the global tensor (the model's ``sharded_state_dict``;
 the optimizer's Adam moments and fp32 main parameters keyed by the parameter they belong to), so
 a checkpoint loads under any TP, PP (and VPP), DP and CP layout, with megatron's distributed
-optimizer on or off. The top level is Megatron-LM's: ``model`` (``model0``, ``model1``, ... with
+optimizer on or off (the optimizer's part: ``wlb.megatron.optim_ckpt``). The top level is Megatron-LM's: ``model`` (``model0``, ``model1``, ... with
 VPP), ``optimizer``, ``opt_param_scheduler``, ``rng_state``, ``iteration``,
 ``checkpoint_version``, ``args``; the run's data and packer state is under ``wlb``.
 
@@ -11,7 +11,7 @@ On disk (one directory, written by every rank together)::
 
     iter_0000100/metadata.json   dist_checkpointing's format marker (torch_dist)
     iter_0000100/common.pt       the non-sharded part (rank 0): iteration, args, schedule, wlb
-    iter_0000100/__R_T.distcp    shards (each rank's, one file per writer thread)
+    iter_0000100/__R_T.distcp    shards (each rank's, one file per write bucket)
     iter_0000100/.metadata       torch.distributed.checkpoint's index of the shards
 
 RNG states are per rank: they are restored only into the layout that saved them (Megatron-LM
