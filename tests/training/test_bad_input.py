@@ -136,3 +136,12 @@ def test_a_checkpoint_of_another_model_shape_is_one_line(checkpoint):
     assert len(lines) == 1 and lines[0].startswith(LINE), proc.stderr
     assert ("decoder.final_layernorm.weight: shape (64,) in the checkpoint, (128,) in this "
             "run's model") in lines[0], lines[0]  # the first differing tensor, by key
+
+
+def test_an_fp32_checkpoint_lacks_what_a_plain_bf16_optimizer_needs(checkpoint):
+    """(With --use-distributed-optimizer it loads: test_checkpoint_layouts.py.)"""
+    proc = launch_pretrain(TINY + ["--global-batch-size", "4", "--bf16", "--load", checkpoint])
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and "saved without fp32 main parameters" in lines[0], proc.stderr
+    assert "--use-distributed-optimizer" in lines[0]

@@ -98,10 +98,12 @@ def test_the_distributed_optimizer_switches_on_and_off_across_resumes(tmp_path, 
     """The Adam state converts between megatron's two optimizers (wlb.megatron.optim_ckpt), so
     the run continues the uninterrupted one. bf16: the plain optimizer keeps fp32 main copies
     (``fp32_param``, the distributed one's ``param``); fp32: it has none, the loaded weights are
-    the distributed optimizer's main parameters."""
+    the distributed optimizer's main parameters (also when the run goes on in bf16)."""
+    fulls = {}
     for name, dtype in (("fp32", []), ("bf16", ["--bf16"])):
         base = PLAIN + dtype
         full = run_pretrain(1, base, str(tmp_path / f"full-{name}.jsonl"))
+        fulls[name] = full
         plain, dist = plain_at_2, str(tmp_path / f"dist-{name}")
         if dtype:
             plain = str(tmp_path / "plain-bf16")
@@ -113,6 +115,10 @@ def test_the_distributed_optimizer_switches_on_and_off_across_resumes(tmp_path, 
         off = run_pretrain(1, base + ["--load", dist, "--exit-interval", "6"],
                            str(tmp_path / f"off-{name}.jsonl"))
         _same(off, full, [5, 6])
+    # fp32 without it -> bf16 with it: no fp32 main copies saved, the loaded weights become them
+    bf16 = run_pretrain(1, FLAGS + ["--bf16", "--load", plain_at_2, "--exit-interval", "4"],
+                        str(tmp_path / "fp32-to-bf16.jsonl"))
+    _same(bf16, fulls["fp32"], [3, 4])
 
 
 def test_a_checkpoint_loads_without_its_optimizer_and_from_plain_megatron_core(tmp_path,

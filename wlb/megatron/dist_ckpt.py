@@ -3,9 +3,10 @@
 Every tensor is saved as its shard of the global tensor (the model's ``sharded_state_dict``;
 the optimizer's Adam moments and fp32 main parameters keyed by the parameter they belong to), so
 a checkpoint loads under any TP, PP (and VPP), DP and CP layout, with megatron's distributed
-optimizer on or off (the optimizer's part: ``wlb.megatron.optim_ckpt``). The top level is Megatron-LM's: ``model`` (``model0``, ``model1``, ... with
-VPP), ``optimizer``, ``opt_param_scheduler``, ``rng_state``, ``iteration``,
-``checkpoint_version``, ``args``; the run's data and packer state is under ``wlb``.
+optimizer on or off (the optimizer's part: ``wlb.megatron.optim_ckpt``). The top level is
+Megatron-LM's: ``model`` (``model0``, ``model1``, ... with VPP), ``optimizer``,
+``opt_param_scheduler``, ``rng_state``, ``iteration``, ``checkpoint_version``, ``args``; the
+run's data and packer state is under ``wlb``.
 
 On disk (one directory, written by every rank together)::
 

@@ -106,6 +106,12 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
             if with_optim:  # saved with the distributed optimizer on and now off, or vice versa
                 optim_ckpt.retarget(template["optimizer"], set(saved))
             problem = dist_ckpt.first_mismatch(template, saved)
+            if problem and problem.startswith("optimizer.state.fp32_param."):
+                raise CheckpointError(
+                    f"--load {path}: saved without fp32 main parameters (an fp32 run without "
+                    "the distributed optimizer), which this bf16 run's optimizer keeps; pass "
+                    "--use-distributed-optimizer (its main parameters then come from the loaded "
+                    "weights) or --no-load-optim")
             if problem:
                 raise CheckpointError(f"--load {path}: {problem} (another model shape?)")
             loaded = dist_ckpt.load(template, path)
