@@ -90,8 +90,10 @@ def init_distributed(backend: str | None) -> None:
     if dist.is_initialized():
         return
     alone = "WORLD_SIZE" not in os.environ and "MASTER_PORT" not in os.environ
-    for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                 ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29511")):
+    defaults = [("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")]
+    if not alone:  # (a partial environment: the rendezvous address it lacks)
+        defaults += [("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "29511")]
+    for k, v in defaults:
         os.environ.setdefault(k, v)
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
