@@ -11,7 +11,7 @@ the tiny model; ``K`` is a parameter's key, e.g. ``decoder.layers.mlp.linear_fc1
 
 Every tensor is per parameter in both, so switching the distributed optimizer on or off across a
 resume is a renaming (:func:`retarget`: ``param`` <-> ``fp32_param``; an fp32 model's plain
-optimizer has no main copy, its main parameters are the loaded weights) and a rebuilt common
+optimizer has no main copy, its fp32 weights are read as the main parameters) and a rebuilt common
 part (:func:`convert`: the hyper-parameters of each parameter group, matched by megatron's group
 identifiers, and the step count).
 """
@@ -48,26 +48,57 @@ def sharded_optimizer(optimizer, model_state: dict, loading: bool) -> dict:
         metadata={"distrib_optim_sharding_type": DISTRIB_OPTIM_SHARDING})
 
 
-def retarget(template: dict, saved: set[str]) -> None:
+def retarget(template: dict, saved: set[str]) -> dict[tuple, ShardedTensor]:
     """Rename (in place) the optimizer template's tensors that the checkpoint, whose tensor keys
-    are ``saved``, holds under the other optimizer's name; drop the distributed optimizer's
-    main parameters when it has none (:func:`load` takes them from the loaded weights)."""
+    are ``saved``, holds under the other optimizer's name.
 
-    def walk(node):
+    A plain fp32 optimizer saves no main parameters: its fp32 weights are them. The distributed
+    optimizer's main parameters are then taken out of the template and returned, keyed by their
+    path in it (``None`` there) and pointed at the weights' own keys, to be read at full
+    precision in a second load (:func:`load_main`): a bf16 model's template would round them.
+    (A plain bf16 optimizer keeps its main parameters in another structure: such a load is
+    refused, ``checkpoint_io``.)
+    """
+    mains: dict[tuple, ShardedTensor] = {}
+
+    def walk(node, path):
         items = node.items() if isinstance(node, dict) else enumerate(node)
         for k, v in list(items):
             if isinstance(v, (dict, list)):
-                walk(v)
+                walk(v, (*path, k))
             elif isinstance(v, (ShardedTensor, ShardedTensorFactory)) and v.key not in saved:
                 kind, _, rest = v.key.removeprefix("optimizer.state.").partition(".")
                 if kind in _MAIN:
                     other = f"optimizer.state.{_MAIN[1 - _MAIN.index(kind)]}.{rest}"
                     if other in saved:
                         v.key = other
-                    elif kind == "param" and isinstance(node, dict):
-                        del node[k]
+                    elif kind == "param" and rest in saved:  # the fp32 weights
+                        v.key = rest
+                        mains[(*path, k)], node[k] = v, None
 
-    walk(template)
+    walk(template, ())
+    return mains
+
+
+def load_main(loaded: dict, mains: dict[tuple, ShardedTensor], read) -> None:
+    """Read the main parameters :func:`retarget` took out (``read``: a template -> loaded
+    dict, ``dist_ckpt.load`` of the same checkpoint) and put them where the template had them
+    in ``loaded`` (the optimizer's part of the first load, from which dist_checkpointing
+    dropped the ``None`` leaves, and a list that held only those)."""
+    if not mains:
+        return
+    got = read({"main": list(mains.values())})["main"]
+    for path, tensor in zip(mains, got, strict=True):
+        node = loaded
+        for k, below in zip(path, (*path[1:], None)):
+            if isinstance(node, list) and len(node) <= k:
+                node.extend([None] * (k + 1 - len(node)))
+            if below is None:
+                node[k] = tensor
+            else:
+                if node[k] is None if isinstance(node, list) else k not in node:
+                    node[k] = [] if isinstance(below, int) else {}
+                node = node[k]
 
 
 def _saved_groups(loaded: dict, saved_distributed: bool) -> tuple[list[dict], float]:
@@ -122,25 +153,20 @@ def load(optimizer, loaded: dict, saved_distributed: bool) -> None:
         for s in leaf.optimizer.state.values():
             if torch.is_tensor(s.get("step")):
                 s["step"] = s["step"].clone()
-    if switched and is_distributed(optimizer):
-        # main parameters a plain fp32 optimizer did not save: the loaded weights (an fp32
-        # model's main parameters are views of them anyway; a bf16 model's are copies)
-        optimizer.reload_model_params()
 
 
-def _keep_step_and_main_param(set_states):
+def _keep_step(set_states):
     """megatron-core 0.16's ``DistributedOptimizer._set_main_param_and_optimizer_states`` copies
     every state key of a parameter from the loaded ``fully_reshardable`` tensors, which never
     hold torch Adam's per-parameter ``step`` (loaded separately, from the param groups), so a
-    load without Apex / TransformerEngine's fused Adam fails with ``KeyError: 'step'``; nor the
-    main parameter when a plain fp32 optimizer saved them (:func:`retarget`). Pass what is
-    already in place through."""
+    load without Apex / TransformerEngine's fused Adam fails with ``KeyError: 'step'``. Pass
+    the step already in place through."""
 
     def inner(self, model_param, tensors):
         group, order = self.model_param_group_index_map[model_param]
         main = self.optimizer.param_groups[group]["params"][order]
         step = self.optimizer.state.get(main, {}).get("step")
-        tensors = ({"param": main} | ({"step": step} if step is not None else {})) | tensors
+        tensors = ({"step": step} if step is not None else {}) | tensors
         return set_states(self, model_param, tensors)
 
     inner.wlb_keeps_step = True
@@ -149,5 +175,5 @@ def _keep_step_and_main_param(set_states):
 
 if not getattr(DistributedOptimizer._set_main_param_and_optimizer_states, "wlb_keeps_step",
                False):
-    DistributedOptimizer._set_main_param_and_optimizer_states = _keep_step_and_main_param(
+    DistributedOptimizer._set_main_param_and_optimizer_states = _keep_step(
         DistributedOptimizer._set_main_param_and_optimizer_states)

@@ -103,20 +103,23 @@ def load_checkpoint(load_dir: str, run, log=print) -> int | None:
                                                with_optimizer=with_optim, with_rng=with_rng,
                                                loading=True)
             saved = dist_ckpt.saved_shapes(path)
+            mains = {}
             if with_optim:  # saved with the distributed optimizer on and now off, or vice versa
-                optim_ckpt.retarget(template["optimizer"], set(saved))
+                mains = optim_ckpt.retarget(template["optimizer"], set(saved))
             problem = dist_ckpt.first_mismatch(template, saved)
             if problem and problem.startswith("optimizer.state.fp32_param."):
                 raise CheckpointError(
                     f"--load {path}: saved without fp32 main parameters (an fp32 run without "
                     "the distributed optimizer), which this bf16 run's optimizer keeps; pass "
-                    "--use-distributed-optimizer (its main parameters then come from the loaded "
-                    "weights) or --no-load-optim")
+                    "--use-distributed-optimizer (its main parameters are then read from the saved "
+                    "fp32 weights) or --no-load-optim")
             if problem:
                 raise CheckpointError(f"--load {path}: {problem} (another model shape?)")
             loaded = dist_ckpt.load(template, path)
             dist_ckpt.apply_model(run.model, loaded)
             if with_optim:
+                optim_ckpt.load_main(loaded["optimizer"], mains,
+                                     lambda t: dist_ckpt.load(t, path))
                 optim_ckpt.load(run.optimizer, loaded["optimizer"], saved_distopt)
             # (the common part, common.pt, comes merged into what dist_checkpointing loads)
             scheduler, rng = loaded.get("opt_param_scheduler"), loaded.get("rng_state")
