@@ -106,6 +106,27 @@ def test_launcher_honours_wlb_venv_and_refuses_a_missing_one(tmp_path):
     assert p.returncode == 2 and "WLB_VENV" in p.stderr and str(tmp_path / "nope") in p.stderr
 
 
+def test_set_up_without_python_312_says_what_to_install(tmp_path):
+    """scripts/_venv.sh on a machine whose only Python is older than 3.12 (no pyenv on the PATH,
+    ``$PYTHON`` a 3.11-like stub): one line, nothing made. A .venv of an older Python is made
+    again (the stub venv here is removed first)."""
+    old = tmp_path / "py311"
+    old.write_text("#!/bin/sh\nexit 1\n")  # answers 'no' to the version check, like 3.11
+    old.chmod(0o755)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(old)
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(old), "WLB_VENV": str(venv)}
+    p = subprocess.run(["bash", "-c", f"source {ROOT}/scripts/_venv.sh"], capture_output=True,
+                       text=True, env={**ENV, **env}, timeout=60)
+    if os.path.exists("/usr/bin/python3.12") or os.path.exists("/usr/bin/python3.13"):
+        pytest.skip("this machine has a system Python >= 3.12")
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "making it again with Python >= 3.12" in p.stdout and not venv.exists()
+    (line,) = p.stderr.strip().splitlines()
+    assert line.startswith("[setup] no Python >= 3.12 found") and "install Python 3.12" in line
+
+
 @pytest.mark.dist
 @pytest.mark.slow
 def test_two_node_agents_on_one_machine(tmp_path):

@@ -117,7 +117,9 @@ def test_the_plan_is_never_slower_than_the_fixed_layout_and_trains_every_piece_o
             plan = plan_elastic(mbs, ranks, dp=dp, cp=cp, rank_tokens=300 // cp, ec=SQ, pp=pp)
             fixed = fixed_slots(mbs, ranks, dp, cp)
             assert plan_time(plan.slots, SQ, pp) <= plan_time(fixed, SQ, pp)
-            assert plan.slot_times == [slot_time(s, SQ) for s in plan.slots]
+            # (the planner sums over arrays, slot_time one by one: the last bit may differ)
+            assert plan.slot_times == pytest.approx([slot_time(s, SQ) for s in plan.slots],
+                                                    rel=1e-12)
         seen = sorted(p.doc_id for s in plan.slots for g in s.groups for p in g.pieces)
         assert seen == list(range(doc))
         for s in plan.slots:

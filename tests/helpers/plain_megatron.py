@@ -40,7 +40,7 @@ def main(ours: str, out: str) -> None:
         iteration = int(f.read())
     src = os.path.join(ours, f"iter_{iteration:07d}")
     with torch.serialization.safe_globals([argparse.Namespace]):
-        a = torch.load(os.path.join(src, "common.pt"), weights_only=True)["args"]
+        a = dist_checkpointing.load_common_state_dict(src)["args"]
     from torch.distributed.checkpoint import FileSystemReader
 
     vocab = FileSystemReader(src).read_metadata().state_dict_metadata[

@@ -66,7 +66,7 @@ def test_every_op_once_and_forward_before_backward(pp, vpp, m):
 @pytest.mark.parametrize("pp,vpp,m", [(2, 2, 2), (2, 2, 4), (4, 2, 4), (4, 2, 8), (4, 4, 8),
                                       (2, 3, 6), (4, 2, 12)])
 def test_interleaved_order_matches_megatron_core(pp, vpp, m):
-    """Our order against megatron-core 0.16's get_schedule_table / get_pp_rank_microbatches."""
+    """Our order against megatron-core's get_schedule_table / get_pp_rank_microbatches."""
     schedules = pytest.importorskip("megatron.core.pipeline_parallel.schedules")
     table = schedules.get_schedule_table(m, vpp, pp)
     for r in range(pp):

@@ -84,10 +84,12 @@ def test_checkpoint_problems_are_named(checkpoint, tmp_path):
     ck, it = _ck_copy(checkpoint, tmp_path)
     import torch
 
+    # megatron-core reads a legacy common.pt in place of the common state in the shards
     torch.save({"iteration": 1}, os.path.join(it, "common.pt"))  # another program's
     _one_line(_launcher(*RESUME, "--load", ck), "not a checkpoint written by pretrain_gpt_wlb")
     os.remove(os.path.join(it, "common.pt"))
-    _one_line(_launcher(*RESUME, "--load", ck), "cannot read common.pt")
+    os.remove(os.path.join(it, ".metadata"))  # the shards' index
+    _one_line(_launcher(*RESUME, "--load", ck), "cannot read .metadata, the shards' index")
 
 
 @pytest.mark.parametrize("args, match", [

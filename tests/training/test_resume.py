@@ -28,7 +28,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     ck = str(tmp_path / "ckpt")
     first = run_pretrain(2, base + ["--train-iters", "3", "--save", ck],
                          str(tmp_path / "a.jsonl"))
-    assert os.path.exists(os.path.join(ck, "iter_0000003", "common.pt"))  # torch_dist
+    assert os.path.exists(os.path.join(ck, "iter_0000003", "metadata.json"))  # torch_dist
     second = run_pretrain(2, base + ["--train-iters", "6", "--load", ck],
                           str(tmp_path / "b.jsonl"))
     resumed = first + second

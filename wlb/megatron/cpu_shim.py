@@ -1,46 +1,41 @@
-"""Run megatron-core 0.16 on CPU + gloo: the one place that patches its CUDA-only call sites.
+"""Run megatron-core 0.19 on CPU + gloo: the one place that patches its CUDA-only call sites.
 
 megatron-core hard-codes CUDA in a handful of places that a CPU run still reaches (see
 ``../shared/notes/megatron_core_cpu.md``). :func:`apply` fixes them **only when CUDA is not
-available** (on a GPU machine it does nothing), and only for megatron-core 0.16.x, whose line-level
-behaviour it was written against. Each patch names the call sites it covers:
+available** (on a GPU machine it does nothing), and only for megatron-core 0.19.x, whose behaviour
+it was written against (files of ``megatron/core``; a version bump must re-check them). Each patch
+names the call sites it covers:
 
 * ``torch_proxy`` -- inside the listed megatron modules the name ``torch`` is re-bound to a proxy
   that maps ``device="cuda"`` to CPU in tensor factories and gives ``torch.cuda`` CPU meanings
-  (``current_device`` -> "cpu", ``synchronize`` -> no-op, RNG state -> the CPU generator).
-  Covers schedules.py:596/983/2138 (``zeros(device="cuda")``), p2p_communication.py:190-321 and
-  :242/398 (``current_device``/``synchronize``), param_and_grad_buffer.py:783-806, utils.py:631
-  (GlobalMemoryBuffer) and :1207 (no-apex l2 norm), optimizer.py:473-485/907/1141,
-  clip_grads.py:90-207, distrib_optimizer.py:791, random.py:235-238 (RNG tracker),
-  parallel_state.py:198 and, for ``dist_checkpointing`` (``--ckpt-format torch_dist``),
-  strategies/filesystem_async.py:230 (``synchronize``), state_dict_saver.py:252
-  (``current_device``) and fully_parallel.py:271/281 (``synchronize``).
-* ``rng_state`` -- random.py:41/72 ``_get/_set_cuda_rng_state`` read/write the CPU generator, so
+  (``current_device`` -> "cpu", ``synchronize`` -> no-op, RNG state -> the CPU generator,
+  streams and events -> objects whose every method is a no-op). Covers the ``zeros(device=
+  "cuda")`` buffers of pipeline_parallel/schedules.py, the shape exchange and ``synchronize`` of
+  p2p_communication.py, the grad buffers and their stream waits in
+  distributed/param_and_grad_buffer.py, utils.py's GlobalMemoryBuffer and no-Apex l2 norm, the
+  optimizers' buffers (optimizer.py, clip_grads.py, distrib_optimizer.py), the RNG tracker
+  (tensor_parallel/random.py), parallel_state.py and, for ``dist_checkpointing``
+  (``--ckpt-format torch_dist``), the ``synchronize`` / ``current_device`` calls of
+  strategies/filesystem_async.py, state_dict_saver.py and fully_parallel.py.
+* ``rng_state`` -- random.py's ``_get/_set_cuda_rng_state`` read/write the CPU generator, so
   ``model_parallel_cuda_manual_seed`` and ``get_cuda_rng_tracker().fork()`` work.
-* ``tensor_types`` -- distrib_optimizer.py:361/420/431, optimizer.py:671/690 (bf16 optimizer
-  ``__init__``) and clip_grads.py:167 check ``param.type() == 'torch.cuda.FloatTensor'``; while
-  those functions run, ``Tensor.type()`` reports the CUDA name of a CPU tensor.
-* ``p2p_shapes`` -- p2p_communication.py:165-240 exchanges micro-batch shapes (variable
-  sequence lengths) with one ``batch_isend_irecv`` whatever ``batch_p2p_comm`` says. With PP=2 the
-  previous and next stage are the same rank, and gloo matches same-peer messages in posting order,
-  so under the interleaved schedule (sends and receives in both directions at once) the forward
-  and backward shapes are swapped and the job dies with a size mismatch. Our version tags each
-  message with its direction, so gloo matches them by tag.
-* ``tied_embedding`` -- language_module.py:244 calls ``weight.data.cuda()`` for tied embeddings
-  with PP > 1; while ``setup_embeddings_and_output_layer`` runs, ``Tensor.cuda`` is the identity.
-  The same for distrib_optimizer.py:1089 (``get_parameter_state_dp_zero``: the distributed
-  optimizer's state gathered for a ``fully_reshardable`` torch_dist checkpoint).
+* ``tensor_types`` -- the distributed optimizer's main-parameter groups, the bf16 optimizer's
+  ``__init__`` and clip_grads.py check ``param.type() == 'torch.cuda.FloatTensor'``; while those
+  functions run, ``Tensor.type()`` reports the CUDA name of a CPU tensor.
+* ``p2p_shapes`` -- p2p_communication.py exchanges micro-batch shapes (variable sequence lengths)
+  with one ``batch_isend_irecv`` whatever ``batch_p2p_comm`` says. With PP=2 the previous and
+  next stage are the same rank, and gloo matches same-peer messages in posting order, so under the
+  interleaved schedule (sends and receives in both directions at once) the forward and backward
+  shapes are swapped and the job dies with a size mismatch. Our version tags each message with
+  its direction, so gloo matches them by tag.
+* ``tied_embedding`` -- language_module.py calls ``weight.data.cuda()`` for tied embeddings with
+  PP > 1; while ``setup_embeddings_and_output_layer`` runs, ``Tensor.cuda`` is the identity. The
+  same for the distributed optimizer's ``get_parameter_state_dp_zero`` (its state gathered for a
+  ``fully_reshardable`` torch_dist checkpoint).
 
-* ``deferred_compile`` -- at import, megatron/core/jit.py binds ``jit_fuser = torch.compile`` and
-  about 20 fusion functions (fusions/, activations.py, torch_norm.py, attention.py) are decorated
-  with it, which imports torch._dynamo and torch._inductor: ~2 s of CPU in every process, for
-  fusions our spec does not call. While ``import megatron.core`` runs (``wlb.megatron``'s first
-  act), ``torch.compile`` returns a wrapper that compiles on the first call instead, with the same
-  arguments, so nothing changes but when the cost is paid. Not applied when CUDA is available.
-
-Not covered because our spec never reaches them: transformer/utils.py:35/40 (masks of the local
-``DotProductAttention``, replaced by our attention) and rope_utils.py:62 (megatron's RoPE under
-CP; our attention applies RoPE itself).
+Not covered because our spec never reaches them: transformer/utils.py (masks of the local
+``DotProductAttention``, replaced by our attention) and rope_utils.py (megatron's RoPE under CP;
+our attention applies RoPE itself).
 """
 
 from __future__ import annotations
@@ -52,7 +47,7 @@ import types
 
 import torch
 
-SUPPORTED = "0.16."
+SUPPORTED = "0.19."
 _APPLIED = False
 
 _MODULES = (
@@ -92,9 +87,23 @@ class _CudaOnCPU(types.SimpleNamespace):
         return getattr(torch.cuda, name)
 
 
+class _NoStream:
+    """A CUDA stream or event on the CPU: every operation is already in order."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __getattr__(self, name):  # wait_stream, wait_event, synchronize, record, query, ...
+        return lambda *args, **kwargs: True
+
+
 def _make_cuda_namespace() -> _CudaOnCPU:
     return _CudaOnCPU(
         is_available=lambda: False,
+        current_stream=lambda *a, **k: _NoStream(),
+        Stream=_NoStream,
+        Event=_NoStream,
+        stream=lambda *a, **k: contextlib.nullcontext(),
         current_device=lambda: "cpu",
         synchronize=lambda *a, **k: None,
         empty_cache=lambda: None,
@@ -200,40 +209,6 @@ def _communicate_shapes(self, tensor_send_next, tensor_send_prev, recv_prev, rec
         recv_prev_t.tolist() if recv_prev_t is not None else [0, 0, 0],
         recv_next_t.tolist() if recv_next_t is not None else [0, 0, 0],
     )
-
-
-def _compile_on_first_call(compile_fn):
-    """``torch.compile``'s signature; the compilation itself waits for the first call."""
-
-    def deferred(model=None, **kwargs):
-        if model is None:  # used as @torch.compile(...)
-            return lambda fn: deferred(fn, **kwargs)
-        compiled = None
-
-        @functools.wraps(model)
-        def call(*args, **kw):
-            nonlocal compiled
-            if compiled is None:
-                compiled = compile_fn(model, **kwargs)
-            return compiled(*args, **kw)
-
-        return call
-
-    return deferred
-
-
-@contextlib.contextmanager
-def deferred_compile():
-    """Within the block (CPU only), ``torch.compile`` compiles at the first call, not at once."""
-    if torch.cuda.is_available():
-        yield
-        return
-    real = torch.compile
-    torch.compile = _compile_on_first_call(real)
-    try:
-        yield
-    finally:
-        torch.compile = real
 
 
 def check_version() -> str:

@@ -11,8 +11,9 @@ run's data and packer state is under ``wlb``.
 On disk (one directory, written by every rank together)::
 
     iter_0000100/metadata.json   dist_checkpointing's format marker (torch_dist)
-    iter_0000100/common.pt       the non-sharded part (rank 0): iteration, args, schedule, wlb
-    iter_0000100/__R_T.distcp    shards (each rank's, one file per write bucket)
+    iter_0000100/__R_T.distcp    shards (each rank's, one file per write bucket); the
+                                 non-sharded part (iteration, args, schedule, wlb) is the
+                                 ``common_state`` object among them (:func:`read_common`)
     iter_0000100/.metadata       torch.distributed.checkpoint's index of the shards
 
 RNG states are per rank: they are restored only into the layout that saved them (Megatron-LM
@@ -95,46 +96,6 @@ def sharded_state(model: list, optimizer, groups: Groups, *, with_optimizer: boo
     return state
 
 
-#: a rank writing at most this many bytes writes them itself; more: megatron's writer processes
-#: (forked per save: ~70 ms each time on our CPU VM, which is all of a small model's save)
-WRITE_IN_PROCESS_BYTES = 64 << 20
-
-
-def _bucket_bytes(buckets) -> int:
-    """Tensor bytes of megatron's write buckets: (file, key, (bytes items, tensor items))."""
-    return sum(t.numel() * t.element_size() for _, _, (_, items) in buckets for _, t in items)
-
-
-def _small_writes_in_process(multiproc):
-    """``FileSystemWriterAsync.write_preloaded_data_multiproc`` with its per-bucket writer
-    (``write_preloaded_data``: the same files, results and fsync) run in this process when the
-    rank writes little, so a small checkpoint forks nothing."""
-
-    def write(transform_list, use_msc, rank, write_buckets, global_results_queue):
-        if _bucket_bytes(write_buckets) > WRITE_IN_PROCESS_BYTES:
-            return multiproc(transform_list, use_msc, rank, write_buckets, global_results_queue)
-        results, done, out = queue.Queue(), queue.Queue(), {}
-        for i, bucket in enumerate(write_buckets):
-            done.put(i)
-            filesystem_async.FileSystemWriterAsync.write_preloaded_data(
-                transform_list, i, bucket, results, done, True, use_msc=use_msc)
-            idx, written = results.get()
-            if isinstance(written, Exception):
-                out = written
-                break
-            out[idx] = written
-        global_results_queue.put(out)
-
-    write.wlb_in_process = True
-    return staticmethod(write)
-
-
-_Writer = filesystem_async.FileSystemWriterAsync
-if not getattr(_Writer.write_preloaded_data_multiproc, "wlb_in_process", False):
-    _Writer.write_preloaded_data_multiproc = _small_writes_in_process(
-        _Writer.write_preloaded_data_multiproc)
-
-
 def save(state: dict, directory: str) -> None:
     """Write ``state`` (sharded and common parts; collective) into the empty ``directory``.
 
@@ -145,6 +106,14 @@ def save(state: dict, directory: str) -> None:
     if filesystem_async._results_queue is None:
         filesystem_async._results_queue = queue.Queue()
     dist_checkpointing.save(state, directory)
+
+
+def read_common(directory: str) -> dict:
+    """The checkpoint's common (non-sharded) part: ``iteration``, ``args``, the schedule,
+    ``wlb``, ... (megatron-core 0.19 keeps it in the shards as the ``common_state`` object; older
+    checkpoints in ``common.pt``), read with ``weights_only``. Needs no process group."""
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        return dist_checkpointing.load_common_state_dict(directory)
 
 
 def saved_shapes(directory: str) -> dict[str, tuple[int, ...]]:

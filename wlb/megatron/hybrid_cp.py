@@ -1,4 +1,4 @@
-"""megatron-core 0.16's own hybrid context parallel planner (``BalancedCPScheduler``), run on
+"""megatron-core's own hybrid context parallel planner (``BalancedCPScheduler``), run on
 sub-sample lengths for comparison with ``wlb.elastic.planner`` (no process group: it reads only
 the DP x CP group's size)."""
 

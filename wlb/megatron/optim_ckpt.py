@@ -138,9 +138,10 @@ def load(optimizer, loaded: dict, saved_distributed: bool) -> None:
     """Load the optimizer part of a loaded checkpoint, saved with the distributed optimizer
     (``saved_distributed``) or without.
 
-    megatron-core 0.16's ``DistributedOptimizer.load_state_dict`` gives every parameter's torch
-    Adam state one shared ``step`` tensor, which Adam then increments once per parameter each
-    step, so the bias correction after a resume would be wrong: each parameter gets its own.
+    megatron-core's ``DistributedOptimizer.load_state_dict`` (0.16 to 0.19) gives every
+    parameter's torch Adam state one shared ``step`` tensor, which Adam then increments once per
+    parameter each step, so the bias correction after a resume would be wrong: each parameter
+    gets its own.
     """
     switched = saved_distributed != is_distributed(optimizer)
     if switched:
@@ -156,8 +157,8 @@ def load(optimizer, loaded: dict, saved_distributed: bool) -> None:
 
 
 def _keep_step(set_states):
-    """megatron-core 0.16's ``DistributedOptimizer._set_main_param_and_optimizer_states`` copies
-    every state key of a parameter from the loaded ``fully_reshardable`` tensors, which never
+    """megatron-core's ``DistributedOptimizer._set_main_param_and_optimizer_states`` (0.16-0.19)
+    copies every state key of a parameter from the loaded ``fully_reshardable`` tensors, which never
     hold torch Adam's per-parameter ``step`` (loaded separately, from the param groups), so a
     load without Apex / TransformerEngine's fused Adam fails with ``KeyError: 'step'``. Pass
     the step already in place through."""

@@ -39,7 +39,7 @@ def transformer_config(model: ModelConfig, layout: ParallelLayout) -> Transforme
         pipeline_dtype=dtype,
         bf16=model.bf16,
         variable_seq_lengths=True,  # WLB micro-batches differ in length
-        moe_token_dispatcher_type="alltoall",  # required with variable_seq_lengths (0.16)
+        moe_token_dispatcher_type="alltoall",  # required with variable_seq_lengths
         calculate_per_token_loss=True,  # loss / global token count (repacking-invariant)
         # PP=2 with VPP and batched p2p on gloo swaps activations silently (see notes)
         batch_p2p_comm=not (layout.pp == 2 and layout.vpp > 1),

@@ -12,7 +12,7 @@ place and only then updates the tracker file. A crash at any point leaves the pr
 checkpoint and tracker untouched.
 
 Besides model, optimizer, LR schedule and RNG, a checkpoint holds the run's *state* (``meta``,
-under ``wlb`` in ``common.pt`` or in ``meta.json``): the data position and the packer's queues
+under ``wlb`` in the common state or in ``meta.json``): the data position and the packer's queues
 (global: every rank computes the same plan, so they are stored once and restored under any
 layout with the same global batch size), the tokens trained, the LR schedule flags, the WLB
 settings and the layout that wrote it.
@@ -25,13 +25,11 @@ import dataclasses
 import json
 import os
 
-import torch
-
 from wlb.training import checkpoint_torch as legacy
 
 TRACKER = "latest_checkpointed_iteration.txt"
 FORMATS = ("torch_dist", "torch")
-COMMON = "common.pt"  # dist_checkpointing's non-sharded part (torch_dist)
+COMMON = "common state"  # dist_checkpointing's non-sharded part (torch_dist)
 
 
 class CheckpointError(RuntimeError):
@@ -62,12 +60,10 @@ def disk_format(path: str) -> str | None:
 
 
 def read_common(path: str) -> dict:
-    """``common.pt`` of a torch_dist checkpoint, read with ``weights_only`` (beyond tensors and
-    builtins, only the classes of Megatron-LM's ``args``: ``wlb.megatron.dist_ckpt``)."""
-    from wlb.megatron.dist_ckpt import SAFE_GLOBALS
+    """The common part of a torch_dist checkpoint (``wlb.megatron.dist_ckpt.read_common``)."""
+    from wlb.megatron.dist_ckpt import read_common as read
 
-    with torch.serialization.safe_globals(SAFE_GLOBALS):
-        return torch.load(os.path.join(path, COMMON), map_location="cpu", weights_only=True)
+    return read(path)
 
 
 def locate(load_dir: str, step: int | None = None) -> tuple[int, str] | None:
@@ -101,7 +97,7 @@ def _read_meta(path: str, fmt: str, finetune: bool) -> dict:
             meta = read_common(path).get("wlb")
     except Exception as e:  # noqa: BLE001 -- any unreadable file is one line
         name = legacy.META if fmt == "torch" else COMMON
-        raise CheckpointError(f"--load {path}: cannot read {name} ({type(e).__name__}: "
+        raise CheckpointError(f"--load {path}: cannot read its {name} ({type(e).__name__}: "
                               f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
     if meta is None and fmt == "torch_dist" and finetune:
         return {}  # weights of another program's checkpoint
