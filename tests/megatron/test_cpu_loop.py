@@ -1,0 +1,118 @@
+"""wlb.megatron.cpu_loop: Megatron-LM's own pretrain() on CPU.
+
+Each patch is checked where it lands (red when a megatron-core release moves its target: apply()
+then stops, naming it), the pin and the GPU case by hand, and the whole by Megatron-LM's loop
+training a GPT of megatron's local spec (tests/helpers/megatron_lm_gpt.py) at 1 process and at
+PP 2.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.torchrun import ENV, ROOT
+
+# Megatron-LM's flags for a tiny GPT on CPU (megatron's fused kernels off: they need CUDA)
+LM_TINY = [
+    "--mock-data", "--tokenizer-type", "NullTokenizer", "--vocab-size", "255",
+    "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
+    "--seq-length", "256", "--max-position-embeddings", "256", "--micro-batch-size", "1",
+    "--global-batch-size", "4", "--train-iters", "3", "--lr", "1e-3", "--lr-warmup-iters", "1",
+    "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-persist-layer-norm",
+    "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-bias-gelu-fusion",
+    "--no-bias-dropout-fusion", "--no-rope-fusion", "--position-embedding-type", "rope",
+    "--hidden-dropout", "0", "--attention-dropout", "0", "--log-interval", "1", "--seed", "7",
+    "--eval-iters", "0", "--eval-interval", "1000",
+]
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True,
+                          text=True, cwd=ROOT, env=ENV, timeout=120)
+
+
+def test_every_patch_lands_on_its_target():
+    code = """
+import json, torch
+from wlb.megatron import cpu_loop
+applied = cpu_loop.apply()
+import megatron.training.training as T, megatron.training.initialize as I
+import megatron.training.arguments as A, megatron.core.tensor_parallel.random as R
+marks = {
+    "initialize": [T.initialize_megatron.__wlb_cpu_patch__,
+                   I._compile_dependencies.__wlb_cpu_patch__],
+    "jit_warmup": [T.set_jit_fusion_options.__wlb_cpu_patch__],
+    "device_arch": [A.get_device_arch_version.__wlb_cpu_patch__],
+    "rng_tracker": [R._get_cuda_rng_state.__wlb_cpu_patch__,
+                    R._set_cuda_rng_state.__wlb_cpu_patch__],
+    "tensor_types": [torch.Tensor.type.__wlb_cpu_patch__],
+}
+effects = {
+    "devices": [str(torch.zeros(2, device="cuda").device), str(torch.ones(1).cuda().device),
+                str(torch.ones(1).to("cuda:0").device), str(torch.empty(1, device=0).device)],
+    "cuda_api": [torch.cuda.current_device(), torch.cuda.synchronize(),
+                 torch.cuda.current_stream().wait_stream(None)],
+    "tensor_types": [torch.ones(1).type(), torch.ones(1, dtype=torch.bfloat16).type()],
+    "device_arch": [A.get_device_arch_version()],
+}
+print(json.dumps({"applied": applied, "again": cpu_loop.apply(), "marks": marks,
+                  "effects": effects}))
+"""
+    out = _python(code)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.splitlines()[-1])
+    names = ["initialize", "jit_warmup", "device_arch", "devices", "cuda_api", "rng_tracker",
+             "tensor_types"]
+    assert got["applied"] == got["again"] == names
+    for name, marks in got["marks"].items():
+        assert marks == [name] * len(marks), name
+    assert got["effects"] == {
+        "devices": ["cpu"] * 4, "cuda_api": [0, None, True],
+        "tensor_types": ["torch.cuda.FloatTensor", "torch.cuda.BFloat16Tensor"],
+        "device_arch": [0]}
+
+
+def test_a_moved_target_or_another_release_stops_apply_with_one_line():
+    moved = _python("import megatron.training.training as T; del T.set_jit_fusion_options\n"
+                    "from wlb.megatron import cpu_loop; cpu_loop.apply()")
+    assert moved.returncode != 0
+    assert ("CudaPatchError: wlb.megatron.cpu_loop: megatron.training.training."
+            "set_jit_fusion_options is gone") in moved.stderr
+    other = _python("import megatron.core; megatron.core.__version__ = '0.20.0'\n"
+                    "from wlb.megatron import cpu_loop; cpu_loop.apply()")
+    assert other.returncode != 0
+    assert "supports megatron-core 0.19.x, found 0.20.0" in other.stderr
+
+
+def test_nothing_is_patched_where_cuda_is_available():
+    out = _python("import torch; torch.cuda.is_available = lambda: True\n"
+                  "sync = torch.cuda.synchronize\n"
+                  "from wlb.megatron import cpu_loop\n"
+                  "print(cpu_loop.apply(), torch.cuda.synchronize is sync)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]", "True"]
+
+
+def lm_losses(tmp_path, nproc: int, extra: list[str], name: str) -> list[dict]:
+    """Run tests/helpers/megatron_lm_gpt.py (Megatron-LM's pretrain) and read its losses."""
+    path = tmp_path / f"{name}.jsonl"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "tests.helpers.megatron_lm_gpt", *LM_TINY, *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env={**ENV, "WLB_TEST_LOSSES": str(path)})
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc, extra", [(1, []), (2, ["--pipeline-model-parallel-size", "2"])])
+def test_megatron_lms_own_loop_trains_on_cpu(tmp_path, nproc, extra):
+    rows = lm_losses(tmp_path, nproc, extra, "lm")
+    assert [r["iteration"] for r in rows] == [1, 2, 3]
+    losses = [r["lm_loss"] for r in rows]
+    assert all(4.0 < x < 6.0 for x in losses) and losses[2] < losses[0]  # ln(255) = 5.54
