@@ -1,23 +1,24 @@
 """Spawn a gloo process group from pytest (cf. nanotron's test helpers).
 
-Two races of the earlier helper are gone:
-
 * The ranks meet through a file store in a fresh temporary directory, not through a TCP port
-  chosen here, released, and bound seconds later by rank 0: in between, another process may take
-  it (rank 0 then fails to bind it and the other ranks talk to a stranger).
-* Every rank passes a barrier before it tears its process group down, so no rank closes its
-  gloo connections while a peer may still be reading the last messages of a collective from
-  them. Seen once in ~60 runs of the 4-process imbalance test beside other work on 2 cores: a
-  rank died in C++ with no Python traceback ("terminate called without an active exception",
-  SIGABRT); the test makes one collective, then tears down, and a teardown racing a peer that
-  is still in the collective is where its ranks can diverge (not reproduced often enough to
-  prove: see docs/reliability.md).
+  chosen here, released, and bound seconds later by rank 0: in between another process may take
+  it (rank 0 then cannot bind it, and the other ranks talk to a stranger).
+* A rank that succeeded ends with ``os._exit`` after tearing its process group down, without
+  finalizing the interpreter. A spawned process otherwise exits through ``sys.exit``, and gloo's
+  worker thread may still be releasing the last collective's work, whose tensor's Python object
+  only it still holds: it needs the GIL for that, a finalizing Python ends the thread instead
+  (``pthread_exit``), and the unwinding through gloo's C++ destructor calls ``std::terminate``:
+  SIGABRT, "terminate called without an active exception". Seen under load (4 processes on 2
+  cores beside other work), in the core dump of such a rank: the main thread in
+  ``Py_FinalizeEx``, the gloo thread in ``~AsyncAllreduceWork`` -> ``take_gil`` ->
+  ``PyThread_exit_thread`` -> ``std::terminate``.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 
 import torch.distributed as dist
@@ -39,9 +40,11 @@ def _entry(rank: int, world: int, store: str, fn, args) -> None:
                             world_size=world)
     try:
         fn(rank, world, *args)
-        dist.barrier()  # (every rank is done with its collectives before any tears down)
     finally:
         dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # (no interpreter finalization beside a gloo thread: the module docstring)
 
 
 def run_distributed(fn, world: int, *args) -> None:
