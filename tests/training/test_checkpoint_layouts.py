@@ -89,8 +89,8 @@ def plain_at_2(tmp_path_factory) -> str:
 #: the optimizer-switch chain against its uninterrupted twin. The conversion is exact (every
 #: tensor is read back as saved), so what differs is only the order of the DP gradient reduction
 #: in iterations 3-4 (DP 2 there): measured at most 1.5e-7 relative in a gradient norm, 0 in a
-#: loss, fp32 and bf16 alike, on an AVX-512 Xeon and an AVX2 EPYC (an uninterrupted DP 2 or
-#: distributed-optimizer run differs from the 1-process one by as much). 1e-6 is the tolerance
+#: loss, fp32 and bf16 alike, on an AVX2 EPYC (an uninterrupted DP 2 or distributed-optimizer
+#: run differs from the 1-process one by as much). 1e-6 is the tolerance
 #: of a run moved to another machine (tests/golden). It is not bf16's rounding (2^-9): main
 #: parameters taken from the bf16-rounded weights instead of the saved fp32 ones move iteration
 #: 4 by 4e-6 in the loss and 1e-4 in the gradient norm, and this test must see that.

@@ -93,7 +93,7 @@ class CudaToCpu(torch.overrides.TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-class _NoStream:
+class NoStream:
     """A CUDA stream or event on the CPU: every operation is already in order."""
 
     def __init__(self, *args, **kwargs) -> None:
@@ -107,10 +107,10 @@ _CUDA_API = {
     "current_device": lambda: 0,
     "synchronize": lambda *a, **k: None,
     "empty_cache": lambda: None,
-    "current_stream": lambda *a, **k: _NoStream(),
-    "default_stream": lambda *a, **k: _NoStream(),
-    "Stream": _NoStream,
-    "Event": _NoStream,
+    "current_stream": lambda *a, **k: NoStream(),
+    "default_stream": lambda *a, **k: NoStream(),
+    "Stream": NoStream,
+    "Event": NoStream,
     "stream": lambda *a, **k: contextlib.nullcontext(),
     "memory_allocated": lambda *a, **k: 0,
     "max_memory_allocated": lambda *a, **k: 0,
@@ -123,7 +123,7 @@ _CUDA_API = {
     "manual_seed_all": lambda seed: None,
 }
 
-_CUDA_TYPE = {torch.float32: "torch.cuda.FloatTensor", torch.float16: "torch.cuda.HalfTensor",
+CUDA_TYPE = {torch.float32: "torch.cuda.FloatTensor", torch.float16: "torch.cuda.HalfTensor",
               torch.bfloat16: "torch.cuda.BFloat16Tensor"}
 
 
@@ -187,7 +187,7 @@ def _patch_tensor_types() -> None:
     def type_(self, *args, **kwargs):
         if args or kwargs:
             return cpu_type(self, *args, **kwargs)
-        return _CUDA_TYPE.get(self.dtype, cpu_type(self))
+        return CUDA_TYPE.get(self.dtype, cpu_type(self))
 
     torch.Tensor.type = _mark(type_, "tensor_types")
 

@@ -47,6 +47,8 @@ import types
 
 import torch
 
+from wlb.megatron.cpu_loop import CUDA_TYPE, NoStream
+
 SUPPORTED = "0.19."
 _APPLIED = False
 
@@ -87,22 +89,12 @@ class _CudaOnCPU(types.SimpleNamespace):
         return getattr(torch.cuda, name)
 
 
-class _NoStream:
-    """A CUDA stream or event on the CPU: every operation is already in order."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        pass
-
-    def __getattr__(self, name):  # wait_stream, wait_event, synchronize, record, query, ...
-        return lambda *args, **kwargs: True
-
-
 def _make_cuda_namespace() -> _CudaOnCPU:
     return _CudaOnCPU(
         is_available=lambda: False,
-        current_stream=lambda *a, **k: _NoStream(),
-        Stream=_NoStream,
-        Event=_NoStream,
+        current_stream=lambda *a, **k: NoStream(),
+        Stream=NoStream,
+        Event=NoStream,
         stream=lambda *a, **k: contextlib.nullcontext(),
         current_device=lambda: "cpu",
         synchronize=lambda *a, **k: None,
@@ -138,13 +130,6 @@ class _TorchOnCPU(types.ModuleType):
         return getattr(torch, name)
 
 
-_CUDA_TYPE = {
-    torch.float32: "torch.cuda.FloatTensor",
-    torch.float16: "torch.cuda.HalfTensor",
-    torch.bfloat16: "torch.cuda.BFloat16Tensor",
-}
-
-
 @contextlib.contextmanager
 def _cuda_type_names():
     orig = torch.Tensor.type
@@ -152,7 +137,7 @@ def _cuda_type_names():
     def type_(self, *args, **kwargs):
         if args or kwargs:
             return orig(self, *args, **kwargs)
-        return _CUDA_TYPE.get(self.dtype, orig(self))
+        return CUDA_TYPE.get(self.dtype, orig(self))
 
     torch.Tensor.type = type_
     try:

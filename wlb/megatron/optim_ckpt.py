@@ -90,15 +90,23 @@ def load_main(loaded: dict, mains: dict[tuple, ShardedTensor], read) -> None:
     got = read({"main": list(mains.values())})["main"]
     for path, tensor in zip(mains, got, strict=True):
         node = loaded
-        for k, below in zip(path, (*path[1:], None)):
-            if isinstance(node, list) and len(node) <= k:
-                node.extend([None] * (k + 1 - len(node)))
-            if below is None:
-                node[k] = tensor
-            else:
-                if node[k] is None if isinstance(node, list) else k not in node:
-                    node[k] = [] if isinstance(below, int) else {}
-                node = node[k]
+        for k, below in zip(path[:-1], path[1:]):  # (containers dropped with them: made again)
+            if _get(node, k) is None:
+                _put(node, k, [] if isinstance(below, int) else {})
+            node = node[k]
+        _put(node, path[-1], tensor)
+
+
+def _get(node: dict | list, key):
+    """``node[key]``, or None where it is missing."""
+    return node.get(key) if isinstance(node, dict) else (node[key] if key < len(node) else None)
+
+
+def _put(node: dict | list, key, value) -> None:
+    """``node[key] = value`` (a list grows to hold it)."""
+    if isinstance(node, list):
+        node.extend([None] * (key + 1 - len(node)))
+    node[key] = value
 
 
 def _saved_groups(loaded: dict, saved_distributed: bool) -> tuple[list[dict], float]:
