@@ -4,7 +4,11 @@ parse, model config, config container, ``pretrain``), with no WLB code but the C
 (``wlb.megatron.cpu_loop``, which do nothing on a GPU).
 
     torchrun --nproc_per_node 2 -m tests.helpers.megatron_lm_gpt --mock-data ... (Megatron-LM's
-    flags; megatron's local layer spec, its GPTDataset / MockGPTDataset, its batch getter)
+    flags; its GPTDataset / MockGPTDataset, its batch getter)
+
+megatron 0.19 builds the model from the config container's ``GPTModelConfig`` with its own GPT
+builder (the layer spec its flags pick: ``--transformer-impl local`` gives the local spec); a
+``model_provider`` would not be called, so there is none.
 
 Each iteration's losses come out as Megatron-LM prints them, and with ``WLB_TEST_LOSSES=FILE``
 (last pipeline stage, first DP/TP rank) one JSON line per iteration: the token-weighted loss.
@@ -32,8 +36,6 @@ from megatron.core.datasets.gpt_dataset import (  # noqa: E402
     MockGPTDataset,
 )
 from megatron.core.enums import ModelType  # noqa: E402
-from megatron.core.models.gpt import GPTModel  # noqa: E402
-from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec  # noqa: E402
 from megatron.core.tokenizers.utils.build_tokenizer import build_tokenizer  # noqa: E402
 from megatron.core.utils import get_batch_on_this_tp_rank  # noqa: E402
 from megatron.training import get_args, pretrain  # noqa: E402
@@ -41,30 +43,13 @@ from megatron.training.argument_utils import (  # noqa: E402
     gpt_config_from_args,
     pretrain_cfg_container_from_args,
 )
-from megatron.training.arguments import (  # noqa: E402
-    core_transformer_config_from_args,
-    parse_and_validate_args,
-)
+from megatron.training.arguments import parse_and_validate_args  # noqa: E402
 from megatron.training.utils import (  # noqa: E402
     get_blend_and_blend_per_split,
     is_first_or_last_pipeline_stage,
 )
 
 KEYS = ("tokens", "labels", "loss_mask", "attention_mask", "position_ids")
-
-
-def model_provider(pre_process=True, post_process=True, vp_stage=None, config=None,
-                   pg_collection=None):
-    args = get_args()
-    tied = not args.untie_embeddings_and_output_weights
-    return GPTModel(config=config or core_transformer_config_from_args(args),
-                    transformer_layer_spec=get_gpt_layer_local_spec(),
-                    vocab_size=args.padded_vocab_size,
-                    max_sequence_length=args.max_position_embeddings,
-                    pre_process=pre_process, post_process=post_process,
-                    share_embeddings_and_output_weights=tied,
-                    position_embedding_type=args.position_embedding_type,
-                    rotary_base=args.rotary_base, vp_stage=vp_stage)
 
 
 def get_batch(data_iterator, vp_stage=None):
@@ -148,5 +133,4 @@ if __name__ == "__main__":
     if os.environ.get("WLB_TEST_LOSSES"):
         _record_losses(os.environ["WLB_TEST_LOSSES"])
     pretrain(pretrain_cfg_container_from_args(args, gpt_config_from_args(args)),
-             datasets_provider, ModelType.encoder_or_decoder, forward_step,
-             model_provider=model_provider)
+             datasets_provider, ModelType.encoder_or_decoder, forward_step)

@@ -13,7 +13,7 @@ from tests.helpers.dist import run_distributed
 pytestmark = pytest.mark.dist
 
 
-def _compare(rank, world, doc_lens, backend="auto"):
+def _compare(rank, world, doc_lens, backend="auto", megatron_thd=False):
     warnings.filterwarnings("ignore")
     if backend == "standin":  # the varlen-kernel path, with a CPU stand-in for the GPU kernel
         from tests.helpers.varlen_standin import standin_varlen
@@ -51,6 +51,12 @@ def _compare(rank, world, doc_lens, backend="auto"):
     ref = theirs(q[:, None], k[:, None], v[:, None], mask)  # [s, b=1, h*d]
     params = WLBPackedSeqParams(qkv_format="thd", seq_lens=tuple(doc_lens),
                                 cp_strategy="per_seq", positions=None)
+    if megatron_thd:  # megatron's own THD parameters (--dataloader-inter-document-masking)
+        from megatron.core.packed_seq_params import PackedSeqParams
+
+        cu = torch.tensor([0, *doc_lens]).cumsum(0).to(torch.int32)
+        params = PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                                 max_seqlen_q=max(doc_lens), max_seqlen_kv=max(doc_lens))
     out = ours(q, k, v, None, packed_seq_params=params)  # [t, h*d]
     torch.testing.assert_close(out, ref[:, 0], atol=2e-5, rtol=1e-4)
     g = torch.randn_like(out)
@@ -64,6 +70,11 @@ def _compare(rank, world, doc_lens, backend="auto"):
 @pytest.mark.parametrize("doc_lens", [[37], [5, 1, 20, 9, 64, 3], [200, 600, 31]])
 def test_wlb_core_attention_matches_megatron_dot_product_attention(doc_lens):
     run_distributed(_compare, 1, doc_lens)
+
+
+def test_megatrons_own_thd_micro_batches_are_document_masked_too():
+    """(The stock arm's document masking on CPU: megatron's PackedSeqParams with cu_seqlens.)"""
+    run_distributed(_compare, 1, [5, 1, 20, 9, 64, 3], "auto", True)
 
 
 def test_varlen_kernel_path_matches_megatron_dot_product_attention():

@@ -9,6 +9,11 @@ strategy chosen for it, the document-relative positions of this rank's tokens) t
 :class:`WLBPackedSeqParams`, which the model hands unchanged to every layer. RoPE is applied here,
 per document, so it is correct under any sharding (the model is built with
 ``position_embedding_type="none"``).
+
+Megatron's own THD micro-batches (a plain ``PackedSeqParams`` with ``cu_seqlens``, from
+``--dataloader-inter-document-masking``) are taken too, as one unsharded per-seq micro-batch
+whose RoPE megatron has already applied per document: that is stock Megatron's document-masked
+attention where its local attention has none (on the CPU).
 """
 
 from __future__ import annotations
@@ -41,6 +46,19 @@ class WLBPackedSeqParams(PackedSeqParams):
     positions: torch.Tensor | None = None
     cp_group: object = None
     cp_override: bool = False
+
+
+def thd_seq_lens(params: PackedSeqParams) -> tuple[int, ...]:
+    """Document lengths of a megatron THD micro-batch (``cu_seqlens_q_padded`` if set, as
+    megatron's attention reads it).
+
+    Example: cu_seqlens [0, 3, 7, 8] -> (3, 4, 1).
+    """
+    cu = params.cu_seqlens_q_padded if params.cu_seqlens_q_padded is not None \
+        else params.cu_seqlens_q
+    if cu is None:
+        raise ValueError("a THD PackedSeqParams without cu_seqlens_q")
+    return tuple(int(x) for x in torch.diff(cu.reshape(-1).cpu()).tolist())
 
 
 def rope_tables(positions: torch.Tensor, dim: int, base: float, dtype) -> tuple:
@@ -117,13 +135,24 @@ class WLBCoreAttention(MegatronModule):
     ) -> torch.Tensor:
         """query [t, heads_local, dim], key/value [t, kv_heads_local, dim] -> [t, heads*dim]."""
         p = packed_seq_params
-        if not isinstance(p, WLBPackedSeqParams):
-            raise TypeError(
-                "WLBCoreAttention needs WLBPackedSeqParams (packed THD micro-batches from "
-                f"wlb.data); got {type(p).__name__}"
-            )
         if attention_bias is not None:
             raise ValueError("attention_bias is not supported by WLB CP attention")
+        if not isinstance(p, WLBPackedSeqParams):
+            if p is None or p.qkv_format != "thd":
+                raise TypeError(
+                    "WLBCoreAttention needs packed THD micro-batches (WLBPackedSeqParams from "
+                    "wlb.data, or megatron's PackedSeqParams with cu_seqlens); got "
+                    f"{type(p).__name__}"
+                    + (f" with qkv_format={p.qkv_format!r}" if p is not None else ""))
+            if self.rope_base:
+                raise ValueError("megatron's THD micro-batches carry no per-token positions: "
+                                 "build the model with megatron's RoPE, rotary_base=None here")
+            if self.cp_group is not None and torch.distributed.get_world_size(self.cp_group) > 1:
+                raise ValueError("megatron's THD micro-batches sharded over CP ranks are not "
+                                 "taken yet: WLBPackedSeqParams carry the CP layout")
+            out = cp_attention(query, key, value, thd_seq_lens(p), None, "per_seq",
+                               self.softmax_scale, self.attention_backend)
+            return out.reshape(out.shape[0], -1)  # [t, h, d] -> [t, h*d]
         if self.rope_base:
             query, key = (rotate(x, p.positions, self.rope_base, self.rotary_percent)
                           for x in (query, key))

@@ -44,7 +44,7 @@ class SPTorchNorm:
         return norm
 
 
-def _swap(spec, mapping: dict):
+def swap_modules(spec, mapping: dict):
     """Recursively replace module classes in a ModuleSpec tree (returns a new tree)."""
     if isinstance(spec, ModuleSpec):
         if spec.module in mapping:
@@ -53,11 +53,12 @@ def _swap(spec, mapping: dict):
                 return new
             return ModuleSpec(module=new, params=spec.params)
         return ModuleSpec(module=spec.module, params=dict(spec.params),
-                          submodules=_swap(spec.submodules, mapping), metainfo=spec.metainfo)
+                          submodules=swap_modules(spec.submodules, mapping), metainfo=spec.metainfo)
     if isinstance(spec, type) and spec in mapping:
         return mapping[spec]
     if is_dataclass(spec) and not isinstance(spec, type):
-        return type(spec)(**{f.name: _swap(getattr(spec, f.name), mapping) for f in fields(spec)})
+        return type(spec)(**{f.name: swap_modules(getattr(spec, f.name), mapping)
+                             for f in fields(spec)})
     return spec
 
 
@@ -67,7 +68,7 @@ def layer_spec(rotary_base: float | None, attention_backend: str = "auto",
     attn = ModuleSpec(module=WLBCoreAttention, params={"rotary_base": rotary_base,
                                                        "attention_backend": attention_backend,
                                                        "rotary_percent": rotary_percent})
-    return _swap(get_gpt_layer_local_spec(), {DotProductAttention: attn,
+    return swap_modules(get_gpt_layer_local_spec(), {DotProductAttention: attn,
                                               WrappedTorchNorm: SPTorchNorm})
 
 

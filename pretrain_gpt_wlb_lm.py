@@ -1,0 +1,45 @@
+#!/usr/bin/env python3
+"""Pretrain GPT in Megatron-LM's own training loop (megatron-core 0.19's ``pretrain()``) with
+WLB-LLM's flags: the shape of Megatron-LM's ``pretrain_gpt.py``, providers from ``wlb.megatron``.
+
+    torchrun --nproc_per_node 2 pretrain_gpt_wlb_lm.py --wlb-packing megatron --mock-data ...
+
+Transitional (issue #36): this entry runs the stock-Megatron arm (``--wlb-packing megatron``:
+Megatron-LM's datasets, samplers, batches and attention) and takes ``pretrain_gpt_wlb.py``'s name
+once WLB's packing runs in this loop too. On a machine without CUDA, ``wlb.megatron.cpu_loop``
+lets the loop run on the CPU with gloo. Bad input is one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from wlb.megatron import cpu_loop
+
+    cpu_loop.apply()  # before megatron reads its flags (it asks for the GPU's architecture)
+    from megatron.core.enums import ModelType
+    from megatron.training import pretrain
+    from megatron.training.argument_utils import pretrain_cfg_container_from_args
+
+    from wlb.megatron import gpt, stock_data
+    from wlb.megatron.arguments import ArgumentError, parse_and_validate
+    from wlb.training.one_line import say_once
+
+    try:
+        # Megatron-LM's pretrain_gpt.py default tokenizer
+        args = parse_and_validate(argv, args_defaults={"tokenizer_type": "GPT2BPETokenizer"})
+    except ArgumentError as e:
+        say_once(f"{os.path.basename(__file__)}: error: {e}")
+        return 2
+    pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)),
+             stock_data.datasets_provider, ModelType.encoder_or_decoder, gpt.forward_step)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

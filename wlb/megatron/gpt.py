@@ -1,0 +1,93 @@
+"""The GPT model config, forward step and loss that Megatron-LM's ``pretrain()`` is given.
+
+The shape of Megatron-LM 0.19's ``pretrain_gpt.py``, written for WLB. megatron 0.19 builds the
+model from its ``GPTModelConfig`` (its GPT builder; a ``model_provider`` is not called then): the
+layer spec is the one megatron picks from the flags (``--spec``, MoE's block spec, the
+TransformerEngine or the local layer), with one change: on the local implementation, megatron's
+core attention (which takes neither THD micro-batches nor CP) becomes WLB's
+(:class:`wlb.megatron.attention.WLBCoreAttention`) where a run needs either.
+
+The loss is per token: the sum over the micro-batch's tokens and their count
+(``--calculate-per-token-loss``, which ``wlb.megatron.arguments`` turns on), so micro-batches of
+different lengths weigh by their tokens.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from megatron.core.models.gpt import GPTModel
+from megatron.core.rerun_state_machine import get_rerun_state_machine
+from megatron.core.transformer.dot_product_attention import DotProductAttention
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.utils import get_attr_wrapped_model
+from megatron.training import get_args, get_timers
+from megatron.training.argument_utils import gpt_config_from_args
+from megatron.training.models.gpt import default_layer_spec
+from megatron.training.training import update_seqlen_stats_from_cu_seqlens
+
+from wlb.megatron import stock_data
+from wlb.megatron.attention import WLBCoreAttention
+from wlb.megatron.model import swap_modules
+
+
+def needs_wlb_core_attention(args) -> bool:
+    """Whether megatron's local core attention must give way to WLB's: THD micro-batches
+    (``--dataloader-inter-document-masking``) or CP, neither of which it supports."""
+    return args.transformer_impl == "local" and (
+        args.dataloader_inter_document_masking or args.context_parallel_size > 1)
+
+
+def wlb_layer_spec(config, vp_stage: int | None = None, base=None):
+    """``base`` (default: the spec megatron's GPT builder picks for ``config``) with WLB's core
+    attention in place of megatron's local one. megatron applies RoPE itself (per document with
+    ``cu_seqlens``), so WLB's attention applies none."""
+    spec = base if base is not None else default_layer_spec(config, vp_stage)
+    return swap_modules(spec, {DotProductAttention: ModuleSpec(
+        module=WLBCoreAttention, params={"rotary_base": None})})
+
+
+def model_config(args):
+    """Megatron-LM's GPT model config for ``args`` (``pretrain()`` builds the model from it with
+    megatron's GPT builder), with :func:`wlb_layer_spec` where :func:`needs_wlb_core_attention`.
+    """
+    cfg = gpt_config_from_args(args)
+    if needs_wlb_core_attention(args):
+        cfg.transformer_layer_spec = partial(wlb_layer_spec, base=cfg.transformer_layer_spec)
+    if (args.dataloader_inter_document_masking and args.pipeline_model_parallel_size > 1
+            and args.micro_batch_size > 1):
+        # megatron flattens THD micro-batches to [1, mbs x s] tokens but sizes the pipeline's
+        # P2P buffers [s, mbs, h]: the stages then exchange shapes first (megatron 0.19 fails)
+        cfg.transformer.variable_seq_lengths = True
+    return cfg
+
+
+def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
+    """(sum of the masked token losses, their count, report) of one micro-batch."""
+    args = get_args()
+    losses = output_tensor.view(-1).float()  # [b, s] or [1, t] -> [tokens]
+    mask = loss_mask.view(-1).float()
+    loss = torch.sum(losses * mask)
+    num_tokens = mask.sum().to(torch.int)
+    if args.check_for_nan_in_loss_and_grad:
+        rerun = get_rerun_state_machine()
+        for bad, what in ((torch.isnan, "NaN"), (torch.isinf, "Inf")):
+            rerun.validate_result(result=loss, rejection_func=bad, tolerance=0.0, fatal=True,
+                                  message=f"found {what} in local forward loss calculation")
+    return loss, num_tokens, {"lm loss": torch.cat([loss.detach().view(1), num_tokens.view(1)])}
+
+
+def forward_step(data_iterator, model: GPTModel):
+    """One micro-batch through this rank's model chunk (``pretrain()``'s ``forward_step_func``)."""
+    timers = get_timers()
+    timers("batch-generator", log_level=2).start()
+    batch = stock_data.get_batch(data_iterator, get_attr_wrapped_model(model, "vp_stage"))
+    params = stock_data.packed_seq_params(batch)
+    if params is not None:
+        update_seqlen_stats_from_cu_seqlens(params.cu_seqlens_q)
+    timers("batch-generator").stop()
+    output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"],
+                   labels=batch["labels"], loss_mask=batch["loss_mask"],
+                   packed_seq_params=params)
+    return output, partial(loss_func, batch["loss_mask"])

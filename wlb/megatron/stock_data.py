@@ -1,0 +1,142 @@
+"""Stock Megatron's data path inside Megatron-LM's ``pretrain()``: the arm WLB is compared with.
+
+Megatron's own ``GPTDataset`` / ``MockGPTDataset`` / ``BlendedDataset`` (built by
+``BlendedMegatronDatasetBuilder`` from Megatron-LM's data flags), Megatron-LM's samplers (chosen by
+``pretrain()`` from ``--dataloader-type``), and a batch getter of Megatron-LM's
+``pretrain_gpt.py`` shape over megatron-core's own steps: the TP broadcast
+(``get_batch_on_this_tp_rank``), the flattening of THD micro-batches
+(``flatten_batch_for_packed_sequences``) and the CP slicing (``get_batch_on_this_cp_rank``).
+
+Attention is what Megatron-LM's flags say: causal over the whole sample by default; document
+masked with ``--reset-attention-mask`` (a dense mask per sample, megatron's local attention takes
+it) or with ``--dataloader-inter-document-masking`` (``cu_seqlens``; :func:`packed_seq_params`).
+
+One deliberate difference: with ``cu_seqlens`` the dataset is built on every pipeline stage, since
+every stage's attention needs the document lengths; megatron 0.19 builds it on the first and last
+stage only (``is_dataset_built_on_rank``) and would read an absent iterator in a middle stage.
+"""
+
+from __future__ import annotations
+
+import torch
+from megatron.core import mpu
+from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig, MockGPTDataset
+from megatron.core.packed_seq_params import PackedSeqParams
+from megatron.core.tokenizers.utils.build_tokenizer import build_tokenizer
+from megatron.core.utils import (
+    flatten_batch_for_packed_sequences,
+    get_batch_on_this_cp_rank,
+    get_batch_on_this_tp_rank,
+)
+from megatron.training import get_args, print_rank_0
+from megatron.training.utils import get_blend_and_blend_per_split, is_first_or_last_pipeline_stage
+
+#: what :func:`get_batch` returns (None where this stage or these flags have no such tensor)
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "attention_mask", "position_ids", "cu_seqlens",
+              "max_seqlen")
+
+
+def dataset_config(args) -> GPTDatasetConfig:
+    """Megatron's GPT dataset config from Megatron-LM's parsed flags."""
+    blend, blend_per_split = get_blend_and_blend_per_split(args)
+    return GPTDatasetConfig(
+        random_seed=args.seed,
+        sequence_length=args.seq_length,
+        blend=blend,
+        blend_per_split=blend_per_split,
+        split=args.split,
+        multiple_validation_sets=args.multiple_validation_sets,
+        full_validation=args.full_validation,
+        num_dataset_builder_threads=args.num_dataset_builder_threads,
+        path_to_cache=args.data_cache_path,
+        mmap_bin_files=args.mmap_bin_files,
+        tokenizer=build_tokenizer(args),
+        reset_position_ids=args.reset_position_ids,
+        reset_attention_mask=args.reset_attention_mask,
+        eod_mask_loss=args.eod_mask_loss,
+        create_attention_mask=args.create_attention_mask_in_dataloader,
+        object_storage_cache_path=args.object_storage_cache_path,
+        mid_level_dataset_surplus=args.mid_level_dataset_surplus,
+        allow_ambiguous_pad_tokens=args.allow_ambiguous_pad_tokens,
+        fast_cache_load=args.dataloader_fast_cache_load,
+        defer_npy_index_mmap=args.dataloader_defer_npy_index_mmap,
+        context_parallel_size=args.context_parallel_size,
+        data_parallel_size=args.data_parallel_size,
+        sequence_parallel_size=args.tensor_model_parallel_size * args.sequence_parallel,
+        inter_document_masking=args.dataloader_inter_document_masking,
+    )
+
+
+def built_on_rank(vp_stage: int | None = None) -> bool:
+    """Whether this rank reads samples: TP rank 0 (the others get them by broadcast) of the
+    first and last stage, or of every stage when micro-batches carry ``cu_seqlens``."""
+    if mpu.get_tensor_model_parallel_rank() != 0:
+        return False
+    return get_args().dataloader_inter_document_masking or is_first_or_last_pipeline_stage(
+        vp_stage)
+
+
+def datasets_provider(num_samples, vp_stage: int | None = None):
+    """Train/valid/test datasets (``pretrain()``'s ``train_valid_test_dataset_provider``)."""
+    args = get_args()
+    cls = MockGPTDataset if args.mock_data else GPTDataset
+    print_rank_0(f"> building stock Megatron's {cls.__name__} train/valid/test datasets ...")
+    return BlendedMegatronDatasetBuilder(
+        cls, num_samples, lambda: built_on_rank(vp_stage), dataset_config(args)).build()
+
+
+datasets_provider.is_distributed = True  # called on every rank; built_on_rank says who reads
+
+
+def get_batch(data_iterator, vp_stage: int | None = None) -> dict:
+    """This rank's part of the next micro-batch: {key: tensor or None} over :data:`BATCH_KEYS`.
+
+    Shapes: [mbs, s] (tokens, labels, loss_mask, position_ids; with CP, s / CP of them), the
+    mask [mbs, 1, s, s]; with ``cu_seqlens`` the samples are flattened to [1, mbs * s] and
+    ``cu_seqlens`` is [1, docs + 1] over that stream.
+    """
+    args = get_args()
+    has_cu_seqlens = args.dataloader_inter_document_masking
+    if not has_cu_seqlens and not is_first_or_last_pipeline_stage(vp_stage):
+        return dict.fromkeys(BATCH_KEYS)
+    tp_rank = mpu.get_tensor_model_parallel_rank()
+    batch = {}
+    if tp_rank == 0:
+        sample = next(data_iterator)
+        batch = {k: sample.get(k) for k in BATCH_KEYS}
+    batch = get_batch_on_this_tp_rank(
+        batch, has_cu_seqlens=has_cu_seqlens, is_hybrid_cp=False,
+        create_attention_mask_in_dataloader=args.create_attention_mask_in_dataloader,
+        broadcast_src_rank=mpu.get_tensor_model_parallel_src_rank(),
+        broadcast_group=mpu.get_tensor_model_parallel_group(),
+        cp_size=args.context_parallel_size, tp_rank=tp_rank,
+        micro_batch_size=args.micro_batch_size, seq_length=args.seq_length,
+        mtp_on_this_rank=False,
+        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+        is_pipeline_first_stage=mpu.is_pipeline_first_stage(),
+        is_pipeline_last_stage=mpu.is_pipeline_last_stage())
+    batch = flatten_batch_for_packed_sequences(batch)
+    if not is_first_or_last_pipeline_stage(vp_stage):
+        # a middle stage needs only the document boundaries
+        return {k: batch.get(k) if k in ("cu_seqlens", "max_seqlen") else None
+                for k in BATCH_KEYS}
+    batch = get_batch_on_this_cp_rank(
+        batch, is_hybrid_cp=False, cp_group=mpu.get_context_parallel_group(),
+        use_per_sequence_balancing=has_cu_seqlens)
+    return {k: batch.get(k) for k in BATCH_KEYS}
+
+
+def packed_seq_params(batch: dict) -> PackedSeqParams | None:
+    """megatron's THD parameters for a micro-batch with ``cu_seqlens`` (else None).
+
+    Example: two samples of 4 tokens, documents (3, 1) and (4,): ``cu_seqlens`` [[0, 3, 4, 8]],
+    ``max_seqlen`` 4.
+    """
+    cu = batch.get("cu_seqlens")
+    if cu is None:
+        return None
+    cu = cu.reshape(-1).to(torch.int32)  # [1, docs + 1] -> [docs + 1]
+    max_len = int(batch["max_seqlen"].max())
+    return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
+                           max_seqlen_q=max_len, max_seqlen_kv=max_len)
