@@ -4,10 +4,12 @@ WLB-LLM's flags: the shape of Megatron-LM's ``pretrain_gpt.py``, providers from 
 
     torchrun --nproc_per_node 2 pretrain_gpt_wlb_lm.py --wlb-packing megatron --mock-data ...
 
-Transitional (issue #36): this entry runs the stock-Megatron arm (``--wlb-packing megatron``:
-Megatron-LM's datasets, samplers, batches and attention) and takes ``pretrain_gpt_wlb.py``'s name
-once WLB's packing runs in this loop too. On a machine without CUDA, ``wlb.megatron.cpu_loop``
-lets the loop run on the CPU with gloo. Bad input is one line and exit status 2.
+``--wlb-packing megatron`` is stock Megatron (Megatron-LM's datasets, samplers, batches and
+attention); any other packing is WLB's data path at megatron's hooks (an external data iterator,
+variable-length THD micro-batches, WLB's CP attention). Transitional (issue #36): it takes
+``pretrain_gpt_wlb.py``'s name once it does everything that loop does. On a machine without
+CUDA, ``wlb.megatron.cpu_loop`` lets the loop run on the CPU with gloo. Bad input is one line
+and exit status 2.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron.training import pretrain
     from megatron.training.argument_utils import pretrain_cfg_container_from_args
 
-    from wlb.megatron import gpt, stock_data
+    from wlb.megatron import gpt, stock_data, wlb_data
     from wlb.megatron.arguments import ArgumentError, parse_and_validate
     from wlb.training.one_line import say_once
 
@@ -36,8 +38,12 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentError as e:
         say_once(f"{os.path.basename(__file__)}: error: {e}")
         return 2
-    pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)),
-             stock_data.datasets_provider, ModelType.encoder_or_decoder, gpt.forward_step)
+    if args.wlb_stock:  # --wlb-packing megatron: stock Megatron
+        provider, forward_step = stock_data.datasets_provider, gpt.forward_step
+    else:
+        provider, forward_step = wlb_data.datasets_provider, gpt.wlb_forward_step
+    pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)), provider,
+             ModelType.encoder_or_decoder, forward_step)
     return 0
 
 

@@ -65,12 +65,14 @@ class WLBConfig:
         metadata={"help": "Packer for the micro-batches of each global batch: 'megatron' (stock, "
                   "fixed seq-length samples), 'fixed-greedy', 'wlb-paper' or 'wlb' (default)."},
     )
-    cp_sharding: str = field(
-        default="adaptive",
+    cp_sharding: str | None = field(
+        default=None,
         metadata={"help": "How each packed micro-batch is split over CP ranks: 'per-seq' "
                   "(stock Megatron), 'per-doc' (WLB), 'mixed' (long documents per-doc, runs of "
                   "short ones per-seq), 'adaptive' (per micro-batch, the fastest of the three by "
-                  "the kernel table) or 'adaptive-paper' (the paper's choice of per-seq/per-doc)."},
+                  "the kernel table) or 'adaptive-paper' (the paper's choice of per-seq/per-doc)."
+                  " Default: per-seq with --wlb-packing megatron (stock Megatron is that one "
+                  "flag), else adaptive."},
     )
     max_tokens: int | None = field(
         default=None,
@@ -135,6 +137,9 @@ class WLBConfig:
     )
 
     def __post_init__(self) -> None:
+        self.cp_sharding_given = self.cp_sharding is not None
+        if self.cp_sharding is None:
+            self.cp_sharding = "per-seq" if self.packing == "megatron" else "adaptive"
         if self.packing not in available_packers():
             raise ConfigError(
                 f"--wlb-packing={self.packing!r}; choose from {available_packers()}"
@@ -173,6 +178,9 @@ class WLBConfig:
             out.append("--wlb-delay-budget only applies to --wlb-outlier-thresholds auto")
         if "elastic_comm_coef" in changed and not self.elastic_cp:
             out.append("--wlb-elastic-comm-coef only applies with --wlb-elastic-cp")
+        changed.discard("cp_sharding")
+        if self.cp_sharding_given:
+            changed.add("cp_sharding")
         if cp_size == 1 and not self.elastic_cp and "cp_sharding" in changed:
             out.append(f"--wlb-cp-sharding {self.cp_sharding} has no effect with "
                        "--context-parallel-size 1")
@@ -190,6 +198,7 @@ class WLBConfig:
 
     @property
     def is_baseline(self) -> bool:
+        """Stock Megatron: its packing and its CP sharding (``--wlb-packing megatron``)."""
         return self.packing == "megatron" and self.cp_sharding == "per-seq"
 
     # ---- argparse ---------------------------------------------------------------------------

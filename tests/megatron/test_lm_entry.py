@@ -22,13 +22,13 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
 @pytest.mark.parametrize("flags, named", [
     (["--no-such-flag"], "--no-such-flag"),
     (["--wlb-max-wait", "0"], "--wlb-max-wait=0"),
-    (["--wlb-packing", "wlb"], "--wlb-packing='wlb'"),
+    (["--wlb-packing", "wlb", "--micro-batch-size", "2"], "--micro-batch-size=2"),
     (["--dataloader-inter-document-masking", "--attention-backend", "local",
       "--transformer-impl", "local"], "--attention-backend local"),
     (["--context-parallel-size", "2", "--transformer-impl", "local"],
      "--context-parallel-size 2"),
     (["--tensor-model-parallel-size", "2"], "world size (1)"),
-], ids=["argparse", "wlb-check", "not-yet", "combination", "cp-not-yet", "megatron-assert"])
+], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "cp-not-yet", "megatron-assert"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
     proc = subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)

@@ -9,6 +9,7 @@ one line (:class:`ArgumentError`), also where megatron says it with an ``assert`
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import sys
@@ -17,6 +18,9 @@ from megatron.training.arguments import parse_args, validate_args
 from megatron.training.global_vars import set_global_variables
 
 from wlb.config import ConfigError, WLBConfig
+from wlb.data.blend import parse_blend
+from wlb.data.split import parse_split
+from wlb.run_config import RunConfig
 
 
 class ArgumentError(ValueError):
@@ -24,8 +28,15 @@ class ArgumentError(ValueError):
 
 
 def add_wlb_arguments(parser):
-    """Megatron-LM's ``extra_args_provider``: WLB's ``--wlb-*`` flags."""
+    """Megatron-LM's ``extra_args_provider``: WLB's ``--wlb-*`` flags and its own few."""
     WLBConfig.add_arguments(parser)
+    g = parser.add_argument_group("WLB's documents (--mock-data with WLB's packing)")
+    g.add_argument("--mock-length-sample", default=None,
+                   help="JSON list of document lengths WLB's mock documents are drawn from "
+                   "(default: data/doc_lengths/doc_lengths_wlbllm.json)")
+    g.add_argument("--mock-num-docs", type=int, default=20000)
+    g.add_argument("--mock-length-scale", type=float, default=1.0 / 16)
+    g.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     return parser
 
 
@@ -59,11 +70,7 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         wlb = WLBConfig.from_args(args)
     except ConfigError as e:
         raise ArgumentError(str(e)) from None
-    if wlb.packing != "megatron":
-        raise ArgumentError(
-            f"--wlb-packing={wlb.packing!r}: this entry runs stock Megatron only for now "
-            "(--wlb-packing megatron); WLB's packing runs in pretrain_gpt_wlb.py")
-    _refuse_combinations(args)
+    _refuse_combinations(args, wlb)
     args.calculate_per_token_loss = True
     if args.use_checkpoint_args:
         from megatron.training.checkpointing import load_args_from_checkpoint
@@ -75,24 +82,69 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         validate_args(args, args_defaults or {})
     except AssertionError as e:
         raise ArgumentError(f"Megatron-LM refused the flags: {e}") from None
+    args.wlb_stock = wlb.is_baseline  # stock Megatron's data path, else WLB's
+    if not args.wlb_stock:
+        args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
     set_global_variables(args)
     return args
 
 
-def _refuse_combinations(args) -> None:
+def _refuse_combinations(args, wlb: WLBConfig) -> None:
     """Megatron-LM flags that cannot combine with how this entry runs them, in one line."""
     from megatron.core.transformer.enums import AttnBackend
 
     from wlb.megatron.gpt import needs_wlb_core_attention
 
-    if args.transformer_impl == "local" and args.context_parallel_size > 1:
+    if not wlb.is_baseline:
+        if args.micro_batch_size != 1:
+            raise ArgumentError(
+                f"--micro-batch-size={args.micro_batch_size} with --wlb-packing {wlb.packing}: "
+                "a WLB micro-batch is one packed (THD) sequence; set --micro-batch-size 1 "
+                "(--global-batch-size counts WLB micro-batches)")
+        if args.attention_dropout:
+            raise ArgumentError(f"--attention-dropout={args.attention_dropout} with "
+                                f"--wlb-packing {wlb.packing}: WLB's attention has no dropout; "
+                                "set --attention-dropout 0")
+        if args.transformer_impl != "local":
+            raise ArgumentError(f"--transformer-impl {args.transformer_impl} with --wlb-packing "
+                                f"{wlb.packing}: WLB's attention in TransformerEngine's layers "
+                                "is not wired yet (issue #36); use --transformer-impl local")
+        if (args.data_path is None) == (not args.mock_data):
+            raise ArgumentError(f"--wlb-packing {wlb.packing} reads --data-path PREFIX or "
+                                "--mock-data (WLB's mock documents): give exactly one")
+
+    if wlb.is_baseline and args.transformer_impl == "local" and args.context_parallel_size > 1:
         raise ArgumentError(f"--context-parallel-size {args.context_parallel_size} with "
-                            "--transformer-impl local: CP in Megatron-LM's loop on the local "
-                            "layers comes with WLB's batches (issue #36, next step); "
-                            "pretrain_gpt_wlb.py runs it")
+                            "--wlb-packing megatron and --transformer-impl local: stock "
+                            "Megatron's CP on megatron's local layers (which have no CP "
+                            "attention) is not wired yet (issue #36); WLB's packing runs CP here")
     if needs_wlb_core_attention(args) and args.attention_backend == AttnBackend.local:
         why = ("--dataloader-inter-document-masking" if args.dataloader_inter_document_masking
                else f"--context-parallel-size {args.context_parallel_size}")
         raise ArgumentError(f"--attention-backend local with {why}: megatron's local attention "
                             "takes neither THD micro-batches nor CP (WLB's attention runs them "
                             "with --transformer-impl local and another --attention-backend)")
+
+
+#: megatron's ``--attention-backend`` -> the kernel of WLB's attention (wlb.cp.kernels)
+_KERNEL = {"flash": "flash", "fused": "te", "unfused": "torch", "local": "torch", "auto": "auto"}
+
+
+def wlb_run_config(args) -> RunConfig:
+    """WLB's typed view (:class:`wlb.run_config.RunConfig`) of Megatron-LM's validated flags:
+    what WLB's data path reads (documents, packer, cost model, layout). Its fields are named
+    after the flags' destinations, Megatron-LM's own; the few that differ are derived here.
+    """
+    ns = argparse.Namespace(**vars(args))
+    ns.disable_bias_linear = not args.add_bias_linear
+    ns.vpp = args.virtual_pipeline_model_parallel_size or 1
+    ns.num_layers_per_virtual_pipeline_stage = args.num_layers_per_virtual_pipeline_stage
+    ns.num_query_groups = (args.num_query_groups if args.group_query_attention
+                           else args.num_attention_heads)
+    ns.attention_backend = _KERNEL.get(args.attention_backend.name, "auto")
+    ns.split = args.split or "100,0,0"
+    ns.split_weights = parse_split(ns.split)
+    ns.blend = parse_blend(args.data_path) if args.data_path else None
+    ns.log_json = ns.log_plans = None
+    ns.notes = []
+    return RunConfig.from_namespace(ns)

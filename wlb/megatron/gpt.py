@@ -28,33 +28,50 @@ from megatron.training.models.gpt import default_layer_spec
 from megatron.training.training import update_seqlen_stats_from_cu_seqlens
 
 from wlb.megatron import stock_data
-from wlb.megatron.attention import WLBCoreAttention
+from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams
 from wlb.megatron.model import swap_modules
 
 
 def needs_wlb_core_attention(args) -> bool:
-    """Whether megatron's local core attention must give way to WLB's: THD micro-batches
-    (``--dataloader-inter-document-masking``) or CP, neither of which it supports."""
+    """Whether megatron's local core attention must give way to WLB's: WLB's packing, THD
+    micro-batches (``--dataloader-inter-document-masking``) or CP, which it does not support."""
     return args.transformer_impl == "local" and (
-        args.dataloader_inter_document_masking or args.context_parallel_size > 1)
+        not getattr(args, "wlb_stock", True) or args.dataloader_inter_document_masking
+        or args.context_parallel_size > 1)
 
 
-def wlb_layer_spec(config, vp_stage: int | None = None, base=None):
+def wlb_layer_spec(config, vp_stage: int | None = None, base=None, **attention):
     """``base`` (default: the spec megatron's GPT builder picks for ``config``) with WLB's core
-    attention in place of megatron's local one. megatron applies RoPE itself (per document with
-    ``cu_seqlens``), so WLB's attention applies none."""
+    attention in place of megatron's local one, built with ``attention`` (its RoPE base and
+    percent, its kernel; no RoPE by default: megatron's own THD micro-batches come with it)."""
     spec = base if base is not None else default_layer_spec(config, vp_stage)
-    return swap_modules(spec, {DotProductAttention: ModuleSpec(
-        module=WLBCoreAttention, params={"rotary_base": None})})
+    params = {"rotary_base": None, **attention}
+    return swap_modules(spec, {DotProductAttention: ModuleSpec(module=WLBCoreAttention,
+                                                               params=params)})
 
 
 def model_config(args):
     """Megatron-LM's GPT model config for ``args`` (``pretrain()`` builds the model from it with
     megatron's GPT builder), with :func:`wlb_layer_spec` where :func:`needs_wlb_core_attention`.
+
+    WLB's packing: RoPE moves into WLB's attention (per document, at each token's position in
+    its document, which CP sharding does not keep contiguous), and the pipeline stages exchange
+    each micro-batch's shape (its length varies).
     """
     cfg = gpt_config_from_args(args)
+    attention = {}
+    if not args.wlb_stock:
+        from wlb.megatron.arguments import wlb_run_config
+
+        kernel = wlb_run_config(args).model.attention_backend
+        attention = {"attention_backend": kernel, "rotary_percent": args.rotary_percent}
+        if args.position_embedding_type == "rope":
+            attention["rotary_base"] = args.rotary_base
+            cfg.position_embedding_type = "none"
+        cfg.transformer.variable_seq_lengths = args.pipeline_model_parallel_size > 1
     if needs_wlb_core_attention(args):
-        cfg.transformer_layer_spec = partial(wlb_layer_spec, base=cfg.transformer_layer_spec)
+        cfg.transformer_layer_spec = partial(wlb_layer_spec, base=cfg.transformer_layer_spec,
+                                             **attention)
     if (args.dataloader_inter_document_masking and args.pipeline_model_parallel_size > 1
             and args.micro_batch_size > 1):
         # megatron flattens THD micro-batches to [1, mbs x s] tokens but sizes the pipeline's
@@ -79,7 +96,8 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
 
 
 def forward_step(data_iterator, model: GPTModel):
-    """One micro-batch through this rank's model chunk (``pretrain()``'s ``forward_step_func``)."""
+    """Stock Megatron's micro-batch through this rank's model chunk (``pretrain()``'s
+    ``forward_step_func``)."""
     timers = get_timers()
     timers("batch-generator", log_level=2).start()
     batch = stock_data.get_batch(data_iterator, get_attr_wrapped_model(model, "vp_stage"))
@@ -91,3 +109,24 @@ def forward_step(data_iterator, model: GPTModel):
                    labels=batch["labels"], loss_mask=batch["loss_mask"],
                    packed_seq_params=params)
     return output, partial(loss_func, batch["loss_mask"])
+
+
+def wlb_forward_step(data_iterator, model: GPTModel):
+    """WLB's next micro-batch (``wlb.megatron.wlb_data``: one packed THD sequence, this CP
+    rank's part of it) through this rank's model chunk."""
+    timers = get_timers()
+    timers("batch-generator", log_level=2).start()
+    mb = next(data_iterator)
+    dev = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    tokens, labels, positions, loss_mask = (
+        x.to(dev, non_blocking=True)[None] for x in (mb.tokens, mb.labels, mb.positions,
+                                                     mb.loss_mask))  # [t] -> [1, t]
+    params = WLBPackedSeqParams(qkv_format="thd", seq_lens=mb.seq_lens, cp_strategy=mb.strategy,
+                                positions=positions[0])
+    real = mb.seq_lens[:mb.num_pieces]  # the documents' pieces, not the pad document
+    update_seqlen_stats_from_cu_seqlens(
+        torch.tensor([0, *real], dtype=torch.int32, device=dev).cumsum(0, dtype=torch.int32))
+    timers("batch-generator").stop()
+    output = model(tokens, positions, None, labels=labels, packed_seq_params=params)
+    return output, partial(loss_func, loss_mask)

@@ -54,6 +54,7 @@ class MicroBatchInput:
         strategy: CP sharding used.
         group: elastic CP: (first pool rank, size) of the group that runs it; None: the
             layout's CP group.
+        num_pieces: how many of ``seq_lens`` are the documents' pieces (the rest: padding).
     """
 
     index: int
@@ -64,6 +65,7 @@ class MicroBatchInput:
     seq_lens: tuple[int, ...]
     strategy: Strategy
     group: tuple[int, int] | None = None
+    num_pieces: int = 0
 
 
 def lay_out(plan: BatchPlan, pad_multiple: int, chooser: StrategyChooser,
@@ -90,7 +92,7 @@ def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: Document
                                         lay.strategy)
         assert seq_lens == lay.seq_lens, (seq_lens, lay.seq_lens)
         out.append(MicroBatchInput(index=lay.index, seq_lens=lay.seq_lens,
-                                   strategy=lay.strategy, **local))
+                                   strategy=lay.strategy, num_pieces=len(lay.pieces), **local))
     return out
 
 
@@ -109,7 +111,8 @@ def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multipl
         local, _ = collate_shard(list(grp.pieces), source, pad, grp.size,
                                  pool_index - grp.first, how)
         out.append(MicroBatchInput(index=j, seq_lens=seq_lens, strategy=how,
-                                   group=(grp.first, grp.size), **local))
+                                   group=(grp.first, grp.size), num_pieces=len(grp.pieces),
+                                   **local))
     return out
 
 

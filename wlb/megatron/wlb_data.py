@@ -1,0 +1,183 @@
+"""WLB's data path inside Megatron-LM's ``pretrain()``: its packer's micro-batches as megatron's
+external data iterator (``--dataloader-type external``).
+
+Every rank (every TP, CP and pipeline rank: each stage's attention needs the documents) builds the
+same plans from the documents' lengths and the seed (``PlanSchedule``: packer, outlier queues,
+DP dealing), then its own inputs for each iteration: a CP strategy per micro-batch, collated and
+sharded for its CP rank (``wlb.training.host.prepare_step``), made one iteration ahead in a
+background thread (``HostPrefetcher``, ``--wlb-host-prefetch``). megatron's schedule pulls this
+DP rank's ``GBS / DP`` micro-batches per iteration, one ``MicroBatchInput`` each; under VPP each
+model chunk has an iterator of its own over the same micro-batches (:class:`ChunkIterator`).
+
+Validation goes the same way over the valid split: stock Megatron's own valid samples (its
+``GPTDataset`` order, emulated by ``wlb.packing.stock_samples``, for the samples megatron asks
+for), one sample per micro-batch, sharded for CP, moving on between evaluations as megatron's
+valid iterator does, so both arms evaluate the same tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from megatron.core import mpu
+from megatron.training import get_args, print_rank_0
+
+from wlb.packing.stock_samples import StockSampleBatcher
+from wlb.packing.types import BatchPlan, Piece
+from wlb.run_config import RunConfig
+from wlb.training.batches import MicroBatchInput, build_inputs, lay_out
+from wlb.training.host import RankView, make_prepare
+from wlb.training.prefetch import HostPrefetcher
+from wlb.training.setup import build_schedule, make_cost_model, padded_vocab, stock_blend
+
+
+class SharedSteps:
+    """Steps (this rank's micro-batches of one iteration, or of one evaluation batch) made in
+    order by ``draw`` and read by ``num_chunks`` model chunks, each at its own pace."""
+
+    def __init__(self, draw: Callable[[], list[MicroBatchInput]], num_chunks: int,
+                 first: int = 0) -> None:
+        self._draw, self.num_chunks, self.first = draw, num_chunks, first
+        self._inputs: dict[int, list[MicroBatchInput]] = {}  # step -> its micro-batches
+        self._done: dict[int, int] = {}  # step -> chunks that have read all of it
+        self._next = first  # the step ``draw`` makes next
+
+    def inputs(self, step: int) -> list[MicroBatchInput]:
+        while step not in self._inputs:  # (chunks only ask for the step after their last)
+            self._inputs[self._next] = self._draw()
+            self._next += 1
+        return self._inputs[step]
+
+    def finished(self, step: int) -> None:
+        """One chunk has read all of ``step``; the last one frees it."""
+        self._done[step] = self._done.get(step, 0) + 1
+        if self._done[step] == self.num_chunks:
+            del self._inputs[step], self._done[step]
+
+
+class ChunkIterator:
+    """One model chunk's iterator over :class:`SharedSteps`' micro-batches, in order."""
+
+    def __init__(self, steps: SharedSteps) -> None:
+        self.steps = steps
+        self.step, self.index = steps.first, 0
+
+    def __iter__(self) -> ChunkIterator:
+        return self
+
+    def __next__(self) -> MicroBatchInput:
+        inputs = self.steps.inputs(self.step)
+        mb = inputs[self.index]
+        self.index += 1
+        if self.index == len(inputs):
+            self.steps.finished(self.step)
+            self.step, self.index = self.step + 1, 0
+        return mb
+
+
+class WLBData:
+    """This rank's WLB host path: train micro-batches and validation micro-batches.
+
+    Args:
+        cfg: the run's configuration (``wlb.megatron.arguments.wlb_run_config``).
+        world_size, dp_rank, cp_rank: where this rank sits.
+        valid_samples: validation samples megatron asks for over the run (0: none).
+        first_iteration: the iteration the first train micro-batches are for: a resumed run
+            replays the plans of the iterations before it (packing only; exact, since the
+            plans follow from the lengths and the seed alone, under any layout).
+        valid_consumed: validation samples already evaluated (a resumed run's).
+        num_chunks: model chunks (VPP) that each read every micro-batch.
+    """
+
+    def __init__(self, cfg: RunConfig, world_size: int, dp_rank: int, cp_rank: int, *,
+                 valid_samples: int = 0, first_iteration: int = 1, valid_consumed: int = 0,
+                 num_chunks: int = 1) -> None:
+        from wlb.training.documents import build_documents
+
+        m, tr = cfg.model, cfg.training
+        self.layout = cfg.layout(world_size)
+        self.dp_rank, self.cp_rank = dp_rank, cp_rank
+        self.documents = build_documents(cfg.data, m, tr.seed, stock_blend(cfg))
+        vocab = padded_vocab(m, self.documents.source.vocab_size)
+        self.cost = make_cost_model(m, cfg.wlb, self.layout, vocab)
+        self.schedule, self.packer_info, self.chooser = build_schedule(
+            cfg, self.layout, self.documents.train, self.cost, self.documents.train_blend)
+        t0 = time.perf_counter()
+        for _ in range(first_iteration - 1):
+            self.schedule.next_plan()
+        #: (plans replayed, seconds) of a resumed run
+        self.replayed = (first_iteration - 1, time.perf_counter() - t0)
+        prepare = make_prepare(RankView(self.layout, dp_rank, cp_rank), self.chooser,
+                               self.documents.train, cost=None, elastic=None, rank_tokens=0,
+                               log_interval=cfg.logging.log_interval, train_iters=tr.train_iters)
+        self._prefetch = HostPrefetcher(self.schedule, prepare, first_iteration=first_iteration,
+                                        ahead=cfg.wlb.host_prefetch)
+        self.train = SharedSteps(self._train_step, num_chunks, first_iteration)
+        self._train_iters = tr.train_iters
+        self.valid = None
+        if valid_samples and self.documents.valid is not None:
+            gbs = self.layout.global_batch_size
+            self._valid_order = StockSampleBatcher(self.documents.valid.lengths, gbs,
+                                                   m.seq_length, valid_samples, tr.seed)
+            self.valid = SharedSteps(self._valid_step, num_chunks)
+            self._valid_first = valid_consumed // gbs
+
+    def _train_step(self) -> list[MicroBatchInput]:
+        step = self._prefetch.next(more=self.train._next < self._train_iters)
+        if step.plan is None:
+            raise StopIteration
+        return step.inputs.inputs
+
+    def _valid_step(self) -> list[MicroBatchInput]:
+        """The next global batch of stock Megatron's valid samples, this rank's part of it."""
+        b = self._valid_first + self.valid._next
+        order, gbs = self._valid_order, self.layout.global_batch_size
+        samples = [order.shuffle[(b * gbs + j) % len(order.shuffle)] for j in range(gbs)]
+        mbs = [[Piece(d, o, n, 0) for d, o, n, _ in order.sample_pieces(int(s))]
+               for s in samples]
+        plan = BatchPlan(b, mbs, [j % self.layout.dp for j in range(len(mbs))])
+        layouts = lay_out(plan, self.layout.pad_multiple, self.chooser, self.dp_rank)
+        return build_inputs(layouts, self.dp_rank, self.documents.valid,
+                            pad_multiple=self.layout.pad_multiple, cp_size=self.layout.cp,
+                            cp_rank=self.cp_rank)
+
+    def close(self) -> None:
+        self._prefetch.close()
+
+
+_DATA: dict[str, WLBData] = {}  # the run's one WLBData (VPP asks once per chunk)
+
+
+def datasets_provider(num_samples, vp_stage: int | None = None):
+    """``pretrain()``'s provider for WLB's packing: (train, valid, None) iterators on every
+    rank (``num_samples``: megatron's train/valid/test sample counts).
+
+    megatron has already loaded a ``--load`` checkpoint (``args.iteration``, its consumed valid
+samples) when it calls this: WLB's data resumes from them.
+    """
+    from wlb.megatron.arguments import wlb_run_config
+
+    args = get_args()
+    if "run" not in _DATA:
+        torch.set_num_threads(args.threads)
+        _DATA["run"] = d = WLBData(
+            wlb_run_config(args), torch.distributed.get_world_size(),
+            mpu.get_data_parallel_rank(), mpu.get_context_parallel_rank(),
+            valid_samples=num_samples[1] if args.eval_iters else 0,
+            first_iteration=args.iteration + 1, valid_consumed=args.consumed_valid_samples,
+            num_chunks=args.virtual_pipeline_model_parallel_size or 1)
+        if args.eval_iters and d.valid is None:
+            raise RuntimeError(f"--eval-iters {args.eval_iters}: --split {args.split} gives the "
+                               "valid split no documents (use --eval-iters 0)")
+        print_rank_0(f"> WLB: {len(d.documents.train.lengths)} train documents, packing "
+                     f"{args.wlb_packing} ({d.packer_info}), CP sharding {args.wlb_cp_sharding}")
+        if args.iteration:
+            print_rank_0(f"> WLB: resumed at iteration {args.iteration}: its {d.replayed[0]} "
+                         f"plans replayed in {d.replayed[1]:.2f} s")
+    d = _DATA["run"]
+    return ChunkIterator(d.train), d.valid and ChunkIterator(d.valid), None
+
+
+datasets_provider.is_distributed = True  # every rank builds its own (the same plans)
