@@ -125,6 +125,18 @@ def test_from_flops_by_hand_without_normalisation():
     assert norm.linear_coef == 1.0 and norm.attn_coef == pytest.approx(16 / (1040 + 80))
 
 
+def test_from_flops_counts_the_routed_experts_by_hand():
+    # h=8, MHA, SwiGLU, 4 experts of ffn 16, top-2: the MLP of 2 experts 2 * (2*8*16*3) = 1536,
+    # the router 2*8*4 = 64; QKV 384 + output 128; attention's d term 16.
+    moe = CostModel.from_flops(num_layers=1, hidden_size=8, ffn_hidden_size=999,
+                               num_attention_heads=2, normalize=False, num_experts=4,
+                               moe_router_topk=2, moe_ffn_hidden_size=16)
+    assert moe.linear_coef == 384 + 128 + 1536 + 64 + 16
+    dense = CostModel.from_flops(num_layers=1, hidden_size=8, ffn_hidden_size=16,
+                                 num_attention_heads=2, normalize=False)
+    assert moe.attn_coef == dense.attn_coef  # experts add no attention
+
+
 @pytest.mark.parametrize("name, kw", [
     ("L", {"num_layers": 0}), ("h", {"hidden_size": -8}), ("ffn", {"ffn_hidden_size": 1.5}),
     ("heads", {"num_attention_heads": 0}),

@@ -119,6 +119,9 @@ class CostModel:
         tensor_parallel_size: int = 1,
         context_parallel_size: int = 1,
         normalize: bool = True,
+        num_experts: int = 0,
+        moe_router_topk: int = 1,
+        moe_ffn_hidden_size: int | None = None,
     ) -> CostModel:
         """Analytic forward FLOPs per GPU (backward is ~2x both parts, so ratios are unchanged).
 
@@ -135,6 +138,11 @@ class CostModel:
             swiglu: gated MLP (3 matrices) vs plain (2).
             tensor_parallel_size, context_parallel_size: split of the work per GPU.
             normalize: scale so that linear_coef == 1 (keeps numbers readable).
+            num_experts, moe_router_topk, moe_ffn_hidden_size: a mixture-of-experts MLP in every
+                layer (``num_experts`` > 0): each token runs ``moe_router_topk`` experts of
+                ``moe_ffn_hidden_size`` (default ``ffn_hidden_size``) and the router's
+                ``2*h*num_experts``. Expert parallelism moves tokens, not work: each rank still
+                computes about its own tokens' share.
 
         Returns:
             A CostModel whose coefficients are FLOPs (or FLOPs / linear FLOPs when normalised).
@@ -151,7 +159,11 @@ class CostModel:
             )
         h = hidden_size
         kv = h // num_attention_heads * groups
-        lin_layer = layer_gemm_flops(h, kv, ffn_hidden_size, swiglu)
+        if num_experts:
+            ffn = moe_router_topk * (moe_ffn_hidden_size or ffn_hidden_size)
+            lin_layer = layer_gemm_flops(h, kv, ffn, swiglu) + 2 * h * num_experts
+        else:
+            lin_layer = layer_gemm_flops(h, kv, ffn_hidden_size, swiglu)
         attn_pair = attn_flops_per_pair(h)
         linear = num_layers * (lin_layer + attn_pair / 2) + logit_flops(h, vocab_size)
         attn = num_layers * attn_pair / 2

@@ -41,6 +41,7 @@ from wlb.megatron import cpu_loop
 applied = cpu_loop.apply()
 import megatron.training.training as T, megatron.training.initialize as I
 import megatron.training.arguments as A, megatron.core.tensor_parallel.random as R
+import megatron.core.transformer.moe.token_dispatcher as D
 marks = {
     "initialize": [T.initialize_megatron.__wlb_cpu_patch__,
                    I._compile_dependencies.__wlb_cpu_patch__],
@@ -49,14 +50,17 @@ marks = {
     "rng_tracker": [R._get_cuda_rng_state.__wlb_cpu_patch__,
                     R._set_cuda_rng_state.__wlb_cpu_patch__],
     "tensor_types": [torch.Tensor.type.__wlb_cpu_patch__],
+    "moe_splits": [D.maybe_move_tensor_to_cpu.__wlb_cpu_patch__],
 }
 effects = {
     "devices": [str(torch.zeros(2, device="cuda").device), str(torch.ones(1).cuda().device),
                 str(torch.ones(1).to("cuda:0").device), str(torch.empty(1, device=0).device)],
     "cuda_api": [torch.cuda.current_device(), torch.cuda.synchronize(),
-                 torch.cuda.current_stream().wait_stream(None)],
+                 torch.cuda.current_stream().wait_stream(None),
+                 torch.cuda.Stream().record_event().synchronize()],
     "tensor_types": [torch.ones(1).type(), torch.ones(1, dtype=torch.bfloat16).type()],
     "device_arch": [A.get_device_arch_version()],
+    "moe_splits": [type(D.maybe_move_tensor_to_cpu(torch.ones(2), as_numpy=True)).__name__],
 }
 print(json.dumps({"applied": applied, "again": cpu_loop.apply(), "marks": marks,
                   "effects": effects}))
@@ -65,14 +69,14 @@ print(json.dumps({"applied": applied, "again": cpu_loop.apply(), "marks": marks,
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.splitlines()[-1])
     names = ["initialize", "jit_warmup", "device_arch", "devices", "cuda_api", "rng_tracker",
-             "tensor_types"]
+             "tensor_types", "moe_splits"]
     assert got["applied"] == got["again"] == names
     for name, marks in got["marks"].items():
         assert marks == [name] * len(marks), name
     assert got["effects"] == {
-        "devices": ["cpu"] * 4, "cuda_api": [0, None, True],
+        "devices": ["cpu"] * 4, "cuda_api": [0, None, True, True],
         "tensor_types": ["torch.cuda.FloatTensor", "torch.cuda.BFloat16Tensor"],
-        "device_arch": [0]}
+        "device_arch": [0], "moe_splits": ["ndarray"]}
 
 
 def test_a_moved_target_or_another_release_stops_apply_with_one_line():

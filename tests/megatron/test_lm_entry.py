@@ -27,8 +27,10 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
       "--transformer-impl", "local"], "--attention-backend local"),
     (["--context-parallel-size", "2", "--transformer-impl", "local"],
      "--context-parallel-size 2"),
+    (["--wlb-packing", "wlb", "--hybrid-context-parallel"], "--hybrid-context-parallel"),
     (["--tensor-model-parallel-size", "2"], "world size (1)"),
-], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "cp-not-yet", "megatron-assert"])
+], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "cp-not-yet", "hybrid-cp",
+        "megatron-assert"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
     proc = subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)

@@ -8,9 +8,10 @@ masks documents (``--dataloader-inter-document-masking``) and ``--eod-mask-loss`
 last token (its EOD) has no label in WLB's micro-batches (the next document is elsewhere), and
 Megatron otherwise trains it against whatever document follows it in the sample.
 
-Against the stock arm at 1 process: WLB at 1 process, CP 2 (adaptive sharding), TP 2, DP 2 with
-the distributed optimizer; against the stock arm at PP 2 x VPP 2 (megatron seeds each stage's
-initialisation by its rank): WLB at PP 2 x VPP 2. ``--use-cpu-initialization`` everywhere, so
+Against the stock arm at 1 process: WLB at 1 process, CP 2 (adaptive sharding), TP 2 with
+sequence parallelism, DP 2 with the distributed optimizer, full recompute; against the stock arm
+on the same layout (megatron seeds each stage's initialisation by its rank): WLB at PP 2 x VPP
+2, and a mixture of experts at PP 2 x EP 2. ``--use-cpu-initialization`` everywhere, so
 that TP 2 starts from the 1-process weights.
 """
 
@@ -30,9 +31,14 @@ VPP = ["--pipeline-model-parallel-size", "2", "--num-layers", "4",
 LAYOUTS = {
     "1-process": (1, []),
     "cp2-adaptive": (2, ["--context-parallel-size", "2", "--wlb-cp-sharding", "adaptive"]),
-    "tp2": (2, ["--tensor-model-parallel-size", "2"]),
+    "tp2-sp": (2, ["--tensor-model-parallel-size", "2", "--sequence-parallel"]),
     "dp2-distopt": (2, ["--use-distributed-optimizer"]),
+    "recompute": (1, ["--recompute-granularity", "full", "--recompute-method", "uniform",
+                      "--recompute-num-layers", "1"]),
 }
+MOE = ["--num-experts", "2", "--moe-router-topk", "2", "--moe-token-dispatcher-type",
+       "alltoall", "--disable-bias-linear", "--pipeline-model-parallel-size", "2",
+       "--expert-model-parallel-size", "2"]
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 
@@ -49,6 +55,13 @@ def test_wlb_trains_the_stock_arms_model_at_pp2_vpp2(corpus, data_cache):
     stock = lm_losses(ENTRY, 2, [*STOCK, *VPP], corpus, data_cache)
     wlb = lm_losses(ENTRY, 2, [*WLB, *VPP], corpus, data_cache)
     assert_same_losses(stock, wlb, REL, "stock arm vs WLB at PP 2 x VPP 2")
+
+
+def test_wlb_trains_the_stock_arms_mixture_of_experts_at_pp2_ep2(corpus, data_cache):
+    """2 experts, top-2, megatron's all-to-all dispatcher over EP 2, at PP 2 (4 processes)."""
+    stock = lm_losses(ENTRY, 4, [*STOCK, *MOE], corpus, data_cache)
+    wlb = lm_losses(ENTRY, 4, [*WLB, *MOE], corpus, data_cache)
+    assert_same_losses(stock, wlb, REL, "stock arm vs WLB, MoE at PP 2 x EP 2")
 
 
 def test_validation_evaluates_the_stock_arms_samples(corpus, data_cache):

@@ -37,6 +37,9 @@ def add_wlb_arguments(parser):
     g.add_argument("--mock-num-docs", type=int, default=20000)
     g.add_argument("--mock-length-scale", type=float, default=1.0 / 16)
     g.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    g.add_argument("--log-json", default=None,
+                   help="WLB's packing: append one JSON object per iteration (megatron's loss, "
+                   "learning rate, grad norm; WLB's predicted and measured imbalance, host times)")
     return parser
 
 
@@ -96,6 +99,11 @@ def _refuse_combinations(args, wlb: WLBConfig) -> None:
     from wlb.megatron.gpt import needs_wlb_core_attention
 
     if not wlb.is_baseline:
+        if args.hybrid_context_parallel:
+            raise ArgumentError(f"--hybrid-context-parallel with --wlb-packing {wlb.packing}: "
+                                "megatron's hybrid CP balances with its own scheduler "
+                                "(BalancedCPScheduler); WLB's packing and CP sharding replace "
+                                "it: give one of the two")
         if args.micro_batch_size != 1:
             raise ArgumentError(
                 f"--micro-batch-size={args.micro_batch_size} with --wlb-packing {wlb.packing}: "

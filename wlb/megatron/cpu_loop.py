@@ -28,6 +28,9 @@ before Megatron-LM parses its flags (its validation reads the GPU's architecture
   ``_get/_set_cuda_rng_state``: the CPU generator's.
 * ``tensor_types`` -- the optimizers and gradient clipping check ``param.type() ==
   'torch.cuda.FloatTensor'``: ``Tensor.type()`` reports a CPU tensor's CUDA name.
+* ``moe_splits`` -- MoE's all-to-all token dispatcher copies its split sizes to the host as
+  numpy arrays, but only from a CUDA tensor; a CPU tensor stayed a tensor, which
+  ``all_to_all_single`` refuses (expert parallelism): it becomes the numpy array a GPU gives.
 """
 
 from __future__ import annotations
@@ -101,6 +104,10 @@ class NoStream:
 
     def __getattr__(self, name):  # wait_stream, wait_event, record, synchronize, query, ...
         return lambda *args, **kwargs: True
+
+    def record_event(self, *args, **kwargs) -> NoStream:
+        """An event recorded on the stream (MoE's token dispatcher synchronizes on it)."""
+        return NoStream()
 
 
 _CUDA_API = {
@@ -192,6 +199,19 @@ def _patch_tensor_types() -> None:
     torch.Tensor.type = _mark(type_, "tensor_types")
 
 
+def _patch_moe_splits() -> None:
+    dispatcher, move = _target("megatron.core.transformer.moe.token_dispatcher",
+                               "maybe_move_tensor_to_cpu")
+
+    @functools.wraps(move)
+    def maybe_move_tensor_to_cpu(tensor, as_numpy: bool = False, record_stream: bool = False):
+        if as_numpy and torch.is_tensor(tensor):  # what the GPU path hands the all-to-all
+            return tensor.numpy()
+        return move(tensor, as_numpy=as_numpy, record_stream=record_stream)
+
+    dispatcher.maybe_move_tensor_to_cpu = _mark(maybe_move_tensor_to_cpu, "moe_splits")
+
+
 PATCHES = {
     "initialize": _patch_initialize,
     "jit_warmup": _patch_jit_warmup,
@@ -200,6 +220,7 @@ PATCHES = {
     "cuda_api": _patch_cuda_api,
     "rng_tracker": _patch_rng_tracker,
     "tensor_types": _patch_tensor_types,
+    "moe_splits": _patch_moe_splits,
 }
 
 

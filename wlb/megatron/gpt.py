@@ -21,6 +21,11 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.rerun_state_machine import get_rerun_state_machine
 from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.torch_norm import WrappedTorchNorm
+from megatron.core.transformer.transformer_block import (
+    TransformerBlockSubmodules,
+    get_num_layers_to_build,
+)
 from megatron.core.utils import get_attr_wrapped_model
 from megatron.training import get_args, get_timers
 from megatron.training.argument_utils import gpt_config_from_args
@@ -29,7 +34,8 @@ from megatron.training.training import update_seqlen_stats_from_cu_seqlens
 
 from wlb.megatron import stock_data
 from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams
-from wlb.megatron.model import swap_modules
+from wlb.megatron.model import SPTorchNorm, swap_modules
+from wlb.megatron.wlb_log import FORWARD_TIMES
 
 
 def needs_wlb_core_attention(args) -> bool:
@@ -40,19 +46,31 @@ def needs_wlb_core_attention(args) -> bool:
         or args.context_parallel_size > 1)
 
 
-def wlb_layer_spec(config, vp_stage: int | None = None, base=None, **attention):
-    """``base`` (default: the spec megatron's GPT builder picks for ``config``) with WLB's core
-    attention in place of megatron's local one, built with ``attention`` (its RoPE base and
-    percent, its kernel; no RoPE by default: megatron's own THD micro-batches come with it)."""
+def local_layer_spec(config, vp_stage: int | None = None, base=None, attention=None,
+                     sp_norms: bool = False):
+    """``base`` (default: the spec megatron's GPT builder picks for ``config``) with the CPU's
+    substitutes on megatron's local layers: WLB's core attention built with ``attention`` (its
+    RoPE base and percent, its kernel; no RoPE by default: megatron's own THD micro-batches come
+    with it) in place of megatron's, and, with ``sp_norms``, torch norms that work under
+    sequence parallelism (``SPTorchNorm``) in place of megatron's, which refuse it."""
     spec = base if base is not None else default_layer_spec(config, vp_stage)
-    params = {"rotary_base": None, **attention}
-    return swap_modules(spec, {DotProductAttention: ModuleSpec(module=WLBCoreAttention,
-                                                               params=params)})
+    swaps = {}
+    if attention is not None:
+        swaps[DotProductAttention] = ModuleSpec(module=WLBCoreAttention,
+                                                params={"rotary_base": None, **attention})
+    if sp_norms:
+        swaps[WrappedTorchNorm] = SPTorchNorm
+        if isinstance(spec, ModuleSpec):  # a layer's spec: the block's final norm too
+            spec = TransformerBlockSubmodules(
+                layer_specs=[spec] * get_num_layers_to_build(config, vp_stage=vp_stage),
+                layer_norm=WrappedTorchNorm)
+    return swap_modules(spec, swaps)
 
 
 def model_config(args):
     """Megatron-LM's GPT model config for ``args`` (``pretrain()`` builds the model from it with
-    megatron's GPT builder), with :func:`wlb_layer_spec` where :func:`needs_wlb_core_attention`.
+    megatron's GPT builder), with :func:`local_layer_spec`'s substitutes where the CPU needs them
+    (:func:`needs_wlb_core_attention`; sequence parallelism on megatron's local layers).
 
     WLB's packing: RoPE moves into WLB's attention (per document, at each token's position in
     its document, which CP sharding does not keep contiguous), and the pipeline stages exchange
@@ -69,9 +87,11 @@ def model_config(args):
             attention["rotary_base"] = args.rotary_base
             cfg.position_embedding_type = "none"
         cfg.transformer.variable_seq_lengths = args.pipeline_model_parallel_size > 1
-    if needs_wlb_core_attention(args):
-        cfg.transformer_layer_spec = partial(wlb_layer_spec, base=cfg.transformer_layer_spec,
-                                             **attention)
+    sp_norms = args.transformer_impl == "local" and args.sequence_parallel
+    if needs_wlb_core_attention(args) or sp_norms:
+        cfg.transformer_layer_spec = partial(
+            local_layer_spec, base=cfg.transformer_layer_spec, sp_norms=sp_norms,
+            attention=attention if needs_wlb_core_attention(args) else None)
     if (args.dataloader_inter_document_masking and args.pipeline_model_parallel_size > 1
             and args.micro_batch_size > 1):
         # megatron flattens THD micro-batches to [1, mbs x s] tokens but sizes the pipeline's
@@ -128,5 +148,8 @@ def wlb_forward_step(data_iterator, model: GPTModel):
     update_seqlen_stats_from_cu_seqlens(
         torch.tensor([0, *real], dtype=torch.int32, device=dev).cumsum(0, dtype=torch.int32))
     timers("batch-generator").stop()
+    start = FORWARD_TIMES.mark()
     output = model(tokens, positions, None, labels=labels, packed_seq_params=params)
+    FORWARD_TIMES.add(mb.index, get_attr_wrapped_model(model, "vp_stage") or 0, start,
+                      FORWARD_TIMES.mark())
     return output, partial(loss_func, loss_mask)

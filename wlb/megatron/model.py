@@ -56,6 +56,8 @@ def swap_modules(spec, mapping: dict):
                           submodules=swap_modules(spec.submodules, mapping), metainfo=spec.metainfo)
     if isinstance(spec, type) and spec in mapping:
         return mapping[spec]
+    if isinstance(spec, (list, tuple)):  # a block's layer_specs
+        return type(spec)(swap_modules(s, mapping) for s in spec)
     if is_dataclass(spec) and not isinstance(spec, type):
         return type(spec)(**{f.name: swap_modules(getattr(spec, f.name), mapping)
                              for f in fields(spec)})

@@ -24,6 +24,7 @@ import torch
 from megatron.core import mpu
 from megatron.training import get_args, print_rank_0
 
+from wlb.megatron import wlb_log
 from wlb.packing.stock_samples import StockSampleBatcher
 from wlb.packing.types import BatchPlan, Piece
 from wlb.run_config import RunConfig
@@ -89,11 +90,13 @@ class WLBData:
             plans follow from the lengths and the seed alone, under any layout).
         valid_consumed: validation samples already evaluated (a resumed run's).
         num_chunks: model chunks (VPP) that each read every micro-batch.
+        moe: the model's experts for the cost model (``num_experts``, ``moe_router_topk``,
+            ``moe_ffn_hidden_size``), or None.
     """
 
     def __init__(self, cfg: RunConfig, world_size: int, dp_rank: int, cp_rank: int, *,
                  valid_samples: int = 0, first_iteration: int = 1, valid_consumed: int = 0,
-                 num_chunks: int = 1) -> None:
+                 num_chunks: int = 1, moe: dict | None = None) -> None:
         from wlb.training.documents import build_documents
 
         m, tr = cfg.model, cfg.training
@@ -101,7 +104,7 @@ class WLBData:
         self.dp_rank, self.cp_rank = dp_rank, cp_rank
         self.documents = build_documents(cfg.data, m, tr.seed, stock_blend(cfg))
         vocab = padded_vocab(m, self.documents.source.vocab_size)
-        self.cost = make_cost_model(m, cfg.wlb, self.layout, vocab)
+        self.cost = make_cost_model(m, cfg.wlb, self.layout, vocab, **(moe or {}))
         self.schedule, self.packer_info, self.chooser = build_schedule(
             cfg, self.layout, self.documents.train, self.cost, self.documents.train_blend)
         t0 = time.perf_counter()
@@ -109,12 +112,17 @@ class WLBData:
             self.schedule.next_plan()
         #: (plans replayed, seconds) of a resumed run
         self.replayed = (first_iteration - 1, time.perf_counter() - t0)
+        # (the cost-model predictions at logged iterations: wlb.megatron.wlb_log prints them)
         prepare = make_prepare(RankView(self.layout, dp_rank, cp_rank), self.chooser,
-                               self.documents.train, cost=None, elastic=None, rank_tokens=0,
-                               log_interval=cfg.logging.log_interval, train_iters=tr.train_iters)
+                               self.documents.train, cost=self.cost, elastic=None,
+                               rank_tokens=0, log_interval=cfg.logging.log_interval,
+                               train_iters=tr.train_iters)
         self._prefetch = HostPrefetcher(self.schedule, prepare, first_iteration=first_iteration,
                                         ahead=cfg.wlb.host_prefetch)
         self.train = SharedSteps(self._train_step, num_chunks, first_iteration)
+        #: iteration -> its plan's figures (tokens, digest, host times, predictions), until
+        #: the log reads them (``pop_figures``)
+        self.figures: dict[int, dict] = {}
         self._train_iters = tr.train_iters
         self.valid = None
         if valid_samples and self.documents.valid is not None:
@@ -125,10 +133,22 @@ class WLBData:
             self._valid_first = valid_consumed // gbs
 
     def _train_step(self) -> list[MicroBatchInput]:
-        step = self._prefetch.next(more=self.train._next < self._train_iters)
+        iteration = self.train._next
+        step = self._prefetch.next(more=iteration < self._train_iters)
         if step.plan is None:
             raise StopIteration
+        self.figures[iteration] = {
+            "tokens": step.plan.num_tokens, "plan_digest": step.plan.digest(),
+            "host_ms": sum(step.inputs.stage_ms.values()),
+            "host_wait_ms": self._prefetch.last_wait_ms, "pending_tokens": step.pending_tokens,
+            **step.inputs.predictions}
         return step.inputs.inputs
+
+    def pop_figures(self, iteration: int) -> dict:
+        """``iteration``'s plan figures (and those of any iteration before it, dropped)."""
+        for it in [k for k in self.figures if k < iteration]:
+            del self.figures[it]
+        return self.figures.pop(iteration, {})
 
     def _valid_step(self) -> list[MicroBatchInput]:
         """The next global batch of stock Megatron's valid samples, this rank's part of it."""
@@ -167,12 +187,15 @@ samples) when it calls this: WLB's data resumes from them.
             mpu.get_data_parallel_rank(), mpu.get_context_parallel_rank(),
             valid_samples=num_samples[1] if args.eval_iters else 0,
             first_iteration=args.iteration + 1, valid_consumed=args.consumed_valid_samples,
-            num_chunks=args.virtual_pipeline_model_parallel_size or 1)
+            num_chunks=args.virtual_pipeline_model_parallel_size or 1,
+            moe=dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
+                     moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else None)
         if args.eval_iters and d.valid is None:
             raise RuntimeError(f"--eval-iters {args.eval_iters}: --split {args.split} gives the "
                                "valid split no documents (use --eval-iters 0)")
         print_rank_0(f"> WLB: {len(d.documents.train.lengths)} train documents, packing "
                      f"{args.wlb_packing} ({d.packer_info}), CP sharding {args.wlb_cp_sharding}")
+        wlb_log.install(d)
         if args.iteration:
             print_rank_0(f"> WLB: resumed at iteration {args.iteration}: its {d.replayed[0]} "
                          f"plans replayed in {d.replayed[1]:.2f} s")

@@ -138,14 +138,16 @@ def padded_vocab(model: ModelConfig, vocab_size: int) -> int:
 
 
 def make_cost_model(model: ModelConfig, wlb: WLBConfig, layout: ParallelLayout,
-                    vocab: int) -> CostModel:
+                    vocab: int, **moe) -> CostModel:
+    """``--wlb-cost-model``'s, else the analytic FLOPs of ``model`` (``moe``: its experts,
+    ``CostModel.from_flops``'s ``num_experts``, ``moe_router_topk``, ``moe_ffn_hidden_size``)."""
     if wlb.cost_model:
         return CostModel.from_json(wlb.cost_model)
     return CostModel.from_flops(
         num_layers=model.num_layers, hidden_size=model.hidden_size,
         ffn_hidden_size=model.ffn_hidden_size, num_attention_heads=model.num_attention_heads,
         num_query_groups=model.num_query_groups, vocab_size=vocab, swiglu=model.swiglu,
-        tensor_parallel_size=layout.tp, context_parallel_size=layout.cp,
+        tensor_parallel_size=layout.tp, context_parallel_size=layout.cp, **moe,
     )
 
 

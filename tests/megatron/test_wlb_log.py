@@ -1,0 +1,44 @@
+"""WLB's log in Megatron-LM's loop: after megatron's iteration line at its logged iterations, a
+WLB line (predicted and measured imbalance, CP strategies, host time); ``--log-json`` rows of
+every iteration with megatron's own loss, learning rate and grad norm."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from tests.helpers.lm_runs import ENTRY, lm_losses, lm_output
+
+FLAGS = ["--wlb-packing", "wlb", "--micro-batch-size", "1", "--eod-mask-loss",
+         "--context-parallel-size", "2", "--global-batch-size", "8", "--train-iters", "4",
+         "--log-interval", "2"]
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_a_wlb_line_follows_megatrons_and_json_rows_carry_its_figures(corpus, data_cache,
+                                                                       tmp_path):
+    log_json = tmp_path / "log.jsonl"
+    run = (ENTRY, 2, [*FLAGS, "--log-json", str(log_json)], corpus, data_cache)
+    lines = [ln for ln in lm_output(*run).splitlines() if " iteration " in ln]
+    kinds = [("WLB" if ln.startswith(" WLB |") else "megatron", int(re.search(
+        r"iteration\s+(\d+)", ln).group(1))) for ln in lines]
+    # megatron logs its first iteration too; WLB's figures come at --log-interval's
+    assert kinds == [("megatron", 1), ("megatron", 2), ("WLB", 2), ("megatron", 4), ("WLB", 4)]
+    rows = [json.loads(x) for x in log_json.read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    # megatron prints the mean since its last print (none after its first iteration's)
+    loss = [r["lm_loss"] for r in rows]
+    means = [loss[0], (loss[0] + loss[1]) / 2, (loss[2] + loss[3]) / 2]
+    for (_, printed), mean in zip(lm_losses(*run), means, strict=True):
+        assert abs(printed - mean) <= 1e-6 * mean
+    for r in rows:
+        assert r["tokens"] > 0 and r["grad_norm"] > 0 and len(r["plan_digest"]) == 16
+        logged = r["iteration"] % 2 == 0
+        assert ("pp_imbalance_measured" in r) == logged
+        if logged:
+            assert r["pp_imbalance_pred"] >= r["pp_imbalance_floor"] >= 1.0
+            assert r["pp_imbalance_measured"] >= 1.0 and r["cp_imbalance_pred"] >= 1.0
+            assert sum(r["cp_strategy"].values()) == 8  # every micro-batch, at CP 2
