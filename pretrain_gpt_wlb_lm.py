@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentError as e:
         say_once(f"{os.path.basename(__file__)}: error: {e}")
         return 2
+    if args.preflight_only:
+        return 0
     if args.wlb_stock:  # --wlb-packing megatron: stock Megatron
         provider, forward_step = stock_data.datasets_provider, gpt.forward_step
     else:

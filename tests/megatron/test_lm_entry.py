@@ -16,7 +16,7 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
         "--vocab-size", "255", "--num-layers", "2", "--hidden-size", "64",
         "--num-attention-heads", "4", "--seq-length", "256", "--max-position-embeddings", "256",
         "--micro-batch-size", "1", "--global-batch-size", "4", "--train-iters", "3",
-        "--lr", "1e-3"]
+        "--lr", "1e-3", "--eval-interval", "10"]
 
 
 @pytest.mark.parametrize("flags, named", [
@@ -29,8 +29,10 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
      "--context-parallel-size 2"),
     (["--wlb-packing", "wlb", "--hybrid-context-parallel"], "--hybrid-context-parallel"),
     (["--tensor-model-parallel-size", "2"], "world size (1)"),
+    (["--wlb-packing", "wlb", "--attention-dropout", "0", "--transformer-impl", "local",
+      "--mock-length-sample", "/no/such.json"], "--mock-length-sample /no/such.json"),
 ], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "cp-not-yet", "hybrid-cp",
-        "megatron-assert"])
+        "megatron-assert", "wlb-preflight"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
     proc = subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
@@ -38,4 +40,25 @@ def test_bad_input_is_one_line_before_any_work(flags, named):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("pretrain_gpt_wlb_lm.py: error: "), lines
     assert named in lines[0]
-    assert proc.stdout == ""  # nothing built, nothing printed (megatron prints its flags after)
+    # nothing built (megatron prints its flags once it has validated them: the pre-flight
+    # needs what its validation derives)
+    assert "building" not in proc.stdout and "> initializ" not in proc.stdout
+
+
+def _entry(flags: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *flags],
+                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
+
+
+def test_a_missing_data_file_or_eval_interval_is_named_and_preflight_only_builds_nothing(
+        tmp_path):
+    proc = _entry([*[a for a in TINY if a != "--mock-data"], "--data-path",
+                   str(tmp_path / "none")])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"pretrain_gpt_wlb_lm.py: error: --data-path {tmp_path}/none:"
+                                   f" no {tmp_path}/none.bin")
+    proc = _entry(TINY[:-2])  # Megatron-LM needs --eval-interval (a traceback otherwise)
+    assert proc.returncode == 2 and "--eval-interval is needed" in proc.stderr
+    proc = _entry([*TINY, "--preflight-only"])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "building" not in proc.stdout and " iteration " not in proc.stdout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 import sys
 
 from megatron.training.arguments import parse_args, validate_args
@@ -37,6 +38,10 @@ def add_wlb_arguments(parser):
     g.add_argument("--mock-num-docs", type=int, default=20000)
     g.add_argument("--mock-length-scale", type=float, default=1.0 / 16)
     g.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    g.add_argument("--preflight-only", action="store_true",
+                   help="check the flags (Megatron-LM's validation included), the layout for "
+                   "$WORLD_SIZE processes and the data files, then exit without building "
+                   "anything (a launcher runs it once before torchrun)")
     g.add_argument("--log-json", default=None,
                    help="WLB's packing: append one JSON object per iteration (megatron's loss, "
                    "learning rate, grad norm; WLB's predicted and measured imbalance, host times)")
@@ -75,6 +80,9 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         raise ArgumentError(str(e)) from None
     _refuse_combinations(args, wlb)
     args.calculate_per_token_loss = True
+    if args.eval_interval is None and not args.full_validation:
+        raise ArgumentError("--eval-interval is needed, also with --eval-iters 0: Megatron-LM "
+                            "sizes its validation samples from it")
     if args.use_checkpoint_args:
         from megatron.training.checkpointing import load_args_from_checkpoint
 
@@ -85,6 +93,7 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         validate_args(args, args_defaults or {})
     except AssertionError as e:
         raise ArgumentError(f"Megatron-LM refused the flags: {e}") from None
+    _preflight(args, wlb)
     args.wlb_stock = wlb.is_baseline  # stock Megatron's data path, else WLB's
     if not args.wlb_stock:
         args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
@@ -153,6 +162,46 @@ def wlb_run_config(args) -> RunConfig:
     ns.split = args.split or "100,0,0"
     ns.split_weights = parse_split(ns.split)
     ns.blend = parse_blend(args.data_path) if args.data_path else None
-    ns.log_json = ns.log_plans = None
+    if args.tokenizer_type == "NullTokenizer" and args.vocab_size:
+        # megatron-core 0.19's NullTokenizer(V): ids below V - 1, EOD V - 1, vocabulary V;
+        # WLB's (Megatron-LM's legacy one) takes the ids' count and adds EOD after them
+        ns.vocab_size = args.vocab_size - 1
+    ns.log_plans = None
     ns.notes = []
     return RunConfig.from_namespace(ns)
+
+
+def _preflight(args, wlb: WLBConfig) -> None:
+    """What would stop the run later and needs the world size or the files, one line each: the
+    data files (both arms); WLB's layout, cost model, kernel table and documents (the tokenizer
+    flags against a dataset's sidecar, the split) for WLB's packing."""
+    from wlb.cost_model import CostModel, CostModelError
+    from wlb.cp.selector import KernelTable
+    from wlb.megatron.indexed import IndexedDataError
+    from wlb.packing.stream import DataError
+    from wlb.parallel import LayoutError
+    from wlb.training.documents import DocumentsError, build_documents
+
+    prefixes = parse_blend(args.data_path)[0] if args.data_path else []
+    for prefix in prefixes:
+        for ext in (".bin", ".idx"):
+            if not os.path.isfile(prefix + ext):
+                raise ArgumentError(f"--data-path {prefix}: no {prefix + ext}")
+    if wlb.is_baseline:
+        return
+    if wlb.kernel_table:
+        try:
+            KernelTable.from_json(wlb.kernel_table)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ArgumentError(f"--wlb-kernel-table {wlb.kernel_table}: {e}") from None
+    try:
+        cfg = wlb_run_config(args)
+        cfg.layout(args.world_size)
+        if wlb.cost_model:
+            CostModel.from_json(wlb.cost_model)
+        build_documents(cfg.data, cfg.model, cfg.training.seed)
+    except (ConfigError, LayoutError, CostModelError, IndexedDataError, DocumentsError,
+            DataError, OSError) as e:
+        raise ArgumentError(str(e)) from None
+    except SystemExit as e:  # (an unreadable --mock-length-sample)
+        raise ArgumentError(str(e.code)) from None
