@@ -5,13 +5,15 @@ load); WLB's data resumes from ``args.iteration`` by replaying the plans before 
 the plans follow from the lengths and the seed alone, outlier queues included, so the replay is
 exact under any layout). WLB's own packing with 'auto' outlier thresholds: saved at CP 2 after
 iteration 2 (``--exit-interval``), resumed at TP 2; iterations 3 and 4 equal the run that went
-through.
+through, and the two legs' ``--log-plans`` account for every document piece (trained once or
+pending).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from tests.helpers.ledger import chain_ledger
 from tests.helpers.lm_runs import ENTRY, assert_same_losses, lm_losses, per_iteration
 
 REL = 1e-5
@@ -24,11 +26,15 @@ CP2 = ["--context-parallel-size", "2"]
 @pytest.mark.slow
 def test_a_resumed_run_under_another_layout_trains_as_the_uninterrupted_one(
         corpus, data_cache, tmp_path):
-    ckpt = str(tmp_path / "ckpt")
+    ckpt, plans = str(tmp_path / "ckpt"), [str(tmp_path / f"plans{k}.jsonl") for k in (1, 2)]
     full = per_iteration(lm_losses(ENTRY, 2, [*WLB, *CP2], corpus, data_cache))
     first = lm_losses(ENTRY, 2, [*WLB, *CP2, "--save", ckpt, "--save-interval", "2",
-                                 "--exit-interval", "2"], corpus, data_cache)
+                                 "--exit-interval", "2", "--log-plans", plans[0]],
+                      corpus, data_cache)
     assert [i for i, _ in first] == [1, 2]
     resumed = per_iteration(lm_losses(ENTRY, 2, [*WLB, "--tensor-model-parallel-size", "2",
-                                                 "--load", ckpt], corpus, data_cache))
+                                                 "--load", ckpt, "--log-plans", plans[1]],
+                                       corpus, data_cache))
     assert_same_losses(full[2:], resumed, REL, "uninterrupted vs resumed", (3, 4))
+    # every document piece the packer took was trained exactly once, or is still pending
+    chain_ledger(plans, [(1, 2), (3, 4)], 4)

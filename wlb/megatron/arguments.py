@@ -42,6 +42,9 @@ def add_wlb_arguments(parser):
                    help="check the flags (Megatron-LM's validation included), the layout for "
                    "$WORLD_SIZE processes and the data files, then exit without building "
                    "anything (a launcher runs it once before torchrun)")
+    g.add_argument("--log-plans", default=None,
+                   help="WLB's packing: append each iteration's consumed, trained and pending "
+                   "pieces (JSON lines; global rank 0)")
     g.add_argument("--log-json", default=None,
                    help="WLB's packing: append one JSON object per iteration (megatron's loss, "
                    "learning rate, grad norm; WLB's predicted and measured imbalance, host times)")
@@ -166,7 +169,6 @@ def wlb_run_config(args) -> RunConfig:
         # megatron-core 0.19's NullTokenizer(V): ids below V - 1, EOD V - 1, vocabulary V;
         # WLB's (Megatron-LM's legacy one) takes the ids' count and adds EOD after them
         ns.vocab_size = args.vocab_size - 1
-    ns.log_plans = None
     ns.notes = []
     return RunConfig.from_namespace(ns)
 

@@ -17,6 +17,7 @@ valid iterator does, so both arms evaluate the same tokens.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 
@@ -92,11 +93,14 @@ class WLBData:
         num_chunks: model chunks (VPP) that each read every micro-batch.
         moe: the model's experts for the cost model (``num_experts``, ``moe_router_topk``,
             ``moe_ffn_hidden_size``), or None.
+        log_plans: a file to append each iteration's consumed, trained and pending pieces to
+            (``--log-plans``; one rank writes it), or None.
     """
 
     def __init__(self, cfg: RunConfig, world_size: int, dp_rank: int, cp_rank: int, *,
                  valid_samples: int = 0, first_iteration: int = 1, valid_consumed: int = 0,
-                 num_chunks: int = 1, moe: dict | None = None) -> None:
+                 num_chunks: int = 1, moe: dict | None = None,
+                 log_plans: str | None = None) -> None:
         from wlb.training.documents import build_documents
 
         m, tr = cfg.model, cfg.training
@@ -118,7 +122,8 @@ class WLBData:
                                rank_tokens=0, log_interval=cfg.logging.log_interval,
                                train_iters=tr.train_iters)
         self._prefetch = HostPrefetcher(self.schedule, prepare, first_iteration=first_iteration,
-                                        ahead=cfg.wlb.host_prefetch)
+                                        ahead=cfg.wlb.host_prefetch, log_plans=bool(log_plans))
+        self._plans = open(log_plans, "a", buffering=1) if log_plans else None  # noqa: SIM115
         self.train = SharedSteps(self._train_step, num_chunks, first_iteration)
         #: iteration -> its plan's figures (tokens, digest, host times, predictions), until
         #: the log reads them (``pop_figures``)
@@ -137,6 +142,10 @@ class WLBData:
         step = self._prefetch.next(more=iteration < self._train_iters)
         if step.plan is None:
             raise StopIteration
+        if self._plans:
+            self._plans.write(json.dumps({"iteration": iteration, "consumed": step.consumed,
+                                          "trained": step.trained,
+                                          "pending": step.pending}) + "\n")
         self.figures[iteration] = {
             "tokens": step.plan.num_tokens, "plan_digest": step.plan.digest(),
             "host_ms": sum(step.inputs.stage_ms.values()),
@@ -165,6 +174,8 @@ class WLBData:
 
     def close(self) -> None:
         self._prefetch.close()
+        if self._plans:
+            self._plans.close()
 
 
 _DATA: dict[str, WLBData] = {}  # the run's one WLBData (VPP asks once per chunk)
@@ -189,7 +200,8 @@ samples) when it calls this: WLB's data resumes from them.
             first_iteration=args.iteration + 1, valid_consumed=args.consumed_valid_samples,
             num_chunks=args.virtual_pipeline_model_parallel_size or 1,
             moe=dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
-                     moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else None)
+                     moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else None,
+            log_plans=args.log_plans if torch.distributed.get_rank() == 0 else None)
         if args.eval_iters and d.valid is None:
             raise RuntimeError(f"--eval-iters {args.eval_iters}: --split {args.split} gives the "
                                "valid split no documents (use --eval-iters 0)")
