@@ -88,10 +88,11 @@ def model_config(args):
             cfg.position_embedding_type = "none"
         cfg.transformer.variable_seq_lengths = args.pipeline_model_parallel_size > 1
     sp_norms = args.transformer_impl == "local" and args.sequence_parallel
-    if needs_wlb_core_attention(args) or sp_norms:
+    wlb_attention = needs_wlb_core_attention(args)
+    if wlb_attention or sp_norms:
         cfg.transformer_layer_spec = partial(
             local_layer_spec, base=cfg.transformer_layer_spec, sp_norms=sp_norms,
-            attention=attention if needs_wlb_core_attention(args) else None)
+            attention=attention if wlb_attention else None)
     if (args.dataloader_inter_document_masking and args.pipeline_model_parallel_size > 1
             and args.micro_batch_size > 1):
         # megatron flattens THD micro-batches to [1, mbs x s] tokens but sizes the pipeline's

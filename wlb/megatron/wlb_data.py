@@ -186,7 +186,7 @@ def datasets_provider(num_samples, vp_stage: int | None = None):
     rank (``num_samples``: megatron's train/valid/test sample counts).
 
     megatron has already loaded a ``--load`` checkpoint (``args.iteration``, its consumed valid
-samples) when it calls this: WLB's data resumes from them.
+    samples) when it calls this: WLB's data resumes from them.
     """
     from wlb.megatron.arguments import wlb_run_config
 
