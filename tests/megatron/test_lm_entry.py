@@ -31,8 +31,11 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
     (["--tensor-model-parallel-size", "2"], "world size (1)"),
     (["--wlb-packing", "wlb", "--attention-dropout", "0", "--transformer-impl", "local",
       "--mock-length-sample", "/no/such.json"], "--mock-length-sample /no/such.json"),
+    (["--wlb-packing", "wlb", "--attention-dropout", "0", "--transformer-impl", "local",
+      "--wlb-elastic-cp"], "DP=1 x CP=1"),
+    (["--wlb-elastic-cp"], "--wlb-elastic-cp with --wlb-packing megatron"),
 ], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "cp-not-yet", "hybrid-cp",
-        "megatron-assert", "wlb-preflight"])
+        "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
     proc = subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)

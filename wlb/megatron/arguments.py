@@ -133,6 +133,9 @@ def _refuse_combinations(args, wlb: WLBConfig) -> None:
             raise ArgumentError(f"--wlb-packing {wlb.packing} reads --data-path PREFIX or "
                                 "--mock-data (WLB's mock documents): give exactly one")
 
+    if wlb.is_baseline and wlb.elastic_cp:
+        raise ArgumentError("--wlb-elastic-cp with --wlb-packing megatron: elastic CP regroups "
+                            "WLB's micro-batches; stock Megatron has none to regroup")
     if wlb.is_baseline and args.transformer_impl == "local" and args.context_parallel_size > 1:
         raise ArgumentError(f"--context-parallel-size {args.context_parallel_size} with "
                             "--wlb-packing megatron and --transformer-impl local: stock "
@@ -198,7 +201,10 @@ def _preflight(args, wlb: WLBConfig) -> None:
             raise ArgumentError(f"--wlb-kernel-table {wlb.kernel_table}: {e}") from None
     try:
         cfg = wlb_run_config(args)
-        cfg.layout(args.world_size)
+        layout = cfg.layout(args.world_size)
+        if wlb.elastic_cp and layout.dp * layout.cp == 1:
+            raise ArgumentError(f"--wlb-elastic-cp needs DP x CP > 1 ranks per pipeline stage "
+                                f"to regroup; this layout has DP={layout.dp} x CP={layout.cp}")
         if wlb.cost_model:
             CostModel.from_json(wlb.cost_model)
         build_documents(cfg.data, cfg.model, cfg.training.seed)

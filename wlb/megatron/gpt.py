@@ -32,7 +32,7 @@ from megatron.training.argument_utils import gpt_config_from_args
 from megatron.training.models.gpt import default_layer_spec
 from megatron.training.training import update_seqlen_stats_from_cu_seqlens
 
-from wlb.megatron import stock_data
+from wlb.megatron import stock_data, wlb_data
 from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams
 from wlb.megatron.model import SPTorchNorm, swap_modules
 from wlb.megatron.wlb_log import FORWARD_TIMES
@@ -145,6 +145,8 @@ def wlb_forward_step(data_iterator, model: GPTModel):
                                                      mb.loss_mask))  # [t] -> [1, t]
     params = WLBPackedSeqParams(qkv_format="thd", seq_lens=mb.seq_lens, cp_strategy=mb.strategy,
                                 positions=positions[0])
+    if mb.group is not None:  # elastic CP: this micro-batch's group, not the layout's CP group
+        params.cp_group, params.cp_override = wlb_data.cp_group_of(mb), True
     real = mb.seq_lens[:mb.num_pieces]  # the documents' pieces, not the pad document
     update_seqlen_stats_from_cu_seqlens(
         torch.tensor([0, *real], dtype=torch.int32, device=dev).cumsum(0, dtype=torch.int32))

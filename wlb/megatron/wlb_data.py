@@ -9,6 +9,12 @@ background thread (``HostPrefetcher``, ``--wlb-host-prefetch``). megatron's sche
 DP rank's ``GBS / DP`` micro-batches per iteration, one ``MicroBatchInput`` each; under VPP each
 model chunk has an iterator of its own over the same micro-batches (:class:`ChunkIterator`).
 
+Elastic CP (``--wlb-elastic-cp``) regroups each slot's pieces over a pipeline stage's DP x CP
+pool (``wlb.elastic.planner``, every rank the same plan): a rank's micro-batch is its group's
+share, and :func:`cp_group_of` gives the forward step the group's process group, which travels
+to WLB's attention in ``PackedSeqParams.cp_group``. megatron's per-token loss needs nothing
+more: its gradient and token-count reductions already span the DP x CP pool.
+
 Validation goes the same way over the valid split: stock Megatron's own valid samples (its
 ``GPTDataset`` order, emulated by ``wlb.packing.stock_samples``, for the samples megatron asks
 for), one sample per micro-batch, sharded for CP, moving on between evaluations as megatron's
@@ -30,6 +36,7 @@ from wlb.packing.stock_samples import StockSampleBatcher
 from wlb.packing.types import BatchPlan, Piece
 from wlb.run_config import RunConfig
 from wlb.training.batches import MicroBatchInput, build_inputs, lay_out
+from wlb.training.elastic import agree
 from wlb.training.host import RankView, make_prepare
 from wlb.training.prefetch import HostPrefetcher
 from wlb.training.setup import build_schedule, make_cost_model, padded_vocab, stock_blend
@@ -95,12 +102,16 @@ class WLBData:
             ``moe_ffn_hidden_size``), or None.
         log_plans: a file to append each iteration's consumed, trained and pending pieces to
             (``--log-plans``; one rank writes it), or None.
+        elastic_groups: elastic CP: the pool's process groups
+            (``wlb.megatron.elastic.build_elastic_groups``), or None.
+        pool_group: elastic CP: the process group of this stage's DP x CP pool, over which
+            every iteration's elastic plan is agreed on before its first group collective.
     """
 
     def __init__(self, cfg: RunConfig, world_size: int, dp_rank: int, cp_rank: int, *,
                  valid_samples: int = 0, first_iteration: int = 1, valid_consumed: int = 0,
                  num_chunks: int = 1, moe: dict | None = None,
-                 log_plans: str | None = None) -> None:
+                 log_plans: str | None = None, elastic_groups=None, pool_group=None) -> None:
         from wlb.training.documents import build_documents
 
         m, tr = cfg.model, cfg.training
@@ -116,10 +127,19 @@ class WLBData:
             self.schedule.next_plan()
         #: (plans replayed, seconds) of a resumed run
         self.replayed = (first_iteration - 1, time.perf_counter() - t0)
+        self.elastic, self._pool_group = None, pool_group
+        if elastic_groups is not None:
+            from wlb.training.elastic import build_runtime, comm_price, split_efficiency
+
+            w = cfg.wlb
+            self.elastic = build_runtime(elastic_groups, self.cost, self.chooser,
+                                         comm_price(w.elastic_comm_coef, w.cost_model),
+                                         split_efficiency(w.cost_model))
         # (the cost-model predictions at logged iterations: wlb.megatron.wlb_log prints them)
         prepare = make_prepare(RankView(self.layout, dp_rank, cp_rank), self.chooser,
-                               self.documents.train, cost=self.cost, elastic=None,
-                               rank_tokens=0, log_interval=cfg.logging.log_interval,
+                               self.documents.train, cost=self.cost, elastic=self.elastic,
+                               rank_tokens=self.schedule.packer.max_tokens // self.layout.cp,
+                               log_interval=cfg.logging.log_interval,
                                train_iters=tr.train_iters)
         self._prefetch = HostPrefetcher(self.schedule, prepare, first_iteration=first_iteration,
                                         ahead=cfg.wlb.host_prefetch, log_plans=bool(log_plans))
@@ -142,6 +162,8 @@ class WLBData:
         step = self._prefetch.next(more=iteration < self._train_iters)
         if step.plan is None:
             raise StopIteration
+        if step.inputs.eplan is not None:  # (a collective of this stage's pool)
+            agree(step.inputs.eplan, step.plan, group=self._pool_group)
         if self._plans:
             self._plans.write(json.dumps({"iteration": iteration, "consumed": step.consumed,
                                           "trained": step.trained,
@@ -181,6 +203,14 @@ class WLBData:
 _DATA: dict[str, WLBData] = {}  # the run's one WLBData (VPP asks once per chunk)
 
 
+def cp_group_of(mb: MicroBatchInput):
+    """The process group ``mb`` is sharded over: its elastic CP group (None for a group of one
+    rank), else None (the layout's CP group, which the attention holds)."""
+    if mb.group is None:
+        return None
+    return _DATA["run"].elastic.group(*mb.group)
+
+
 def datasets_provider(num_samples, vp_stage: int | None = None):
     """``pretrain()``'s provider for WLB's packing: (train, valid, None) iterators on every
     rank (``num_samples``: megatron's train/valid/test sample counts).
@@ -193,6 +223,17 @@ def datasets_provider(num_samples, vp_stage: int | None = None):
     args = get_args()
     if "run" not in _DATA:
         torch.set_num_threads(args.threads)
+        elastic_groups = None
+        if args.wlb_elastic_cp:  # (collective: every rank creates every pool group)
+            from types import SimpleNamespace
+
+            from wlb.megatron.elastic import build_elastic_groups
+
+            elastic_groups = build_elastic_groups(SimpleNamespace(
+                layout=wlb_run_config(args).layout(torch.distributed.get_world_size()),
+                pp_rank=mpu.get_pipeline_model_parallel_rank(),
+                tp_rank=mpu.get_tensor_model_parallel_rank(),
+                dp_rank=mpu.get_data_parallel_rank(), cp_rank=mpu.get_context_parallel_rank()))
         _DATA["run"] = d = WLBData(
             wlb_run_config(args), torch.distributed.get_world_size(),
             mpu.get_data_parallel_rank(), mpu.get_context_parallel_rank(),
@@ -201,7 +242,9 @@ def datasets_provider(num_samples, vp_stage: int | None = None):
             num_chunks=args.virtual_pipeline_model_parallel_size or 1,
             moe=dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
                      moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else None,
-            log_plans=args.log_plans if torch.distributed.get_rank() == 0 else None)
+            log_plans=args.log_plans if torch.distributed.get_rank() == 0 else None,
+            elastic_groups=elastic_groups,
+            pool_group=mpu.get_data_parallel_group(with_context_parallel=True))
         if args.eval_iters and d.valid is None:
             raise RuntimeError(f"--eval-iters {args.eval_iters}: --split {args.split} gives the "
                                "valid split no documents (use --eval-iters 0)")

@@ -16,12 +16,13 @@ class TrainingError(RuntimeError):
     """The run cannot go on (non-finite loss, ranks disagreeing on the plan, ...)."""
 
 
-def check_plan_agreement(digest: str, iteration: int, device=None, what: str = "packing plans"
-                         ) -> None:
-    """Every rank computed the same plan (``digest``, hex), or fail loudly (collective)."""
+def check_plan_agreement(digest: str, iteration: int, device=None, what: str = "packing plans",
+                         group=None) -> None:
+    """Every rank (of ``group``; default: the world) computed the same plan (``digest``, hex),
+    or fail loudly (collective)."""
     value = int(digest[:15], 16)  # 60 bits: fits int64
     t = torch.tensor([value, -value], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
     t = t.cpu()
     if int(t[0]) != value or -int(t[1]) != value:
         raise TrainingError(

@@ -113,9 +113,12 @@ def plan_slots(rt: ElasticRuntime, plan, layout, rank_tokens: int) -> ElasticPla
     return eplan
 
 
-def agree(eplan: ElasticPlan, plan, device=None) -> None:
-    """Every rank holds the same elastic plan (collective; before any group's collective)."""
-    check_plan_agreement(eplan.digest(), plan.step + 1, device, what="elastic CP plans")
+def agree(eplan: ElasticPlan, plan, device=None, group=None) -> None:
+    """Every rank (of ``group``: a stage's DP x CP pool is enough, since only its ranks share
+    groups; default: the world) holds the same elastic plan (collective; before any group's
+    collective)."""
+    check_plan_agreement(eplan.digest(), plan.step + 1, device, what="elastic CP plans",
+                         group=group)
 
 
 def predictions(rt: ElasticRuntime, plan, eplan: ElasticPlan, layout) -> dict:
