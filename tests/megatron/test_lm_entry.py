@@ -25,8 +25,8 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
     (["--wlb-packing", "wlb", "--micro-batch-size", "2"], "--micro-batch-size=2"),
     (["--dataloader-inter-document-masking", "--attention-backend", "local",
       "--transformer-impl", "local"], "--attention-backend local"),
-    (["--context-parallel-size", "2", "--transformer-impl", "local"],
-     "--context-parallel-size 2"),
+    (["--context-parallel-size", "2", "--transformer-impl", "local",
+      "--reset-attention-mask"], "--reset-attention-mask with --context-parallel-size 2"),
     (["--wlb-packing", "wlb", "--hybrid-context-parallel"], "--hybrid-context-parallel"),
     (["--tensor-model-parallel-size", "2"], "world size (1)"),
     (["--wlb-packing", "wlb", "--attention-dropout", "0", "--transformer-impl", "local",
@@ -34,8 +34,8 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
     (["--wlb-packing", "wlb", "--attention-dropout", "0", "--transformer-impl", "local",
       "--wlb-elastic-cp"], "DP=1 x CP=1"),
     (["--wlb-elastic-cp"], "--wlb-elastic-cp with --wlb-packing megatron"),
-], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "cp-not-yet", "hybrid-cp",
-        "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock"])
+], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "stock-cp-dense-mask",
+        "hybrid-cp", "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
     proc = subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)

@@ -50,6 +50,20 @@ def test_the_stock_arm_trains_as_megatron_lm(corpus, data_cache, masking, nproc)
 
 @pytest.mark.dist
 @pytest.mark.slow
+@pytest.mark.parametrize("masking", ["causal", "documents"])
+def test_the_stock_arms_cp_on_the_cpu_trains_as_megatron_lm_on_one_process(corpus, data_cache,
+                                                                          masking):
+    """megatron's local layers have no CP attention: at CP 2 the stock arm's attention is WLB's
+    on megatron's own CP slicing (two samples per micro-batch: causal, each sample zigzagged;
+    documents, the flattened micro-batch zigzagged as one sequence)."""
+    cp2 = lm_losses(ENTRY, 2, [*STOCK, *SAMPLES, *MASKING[masking][1],
+                               "--context-parallel-size", "2"], corpus, data_cache)
+    assert_same_losses(losses(corpus, data_cache, "reference", masking, 1), cp2, REL,
+                       "Megatron-LM on 1 process vs the stock arm at CP 2")
+
+
+@pytest.mark.dist
+@pytest.mark.slow
 def test_the_comparison_tells_the_two_attentions_apart(corpus, data_cache):
     """The 1e-5 above is tight enough to see document masking: causal and document-masked runs
     of the same samples differ by 9-15 times it here (an untrained model barely looks at other

@@ -137,10 +137,13 @@ def _refuse_combinations(args, wlb: WLBConfig) -> None:
         raise ArgumentError("--wlb-elastic-cp with --wlb-packing megatron: elastic CP regroups "
                             "WLB's micro-batches; stock Megatron has none to regroup")
     if wlb.is_baseline and args.transformer_impl == "local" and args.context_parallel_size > 1:
-        raise ArgumentError(f"--context-parallel-size {args.context_parallel_size} with "
-                            "--wlb-packing megatron and --transformer-impl local: stock "
-                            "Megatron's CP on megatron's local layers (which have no CP "
-                            "attention) is not wired yet (issue #36); WLB's packing runs CP here")
+        for flag in ("reset_attention_mask", "reset_position_ids"):
+            if getattr(args, flag):
+                raise ArgumentError(
+                    f"--{flag.replace('_', '-')} with --context-parallel-size "
+                    f"{args.context_parallel_size} on --transformer-impl local: stock CP runs "
+                    "through WLB's attention, which masks documents from cu_seqlens; use "
+                    "--dataloader-inter-document-masking")
     if needs_wlb_core_attention(args) and args.attention_backend == AttnBackend.local:
         why = ("--dataloader-inter-document-masking" if args.dataloader_inter_document_masking
                else f"--context-parallel-size {args.context_parallel_size}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+from megatron.core import mpu
 from megatron.core.models.gpt import GPTModel
 from megatron.core.rerun_state_machine import get_rerun_state_machine
 from megatron.core.transformer.dot_product_attention import DotProductAttention
@@ -78,7 +79,7 @@ def model_config(args):
     """
     cfg = gpt_config_from_args(args)
     attention = {}
-    if not args.wlb_stock:
+    if not args.wlb_stock or stock_data.on_wlb_attention(args):
         from wlb.megatron.arguments import wlb_run_config
 
         kernel = wlb_run_config(args).model.attention_backend
@@ -86,6 +87,7 @@ def model_config(args):
         if args.position_embedding_type == "rope":
             attention["rotary_base"] = args.rotary_base
             cfg.position_embedding_type = "none"
+    if not args.wlb_stock:
         cfg.transformer.variable_seq_lengths = args.pipeline_model_parallel_size > 1
     sp_norms = args.transformer_impl == "local" and args.sequence_parallel
     wlb_attention = needs_wlb_core_attention(args)
@@ -93,8 +95,8 @@ def model_config(args):
         cfg.transformer_layer_spec = partial(
             local_layer_spec, base=cfg.transformer_layer_spec, sp_norms=sp_norms,
             attention=attention if wlb_attention else None)
-    if (args.dataloader_inter_document_masking and args.pipeline_model_parallel_size > 1
-            and args.micro_batch_size > 1):
+    if ((args.dataloader_inter_document_masking or stock_data.on_wlb_attention(args))
+            and args.pipeline_model_parallel_size > 1 and args.micro_batch_size > 1):
         # megatron flattens THD micro-batches to [1, mbs x s] tokens but sizes the pipeline's
         # P2P buffers [s, mbs, h]: the stages then exchange shapes first (megatron 0.19 fails)
         cfg.transformer.variable_seq_lengths = True
@@ -125,6 +127,9 @@ def forward_step(data_iterator, model: GPTModel):
     params = stock_data.packed_seq_params(batch)
     if params is not None:
         update_seqlen_stats_from_cu_seqlens(params.cu_seqlens_q)
+    if stock_data.on_wlb_attention(get_args()):  # megatron's CP slicing, WLB's attention
+        batch, params = stock_data.wlb_cp_params(batch, get_args(),
+                                                 mpu.get_context_parallel_rank())
     timers("batch-generator").stop()
     output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"],
                    labels=batch["labels"], loss_mask=batch["loss_mask"],

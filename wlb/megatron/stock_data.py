@@ -11,6 +11,11 @@ Attention is what Megatron-LM's flags say: causal over the whole sample by defau
 masked with ``--reset-attention-mask`` (a dense mask per sample, megatron's local attention takes
 it) or with ``--dataloader-inter-document-masking`` (``cu_seqlens``; :func:`packed_seq_params`).
 
+On megatron's local layers, which have no CP attention, stock CP runs through WLB's attention
+(:func:`on_wlb_attention`, :func:`wlb_cp_params`): the same tokens on each CP rank as megatron's
+slicing gives, attended as megatron's CP attention would (per sequence), RoPE applied per token
+inside that attention.
+
 One deliberate difference: with ``cu_seqlens`` the dataset is built on every pipeline stage, since
 every stage's attention needs the document lengths; megatron 0.19 builds it on the first and last
 stage only (``is_dataset_built_on_rank``) and would read an absent iterator in a middle stage.
@@ -18,6 +23,7 @@ stage only (``is_dataset_built_on_rank``) and would read an absent iterator in a
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from megatron.core import mpu
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
@@ -32,9 +38,12 @@ from megatron.core.utils import (
 from megatron.training import get_args, print_rank_0
 from megatron.training.utils import get_blend_and_blend_per_split, is_first_or_last_pipeline_stage
 
+from wlb.cp import shard_position_array
+from wlb.megatron.attention import WLBPackedSeqParams
+
 #: what :func:`get_batch` returns (None where this stage or these flags have no such tensor)
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "attention_mask", "position_ids", "cu_seqlens",
-              "max_seqlen")
+              "cu_seqlens_padded", "max_seqlen")
 
 
 def dataset_config(args) -> GPTDatasetConfig:
@@ -140,3 +149,46 @@ def packed_seq_params(batch: dict) -> PackedSeqParams | None:
     max_len = int(batch["max_seqlen"].max())
     return PackedSeqParams(qkv_format="thd", cu_seqlens_q=cu, cu_seqlens_kv=cu,
                            max_seqlen_q=max_len, max_seqlen_kv=max_len)
+
+
+def on_wlb_attention(args) -> bool:
+    """Whether the stock arm's CP runs through WLB's attention: stock Megatron at CP > 1 on
+    megatron's local layers (their attention has no CP)."""
+    return (getattr(args, "wlb_stock", False) and args.transformer_impl == "local"
+            and args.context_parallel_size > 1)
+
+
+def wlb_cp_params(batch: dict, args, cp_rank: int) -> tuple[dict, WLBPackedSeqParams]:
+    """:func:`get_batch`'s CP-sliced micro-batch as WLB's attention takes it: one THD sequence
+    [1, t_local] and its :class:`WLBPackedSeqParams` (megatron's own CP slicing kept).
+
+    Megatron cuts each sample (causal), or with ``cu_seqlens`` the flattened micro-batch, into
+    2 x CP chunks; rank r holds chunks r and 2CP-1-r. That is WLB's ``per_seq`` over the
+    micro-batch's documents, and for samples (documents of ``seq_length``) WLB's ``per_doc``, which
+    stores every sample's front chunk before the back chunks: the tokens are reordered to it.
+
+    Worked example (causal, CP 2, rank 0, 2 samples of 8 tokens, chunks of 2): megatron's rows
+    [[a0 a1 a6 a7], [b0 b1 b6 b7]] -> [a0 a1 b0 b1 a6 a7 b6 b7]; positions [0 1 0 1 6 7 6 7].
+    """
+    cp = args.context_parallel_size
+    out = dict(batch)
+    if batch.get("cu_seqlens") is not None:  # [1, t_local], documents over the whole stream
+        cu = batch["cu_seqlens"].reshape(-1).cpu()
+        seq_lens, strategy = tuple(int(x) for x in torch.diff(cu).tolist()), "per_seq"
+    else:  # [b, s / CP]: each sample's front and back chunk
+        b, s = args.micro_batch_size, args.seq_length
+        seq_lens, strategy = (s,) * b, "per_doc"
+        for k in ("tokens", "labels", "loss_mask"):
+            if batch.get(k) is not None:  # [b, 2, c] -> [2, b, c] -> [1, 2bc]
+                out[k] = batch[k].reshape(b, 2, -1).transpose(0, 1).reshape(1, -1)
+    glob = shard_position_array(seq_lens, cp, cp_rank, strategy)  # [t_local], in the stream
+    ends = np.cumsum(seq_lens)
+    doc = np.searchsorted(ends, glob, side="right")
+    positions = torch.from_numpy(glob - (ends - np.asarray(seq_lens))[doc])  # in its document
+    dev = next((v.device for v in batch.values() if isinstance(v, torch.Tensor)),
+               torch.device("cpu"))
+    out["position_ids"] = positions.to(dev)[None]  # [1, t_local]
+    out["attention_mask"] = None  # (causal, or documents from seq_lens)
+    params = WLBPackedSeqParams(qkv_format="thd", seq_lens=seq_lens, cp_strategy=strategy,
+                                positions=out["position_ids"][0])
+    return out, params
