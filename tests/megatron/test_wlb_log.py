@@ -42,3 +42,34 @@ def test_a_wlb_line_follows_megatrons_and_json_rows_carry_its_figures(corpus, da
             assert r["pp_imbalance_pred"] >= r["pp_imbalance_floor"] >= 1.0
             assert r["pp_imbalance_measured"] >= 1.0 and r["cp_imbalance_pred"] >= 1.0
             assert sum(r["cp_strategy"].values()) == 8  # every micro-batch, at CP 2
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_both_arms_log_predictions_and_validation_rows_with_the_same_digest(corpus, data_cache,
+                                                                           tmp_path):
+    """Stock Megatron's rows carry the cost model's figures for the micro-batches its forward
+    steps saw (gathered over DP 2), WLB's for its plans; after each evaluation both write a
+    validation row whose fingerprint of the evaluated tokens is equal across the arms (WLB at
+    CP 2 evaluates stock's samples sharded) and differs between evaluations."""
+    evals = ["--split", "90,10,0", "--eval-iters", "2", "--eval-interval", "2",
+             "--train-iters", "4", "--micro-batch-size", "1", "--eod-mask-loss"]
+    arms = {"stock": ["--wlb-packing", "megatron", "--dataloader-inter-document-masking"],
+            "wlb": ["--wlb-packing", "wlb", "--context-parallel-size", "2"]}
+    rows = {}
+    for arm, flags in arms.items():
+        log_json = tmp_path / f"{arm}.jsonl"
+        lm_output(ENTRY, 2, [*flags, *evals, "--log-json", str(log_json)], corpus, data_cache)
+        rows[arm] = [json.loads(x) for x in log_json.read_text().splitlines()]
+    train = [r for r in rows["stock"] if r.get("kind") != "valid"]
+    assert [r["iteration"] for r in train] == [1, 2, 3, 4]
+    for r in train:  # DP 2: four micro-batches of one sample, two from each replica
+        assert len(r["microbatch_work"]) == 4 and r["pp_imbalance_pred"] >= 1.0
+        assert r["dp_imbalance_pred"] >= 1.0 and r["cp_strategy"] == {"per_seq": 4}
+        assert r["pp_imbalance_measured"] >= 1.0 and r["tokens"] == 4 * 256
+    valid = {arm: [r for r in rs if r.get("kind") == "valid"] for arm, rs in rows.items()}
+    assert [r["iteration"] for r in valid["stock"]] == [2, 4, 4]  # (the last: megatron's final)
+    assert [r["valid_digest"] for r in valid["stock"]] == [r["valid_digest"]
+                                                           for r in valid["wlb"]]
+    assert valid["stock"][0]["valid_digest"] != valid["stock"][1]["valid_digest"]
+    assert valid["stock"][-1]["tokens_trained"] == 4 * 4 * 256

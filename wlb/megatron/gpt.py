@@ -34,9 +34,9 @@ from megatron.training.models.gpt import default_layer_spec
 from megatron.training.training import update_seqlen_stats_from_cu_seqlens
 
 from wlb.megatron import stock_data, wlb_data
-from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams
+from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams, thd_seq_lens
 from wlb.megatron.model import SPTorchNorm, swap_modules
-from wlb.megatron.wlb_log import FORWARD_TIMES
+from wlb.megatron.observe import FORWARD_STEPS
 
 
 def needs_wlb_core_attention(args) -> bool:
@@ -118,22 +118,38 @@ def loss_func(loss_mask: torch.Tensor, output_tensor: torch.Tensor):
     return loss, num_tokens, {"lm loss": torch.cat([loss.detach().view(1), num_tokens.view(1)])}
 
 
+def _observed(model, index: int | None, start, tokens, positions, units=None) -> None:
+    """A micro-batch's forward, recorded for the log (``wlb.megatron.observe``): its time in
+    training; in evaluation its tokens' fingerprint, once (first stage, TP rank 0, chunk 0)."""
+    vp = get_attr_wrapped_model(model, "vp_stage") or 0
+    if model.training:
+        FORWARD_STEPS.add(index, vp, start, FORWARD_STEPS.mark(), units)
+    elif (vp == 0 and mpu.get_pipeline_model_parallel_rank() == 0
+          and mpu.get_tensor_model_parallel_rank() == 0):
+        FORWARD_STEPS.add_valid(tokens, positions)
+
+
 def forward_step(data_iterator, model: GPTModel):
     """Stock Megatron's micro-batch through this rank's model chunk (``pretrain()``'s
     ``forward_step_func``)."""
+    args = get_args()
     timers = get_timers()
     timers("batch-generator", log_level=2).start()
     batch = stock_data.get_batch(data_iterator, get_attr_wrapped_model(model, "vp_stage"))
     params = stock_data.packed_seq_params(batch)
     if params is not None:
         update_seqlen_stats_from_cu_seqlens(params.cu_seqlens_q)
-    if stock_data.on_wlb_attention(get_args()):  # megatron's CP slicing, WLB's attention
-        batch, params = stock_data.wlb_cp_params(batch, get_args(),
-                                                 mpu.get_context_parallel_rank())
+    # the attention units: documents, or samples under causal attention over the whole sample
+    units = thd_seq_lens(params) if params is not None else (
+        (args.seq_length,) * args.micro_batch_size)
+    if stock_data.on_wlb_attention(args):  # megatron's CP slicing, WLB's attention
+        batch, params = stock_data.wlb_cp_params(batch, args, mpu.get_context_parallel_rank())
     timers("batch-generator").stop()
+    start = FORWARD_STEPS.mark()
     output = model(batch["tokens"], batch["position_ids"], batch["attention_mask"],
                    labels=batch["labels"], loss_mask=batch["loss_mask"],
                    packed_seq_params=params)
+    _observed(model, None, start, batch["tokens"], batch["position_ids"], units)
     return output, partial(loss_func, batch["loss_mask"])
 
 
@@ -156,8 +172,7 @@ def wlb_forward_step(data_iterator, model: GPTModel):
     update_seqlen_stats_from_cu_seqlens(
         torch.tensor([0, *real], dtype=torch.int32, device=dev).cumsum(0, dtype=torch.int32))
     timers("batch-generator").stop()
-    start = FORWARD_TIMES.mark()
+    start = FORWARD_STEPS.mark()
     output = model(tokens, positions, None, labels=labels, packed_seq_params=params)
-    FORWARD_TIMES.add(mb.index, get_attr_wrapped_model(model, "vp_stage") or 0, start,
-                      FORWARD_TIMES.mark())
+    _observed(model, mb.index, start, mb.tokens, mb.positions)
     return output, partial(loss_func, loss_mask)

@@ -86,9 +86,30 @@ def built_on_rank(vp_stage: int | None = None) -> bool:
         vp_stage)
 
 
+_LOG: list = []  # the log installed
+
+
+def _install_log(args) -> None:
+    """WLB's log beside megatron's for stock Megatron: its micro-batches priced by the run's
+    cost model (``--wlb-cost-model``, else the model's FLOPs), as WLB's plans are."""
+    from wlb.megatron import wlb_log
+    from wlb.megatron.arguments import wlb_run_config
+    from wlb.training.setup import make_cost_model
+
+    cfg = wlb_run_config(args)
+    moe = dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
+               moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else {}
+    cost = make_cost_model(cfg.model, cfg.wlb, cfg.layout(torch.distributed.get_world_size()),
+                           args.padded_vocab_size, **moe)
+    wlb_log.install(None, cost)
+
+
 def datasets_provider(num_samples, vp_stage: int | None = None):
     """Train/valid/test datasets (``pretrain()``'s ``train_valid_test_dataset_provider``)."""
     args = get_args()
+    if not _LOG:  # (VPP asks once per model chunk)
+        _LOG.append(True)
+        _install_log(args)
     cls = MockGPTDataset if args.mock_data else GPTDataset
     print_rank_0(f"> building stock Megatron's {cls.__name__} train/valid/test datasets ...")
     return BlendedMegatronDatasetBuilder(

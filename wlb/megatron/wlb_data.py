@@ -123,8 +123,10 @@ class WLBData:
         self.schedule, self.packer_info, self.chooser = build_schedule(
             cfg, self.layout, self.documents.train, self.cost, self.documents.train_blend)
         t0 = time.perf_counter()
+        #: tokens of the iterations before ``first_iteration`` (a resumed run's)
+        self.replayed_tokens = 0
         for _ in range(first_iteration - 1):
-            self.schedule.next_plan()
+            self.replayed_tokens += self.schedule.next_plan().num_tokens
         #: (plans replayed, seconds) of a resumed run
         self.replayed = (first_iteration - 1, time.perf_counter() - t0)
         self.elastic, self._pool_group = None, pool_group

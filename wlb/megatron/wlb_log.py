@@ -1,13 +1,18 @@
-"""WLB's figures beside Megatron-LM's own iteration log: a WLB line after megatron's line,
-TensorBoard scalars on megatron's writer, and ``--log-json`` (one JSON object per iteration).
+"""WLB's figures beside Megatron-LM's own log, for both arms: a WLB line after megatron's
+iteration line, TensorBoard scalars on megatron's writer, and ``--log-json`` (one JSON object per
+iteration, one per evaluation).
 
 megatron's ``training_log`` runs on every rank each iteration (its line is printed by the last
 rank); :func:`install` wraps it, so that after it, at megatron's logged iterations
 (``iteration % --log-interval == 0``), every rank joins one all-reduce of the micro-batches'
-forward times (the measured imbalance; :class:`ForwardTimes` records them in the forward step),
-and the last rank prints the WLB line and writes the scalars. The predictions are the cost
-model's for the iteration's plan (``wlb.training.batches.plan_predictions``), the same on every
-rank. JSON rows carry megatron's loss, learning rate and grad norm with WLB's figures.
+forward times (the measured imbalance; ``wlb.megatron.observe`` records them in the forward
+steps), and the last rank prints the WLB line and writes the scalars. The predictions are the
+cost model's: for WLB of the iteration's plan, known in advance (``WLBData.pop_figures``); for
+stock Megatron of the micro-batches its forward steps saw, gathered over the DP replicas (one
+``all_gather_object`` per logged iteration). JSON rows carry megatron's loss, learning rate and
+grad norm with these figures; after each evaluation a ``"kind": "valid"`` row has megatron's
+validation loss, the tokens trained so far and a fingerprint of the tokens evaluated
+(``valid_digest``: equal when two runs evaluated the same tokens, however packed and sharded).
 """
 
 from __future__ import annotations
@@ -21,85 +26,88 @@ from megatron.core import mpu
 from megatron.training import get_args, get_tensorboard_writer
 from megatron.training.utils import is_last_rank
 
+from wlb.megatron.observe import FORWARD_STEPS
+from wlb.packing.types import BatchPlan, Piece
+from wlb.training.batches import MicroBatchLayout, plan_predictions
 from wlb.training.loop import measured_imbalance
 
-
-class ForwardTimes:
-    """Each micro-batch's forward time on this rank: (plan index, VPP chunk, ms)."""
-
-    def __init__(self) -> None:
-        self._marks: list[tuple[int, int, object, object]] = []
-        self.cuda = torch.cuda.is_available()
-
-    def mark(self):
-        if self.cuda:
-            ev = torch.cuda.Event(enable_timing=True)
-            ev.record()
-            return ev
-        return time.perf_counter()
-
-    def add(self, index: int, chunk: int, start, end) -> None:
-        self._marks.append((index, chunk, start, end))
-
-    def take(self) -> list[tuple[int, int, float]]:
-        """The records since the last ``take`` (waits for the GPU)."""
-        marks, self._marks = self._marks, []
-        if self.cuda:
-            torch.cuda.synchronize()
-            return [(j, vp, a.elapsed_time(b)) for j, vp, a, b in marks]
-        return [(j, vp, (b - a) * 1e3) for j, vp, a, b in marks]
-
-
-FORWARD_TIMES = ForwardTimes()
-
-
-def _lm_loss(loss_dict: dict) -> float | None:
-    """The iteration's loss as megatron's ``train_step`` reduced it (its token-weighted mean
-    over the global batch: the last pipeline stage has it)."""
-    value = loss_dict.get("lm loss") if loss_dict else None
-    return None if value is None else float(value)
+#: the fingerprint's modulus (``wlb.megatron.observe``)
+_P = (1 << 31) - 1
 
 
 def _line(it: int, m: dict) -> str:
     strat = ",".join(f"{k}:{v}" for k, v in m.get("cp_strategy", {}).items())
+    host = (f" host ms {m['host_ms']:.1f} (waited {m['host_wait_ms']:.1f}) |"
+            if "host_ms" in m else "")
     return (f" WLB | iteration {it:8d} | predicted imbalance PP {m['pp_imbalance_pred']:.3f} "
             f"(floor {m['pp_imbalance_floor']:.3f}), DP {m['dp_imbalance_pred']:.3f}, CP "
             f"{m['cp_imbalance_pred']:.3f} | measured PP imbalance "
-            f"{m['pp_imbalance_measured']:.3f} | cp: {strat} | host ms {m['host_ms']:.1f} "
-            f"(waited {m['host_wait_ms']:.1f}) | tokens {m['tokens']} |")
+            f"{m['pp_imbalance_measured']:.3f} | cp: {strat} |{host} tokens {m['tokens']} |")
 
 
-def install(data) -> None:
-    """Wrap megatron's ``training_log`` for ``data`` (a ``wlb.megatron.wlb_data.WLBData``)."""
+def stock_predictions(iteration: int, units: list[tuple[int, ...]], cost, cp: int) -> dict:
+    """The cost model's figures for stock Megatron's iteration from this DP replica's observed
+    micro-batches (``units``: each one's attention units), gathered over the replicas
+    (collective over the DP group)."""
+    every: list = [None] * mpu.get_data_parallel_world_size()
+    torch.distributed.all_gather_object(every, units, group=mpu.get_data_parallel_group())
+    mbs, ranks = [], []
+    for r, rank_units in enumerate(every):
+        for u in rank_units:
+            mbs.append([Piece(len(mbs), 0, n, 0) for n in u])  # (a document id of its own)
+            ranks.append(r)
+    layouts = [MicroBatchLayout(j, mb, r, tuple(p.length for p in mb), "per_seq")
+               for j, (mb, r) in enumerate(zip(mbs, ranks))]
+    return plan_predictions(BatchPlan(iteration - 1, mbs, ranks), layouts, cost, cp)
+
+
+def install(data=None, cost=None) -> None:
+    """Wrap megatron's ``training_log`` and ``evaluate`` for ``data`` (WLB's arm: a
+    ``wlb.megatron.wlb_data.WLBData``) or, with ``data`` None, for stock Megatron priced by
+    ``cost`` (a ``wlb.cost_model.CostModel``)."""
     from megatron.training import training
 
-    original = training.training_log
+    original_log, original_eval = training.training_log, training.evaluate
     args = get_args()
     json_file = None
     if args.log_json and is_last_rank():
         os.makedirs(os.path.dirname(os.path.abspath(args.log_json)), exist_ok=True)
         json_file = open(args.log_json, "a", buffering=1)  # noqa: SIM115 (the run's)
     last = [time.perf_counter()]
-    layout = data.layout
+    pp, vpp = args.pipeline_model_parallel_size, args.virtual_pipeline_model_parallel_size or 1
+    n = args.global_batch_size // args.micro_batch_size  # micro-batches per iteration
+    state = {"iteration": args.iteration,  # (a resumed run's tokens: its data path's count)
+             "tokens": data.replayed_tokens if data is not None
+             else args.consumed_train_samples * args.seq_length}
 
     def training_log(loss_dict, total_loss_dict, learning_rate, iteration, loss_scale,
                      report_memory_flag, skipped_iter, grad_norm, *rest, **kwargs):
-        out = original(loss_dict, total_loss_dict, learning_rate, iteration, loss_scale,
-                       report_memory_flag, skipped_iter, grad_norm, *rest, **kwargs)
-        records = FORWARD_TIMES.take()
-        m = data.pop_figures(iteration)
+        out = original_log(loss_dict, total_loss_dict, learning_rate, iteration, loss_scale,
+                           report_memory_flag, skipped_iter, grad_norm, *rest, **kwargs)
+        records, units = FORWARD_STEPS.take()
+        logged = iteration % args.log_interval == 0
+        if data is not None:
+            m = data.pop_figures(iteration)
+            logged = logged and "pp_imbalance_pred" in m
+        else:  # stock: this replica's micro-batches are n / DP of the iteration's, in order
+            first = mpu.get_data_parallel_rank() * len(units)
+            records = [(first + j, vp, ms) for j, vp, ms in records]
+            m = {"tokens": args.global_batch_size * args.seq_length}
+            if logged:
+                m.update(stock_predictions(iteration, units, cost, args.context_parallel_size))
+        state["iteration"], state["tokens"] = iteration, state["tokens"] + m["tokens"]
         now = time.perf_counter()
         elapsed_ms, last[0] = (now - last[0]) * 1e3, now
-        if iteration % args.log_interval == 0 and "pp_imbalance_pred" in m:  # every rank
-            dev = torch.device("cuda", torch.cuda.current_device()) if FORWARD_TIMES.cuda \
+        if logged:  # every rank
+            dev = torch.device("cuda", torch.cuda.current_device()) if FORWARD_STEPS.cuda \
                 else None
             m["pp_imbalance_measured"] = measured_imbalance(
-                records, mpu.get_pipeline_model_parallel_rank(), layout.pp, layout.vpp,
-                layout.global_batch_size, dev)
+                records, mpu.get_pipeline_model_parallel_rank(), pp, vpp, n, dev)
         if not is_last_rank():
             return out
-        m.update(iteration=iteration, lm_loss=_lm_loss(loss_dict), lr=learning_rate,
-                 grad_norm=None if grad_norm is None else float(grad_norm),
+        lm = loss_dict.get("lm loss") if loss_dict else None
+        m.update(iteration=iteration, lm_loss=None if lm is None else float(lm),
+                 lr=learning_rate, grad_norm=None if grad_norm is None else float(grad_norm),
                  iter_ms=elapsed_ms)
         if "pp_imbalance_measured" in m:
             print(_line(iteration, m), flush=True)
@@ -107,9 +115,24 @@ def install(data) -> None:
             if writer:
                 for k in ("pp_imbalance_pred", "pp_imbalance_floor", "dp_imbalance_pred",
                           "cp_imbalance_pred", "pp_imbalance_measured", "host_ms"):
-                    writer.add_scalar(f"wlb/{k}", m[k], iteration)
+                    if k in m:
+                        writer.add_scalar(f"wlb/{k}", m[k], iteration)
         if json_file:
             json_file.write(json.dumps(m, sort_keys=True) + "\n")
         return out
 
-    training.training_log = training_log
+    def evaluate(*a, **kw):
+        out = original_eval(*a, **kw)
+        digest = torch.tensor([FORWARD_STEPS.take_valid()], dtype=torch.int64,
+                              device="cuda" if FORWARD_STEPS.cuda else "cpu")
+        torch.distributed.all_reduce(digest)  # every rank's share of the tokens evaluated
+        total = out[0]
+        if json_file and total and "lm loss" in total:
+            json_file.write(json.dumps({
+                "kind": "valid", "iteration": state["iteration"],
+                "tokens_trained": state["tokens"],
+                "valid_digest": f"{int(digest.item()) % _P:08x}",
+                "valid_lm_loss": float(total["lm loss"])}) + "\n")
+        return out
+
+    training.training_log, training.evaluate = training_log, evaluate

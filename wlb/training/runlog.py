@@ -84,12 +84,13 @@ def cell(spec: str, x: float | None) -> str:
 def validation_table(runs: dict[str, list[dict]]) -> list[str]:
     """Markdown table of the validation rows of ``runs`` (name -> rows), and the final gaps."""
     names = list(runs)
-    digests = {r["valid_digest"] for rows in runs.values() for r in rows}
-    if len(digests) > 1:
-        raise SystemExit(f"the runs evaluated different batches "
-                         f"(valid_digest {sorted(digests)}); same --split, --eval-iters, "
-                         "--global-batch-size, --seq-length and data?")
     n = min(len(rows) for rows in runs.values())
+    for i in range(n):  # (megatron's valid iterator moves on: each evaluation has its own)
+        digests = {rows[i]["valid_digest"] for rows in runs.values()}
+        if len(digests) > 1:
+            raise SystemExit(f"the runs evaluated different batches at their evaluation {i + 1}"
+                             f" (valid_digest {sorted(digests)}); same --split, --eval-iters, "
+                             "--global-batch-size, --seq-length and data?")
     head = " | ".join(f"{k}: tokens | {k}: valid loss" for k in names)
     lines = [f"| iteration | {head} |", "|---" * (1 + 2 * len(names)) + "|"]
     for i in range(n):
