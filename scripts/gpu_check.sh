@@ -40,14 +40,19 @@ echo "== 1. gpu kernel tests"
 "${PY}" -m pytest -q -m gpu tests/cp/test_kernels.py tests/training/test_gpu.py -rs 2>&1 | tee "${OUT}/gpu_tests.txt"
 
 MODEL=(--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --group-query-attention --num-query-groups 4
-       --seq-length 16384 --global-batch-size 8 --bf16)
-DATA=(--mock-data --mock-num-docs 4000 --mock-length-scale 0.125)
-TRAIN=(--train-iters "${ITERS}" --lr-decay-iters 1000 --seed 1234 --attention-backend auto)
-echo "== 2. 1-GPU NCCL training: baseline, then WLB (delay off)"
+       --seq-length 16384 --max-position-embeddings 16384 --global-batch-size 8 --micro-batch-size 1
+       --bf16 --normalization RMSNorm --swiglu --disable-bias-linear --position-embedding-type rope
+       --hidden-dropout 0 --attention-dropout 0)
+DATA=(--mock-data --mock-num-docs 4000 --mock-length-scale 0.125 --tokenizer-type NullTokenizer
+      --vocab-size 32000)
+TRAIN=(--train-iters "${ITERS}" --lr 3e-4 --lr-decay-iters 1000 --seed 1234 --eval-iters 0
+       --eval-interval 1000 --log-interval 1 --transformer-impl local --attention-backend auto
+       --eod-mask-loss)
+echo "== 2. 1-GPU NCCL training in Megatron-LM's loop: stock Megatron, then WLB (delay off)"
 for mode in baseline wlb; do
-  if [[ ${mode} == baseline ]]; then W=(--wlb-packing megatron --wlb-cp-sharding per-seq)
+  if [[ ${mode} == baseline ]]; then W=(--wlb-packing megatron --dataloader-inter-document-masking)
   else W=(--wlb-packing wlb --wlb-outlier-thresholds none); fi
-  torchrun --standalone --nproc_per_node 1 pretrain_gpt_wlb.py "${MODEL[@]}" "${DATA[@]}" \
+  torchrun --standalone --nproc_per_node 1 pretrain_gpt_wlb_lm.py "${MODEL[@]}" "${DATA[@]}" \
     "${TRAIN[@]}" "${W[@]}" --log-json "${OUT}/${mode}.jsonl" 2>&1 | tee "${OUT}/${mode}.log"
 done
 

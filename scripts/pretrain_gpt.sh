@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Launch pretrain_gpt_wlb.py with torchrun on one node (every setting an environment variable).
-# Launch pretrain_gpt_wlb.py on one node with torchrun (or one node of a multi-node job: the
-# Slurm script sets NNODES / NODE_RANK / MASTER_ADDR). Every setting is a ${VAR:-default};
-# extra arguments are passed through to pretrain_gpt_wlb.py ("$@").
+# Launch Megatron-LM's training loop with WLB (or stock) on one node with torchrun.
+# pretrain_gpt_wlb_lm.py on one node, or one node of a multi-node job (the Slurm script sets
+# NNODES / NODE_RANK / MASTER_ADDR).
+# Every setting is a ${VAR:-default}; extra arguments (Megatron-LM's flags and WLB's) are passed
+# through ("$@", last, so they override these).
 #   MODEL=tiny TP=1 PP=2 CP=2 bash scripts/pretrain_gpt.sh --train-iters 20
 #   MODEL=7b TP=8 PP=4 CP=2 SEQ=131072 DATA_PATH=/data/mycorpus WLB=1 bash scripts/pretrain_gpt.sh
 #   SAVE=ckpt RESTARTS=3 ...   saves to ckpt, resumes from it (LOAD defaults to SAVE) after
 #                              each of up to 3 restarts of a failed job
 #   DRY_RUN=1 ...   prints the command instead of running it
 #   PRINT_MODEL_ARGS=1 ...   prints the model flags of MODEL, one per line
-# WLB=0 gives stock Megatron behaviour (--wlb-packing megatron --wlb-cp-sharding per-seq).
+#   DEVICE=cpu|gpu   (default: gpu where nvidia-smi lists one) cpu: megatron's local layers with
+#                    gloo and its CUDA fusions off; gpu: nccl (local layers too, for now: WLB's
+#                    attention in TransformerEngine's layers is not wired yet, issue #36)
+# WLB=0 gives stock Megatron (--wlb-packing megatron: Megatron-LM's own datasets, batches and CP
+# slicing), document-masked (--dataloader-inter-document-masking) as the paper's baseline is;
+# both arms mask the loss of each document's EOD (--eod-mask-loss: WLB never trains it against
+# the next document), so they train the same objective.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +47,7 @@ NPROC_PER_NODE="${NPROC_PER_NODE:-$((WORLD / NNODES))}"
 # LLaMA-2 shapes; the paper does not give its 550M and 30B shapes (LLaMA-like, scaled), so these are
 # our choice: that many parameters, head and K/V-group counts that divide the paper's TP sizes.
 case "${MODEL}" in
-  tiny) MODEL_ARGS=(--num-layers 4 --hidden-size 64 --num-attention-heads 4 --group-query-attention
+  tiny) MODEL_ARGS=(--num-layers 4 --hidden-size 64 --ffn-hidden-size 256 --num-attention-heads 4 --group-query-attention
         --num-query-groups 2) ;;
   550m) MODEL_ARGS=(--num-layers 24 --hidden-size 1280 --num-attention-heads 16 --ffn-hidden-size 3456) ;;
   7b) MODEL_ARGS=(--num-layers 32 --hidden-size 4096 --num-attention-heads 32 --ffn-hidden-size 11008) ;;
@@ -50,6 +57,9 @@ case "${MODEL}" in
                    --ffn-hidden-size 28672) ;;
   *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;
 esac
+# LLaMA-style layers, as the paper's models (Megatron-LM's defaults are GPT-2's)
+MODEL_ARGS+=(--normalization RMSNorm --swiglu --disable-bias-linear --position-embedding-type rope
+             --hidden-dropout 0 --attention-dropout 0 --init-method-std 0.02)
 
 if [[ "${PRINT_MODEL_ARGS:-0}" == 1 ]]; then  # for tools that build the same model
   printf '%s\n' "${MODEL_ARGS[@]}"
@@ -64,30 +74,48 @@ PARALLEL_ARGS=(
 (( TP > 1 )) && PARALLEL_ARGS+=(--sequence-parallel)
 [[ "${DISTOPT:-0}" == 1 ]] && PARALLEL_ARGS+=(--use-distributed-optimizer)
 
+SEQ="${SEQ:-2048}"
 TRAIN_ARGS=(
-  --seq-length "${SEQ:-2048}" --global-batch-size "${GBS:-$((PP * DP * 2))}"
+  --seq-length "${SEQ}" --max-position-embeddings "${SEQ}" --micro-batch-size 1
+  --global-batch-size "${GBS:-$((PP * DP * 2))}"
   --train-iters "${ITERS:-20}" --lr "${LR:-3e-4}" --min-lr "${MIN_LR:-3e-5}"
-  --lr-warmup-iters "${WARMUP:-2}" --seed "${SEED:-1234}"
+  --lr-warmup-iters "${WARMUP:-2}" --lr-decay-style cosine --weight-decay 0.1 --adam-beta2 0.95
+  --clip-grad 1.0 --seed "${SEED:-1234}" --eod-mask-loss
+  --eval-interval "${EVAL_INTERVAL:-1000}" --eval-iters "${EVAL_ITERS:-0}"
 )
 [[ "${BF16:-0}" == 1 ]] && TRAIN_ARGS+=(--bf16)
 
-if [[ -n "${DATA_PATH:-}" ]]; then
-  DATA_ARGS=(--data-path "${DATA_PATH}")
+if [[ -n "${DATA_PATH:-}" ]]; then  # (this project's corpora: the tokenizer from their sidecar)
+  DATA_ARGS=(--data-path "${DATA_PATH}" --split "${SPLIT:-100,0,0}")
 else
-  DATA_ARGS=(--mock-data)
+  DATA_ARGS=(--mock-data --tokenizer-type NullTokenizer --vocab-size 257)
 fi
+if [[ -z "${DEVICE:-}" ]]; then
+  DEVICE=cpu
+  command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1 && DEVICE=gpu
+fi
+case "${DEVICE}" in
+  cpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend gloo --no-persist-layer-norm
+                    --no-gradient-accumulation-fusion --no-masked-softmax-fusion
+                    --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
+                    --no-rope-fusion
+                    --threads "${THREADS:-1}") ;;
+  gpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend nccl) ;;
+  *) echo "pretrain_gpt.sh: DEVICE=${DEVICE} unknown; choose cpu or gpu" >&2; exit 2 ;;
+esac
 
 if [[ "${WLB:-1}" == 1 ]]; then
   WLB_ARGS=(--wlb-packing "${WLB_PACKING:-wlb}" --wlb-cp-sharding "${WLB_CP:-adaptive}"
             --wlb-outlier-thresholds "${WLB_THRESHOLDS:-auto}")
 else
-  WLB_ARGS=(--wlb-packing megatron --wlb-cp-sharding per-seq)
+  WLB_ARGS=(--wlb-packing megatron --dataloader-inter-document-masking)
 fi
 [[ -n "${COST_MODEL:-}" ]] && WLB_ARGS+=(--wlb-cost-model "${COST_MODEL}")
 
 LOG_ARGS=(--log-interval "${LOG_INTERVAL:-1}")
 [[ -n "${LOG_JSON:-}" ]] && LOG_ARGS+=(--log-json "${LOG_JSON}")
-[[ -n "${SAVE:-}" ]] && LOG_ARGS+=(--save "${SAVE}" --save-interval "${SAVE_INTERVAL:-100}")
+[[ -n "${SAVE:-}" ]] && LOG_ARGS+=(--save "${SAVE}" --save-interval "${SAVE_INTERVAL:-100}"
+                                  --ckpt-format torch_dist)
 # a restarted worker resumes from the last save: --load is --save unless LOAD says otherwise
 # (LOAD= with nothing after it: no --load); nothing saved there yet starts from scratch
 LOAD="${LOAD-${SAVE:-}}"
@@ -99,8 +127,9 @@ if (( NNODES > 1 )); then
 else
   LAUNCH=(--standalone)
 fi
-RUN_ARGS=("${ROOT}/pretrain_gpt_wlb.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}" "${TRAIN_ARGS[@]}"
-          "${DATA_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}" "$@")
+RUN_ARGS=("${ROOT}/pretrain_gpt_wlb_lm.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}"
+          "${TRAIN_ARGS[@]}" "${DATA_ARGS[@]}" "${DEVICE_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}"
+          "$@")
 # RESTARTS=N: torchrun restarts the job up to N times after a worker dies (node failure, OOM
 # kill); each restart resumes from the last checkpoint (see LOAD above)
 CMD=("${PYTHON}" -m torch.distributed.run "${LAUNCH[@]}" --nproc-per-node "${NPROC_PER_NODE}"

@@ -26,7 +26,8 @@ def test_dry_run_prints_megatron_flags_and_passes_args_through():
     cmd = p.stdout
     for flag in ("--tensor-model-parallel-size 16", "--pipeline-model-parallel-size 4",
                  "--context-parallel-size 4", "--num-query-groups 8", "--sequence-parallel",
-                 "--wlb-packing megatron", "--wlb-cp-sharding per-seq", "--nproc-per-node 256"):
+                 "--wlb-packing megatron", "--dataloader-inter-document-masking",
+                 "--nproc-per-node 256", "pretrain_gpt_wlb_lm.py"):
         assert flag in cmd, flag
     assert cmd.rstrip().endswith("--train-iters 7")
 
@@ -136,7 +137,7 @@ def test_two_node_agents_on_one_machine(tmp_path):
     log = tmp_path / "log.jsonl"
     procs = []
     for rank in (0, 1):
-        extra = ["--log-json", str(log)] if rank == 0 else []
+        extra = ["--log-json", str(log)]  # (Megatron-LM's last rank writes it: node 1's)
         procs.append(subprocess.Popen(
             ["bash", os.path.join(ROOT, "scripts", "pretrain_gpt.sh"), *extra],
             env={**ENV, **env, "NODE_RANK": str(rank)}, stdout=subprocess.PIPE,

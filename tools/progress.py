@@ -16,8 +16,9 @@ import re
 import statistics
 import sys
 
-ITER = re.compile(r"iteration\s+(\d+)/\s*(\d+) \| elapsed time per iteration \(ms\): ([\d.]+)")
-VALID = re.compile(r"validation loss at iteration (\d+) \| lm loss value: ([\d.E+-]+)")
+#: Megatron-LM's iteration line (``consumed samples`` and others may come between)
+ITER = re.compile(r"iteration\s+(\d+)/\s*(\d+) \|.*?elapsed time per iteration \(ms\): ([\d.]+)")
+VALID = re.compile(r"validation loss at iteration (\d+)[^|]*\| lm loss value: ([\d.E+-]+)")
 
 
 def eta_s(done: int, total: int, times_ms: list[float]) -> float:

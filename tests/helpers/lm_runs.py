@@ -59,11 +59,13 @@ VALIDATION = re.compile(r"validation loss at iteration (\d+).*? \| lm loss value
 def lm_output(target: list[str], nproc: int, flags: list[str], corpus: str, cache_dir: str
               ) -> str:
     """The output of ``target`` (:data:`REFERENCE` or :data:`ENTRY`) on ``nproc`` processes
-    with :data:`COMMON` + ``flags``; each distinct run once per session."""
+    with :data:`COMMON` + ``flags`` on ``corpus`` (None: no ``--data-path``); each distinct run
+    once per session."""
     key = (tuple(target), nproc, tuple(flags), corpus)
     if key not in _RUNS:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={nproc}", *target, "--data-path", corpus, *COMMON, *flags,
+               f"--nproc_per_node={nproc}", *target,
+               *(["--data-path", corpus] if corpus else []), *COMMON, *flags,
                "--data-cache-path", cache_dir]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=ENV,
                               timeout=300)

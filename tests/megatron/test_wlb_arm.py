@@ -81,3 +81,15 @@ def test_wlbs_own_packing_trains_in_megatron_lms_loop(corpus, data_cache):
                                   "--wlb-cp-sharding", "per-doc", *BOTH], corpus, data_cache)
     assert [i for i, _ in losses] == [1, 2, 3]
     assert all(5.0 < x < 6.0 for _, x in losses)  # ln(255) = 5.54 untrained
+
+
+def test_with_mock_data_both_arms_read_the_same_documents(data_cache):
+    """``--mock-data``: WLB's mock documents, written once as .bin/.idx under the data cache,
+    read by both arms (stock Megatron's own MockGPTDataset would make other samples)."""
+    import glob
+
+    mock = ["--mock-data", "--mock-num-docs", "300", "--mock-length-scale", "0.01"]
+    stock = lm_losses(ENTRY, 1, [*STOCK, *mock], None, data_cache)
+    wlb = lm_losses(ENTRY, 2, [*WLB, *mock, "--context-parallel-size", "2"], None, data_cache)
+    assert_same_losses(stock, wlb, REL, "stock arm vs WLB on --mock-data")
+    assert len(glob.glob(f"{data_cache}/wlb_mock/mock_*.idx")) == 1  # written once

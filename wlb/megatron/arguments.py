@@ -82,6 +82,7 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
     except ConfigError as e:
         raise ArgumentError(str(e)) from None
     _refuse_combinations(args, wlb)
+    _tokenizer_from_sidecar(args)
     args.calculate_per_token_loss = True
     if args.eval_interval is None and not args.full_validation:
         raise ArgumentError("--eval-interval is needed, also with --eval-iters 0: Megatron-LM "
@@ -96,12 +97,45 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         validate_args(args, args_defaults or {})
     except AssertionError as e:
         raise ArgumentError(f"Megatron-LM refused the flags: {e}") from None
+    if args.mock_data:  # both arms read WLB's mock documents, written once as .bin/.idx
+        from wlb.megatron.mock_corpus import MockCorpusError, materialize
+
+        try:
+            args.data_path = [materialize(args)]
+        except (MockCorpusError, OSError, ValueError) as e:
+            raise ArgumentError(str(e)) from None
+        args.mock_data, args.split = False, args.split or "100,0,0"
     _preflight(args, wlb)
     args.wlb_stock = wlb.is_baseline  # stock Megatron's data path, else WLB's
     if not args.wlb_stock:
         args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
     set_global_variables(args)
     return args
+
+
+def _tokenizer_from_sidecar(args) -> None:
+    """No ``--tokenizer-type``: a ``--data-path`` written by this project's
+    ``tools/preprocess_data.py`` with its byte tokenizer (``<prefix>.meta.json`` says so) is read
+    with megatron's ``NullTokenizer`` of the sidecar's vocabulary (ids below V - 1, EOD V - 1:
+    the byte corpus' 256 bytes and EOD 256). Anything else keeps Megatron-LM's default."""
+    import json
+
+    from wlb.megatron.indexed import meta_path
+
+    if args.tokenizer_type is not None or not args.data_path:
+        return
+    metas = []
+    for prefix in parse_blend(args.data_path)[0]:
+        try:
+            with open(meta_path(prefix), encoding="utf-8") as f:
+                metas.append(json.load(f))
+        except (OSError, ValueError):
+            return
+    kinds = {(m.get("tokenizer"), m.get("vocab_size"), m.get("eod")) for m in metas}
+    if len(kinds) == 1:
+        tok, vocab, eod = kinds.pop()
+        if tok == "byte" and eod == vocab - 1 and args.vocab_size in (None, vocab):
+            args.tokenizer_type, args.vocab_size = "NullTokenizer", vocab
 
 
 def _refuse_combinations(args, wlb: WLBConfig) -> None:
