@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Baseline (stock Megatron packing + per-seq CP) vs WLB, same model and data, on this CPU.
-# For each layout in CONFIGS it trains twice (2 processes each) and prints the iteration-time
+# Baseline (stock Megatron in Megatron-LM's loop) vs WLB, same model and data, on this CPU.
+# For each layout in CONFIGS it trains twice (2 processes each, pretrain_gpt_wlb_lm.py; both arms
+# read the same mock documents, written once as .bin/.idx) and prints the iteration-time
 # ratio, tokens/s, cost-model work/s, imbalance and the two loss curves side by side.
 #   CONFIGS="cp2 dp2 pp2" ITERS=10 SEQ=8192 bash scripts/bench_cpu.sh
 # It ends with OUT_DIR/results.json and plots (tools/bench_results.py collect); PUBLISH=1 records
@@ -26,10 +27,15 @@ OUT="${OUT_DIR:-${ROOT}/reports/bench_cpu}"
 mkdir -p "${OUT}"
 CONFIGS="${CONFIGS:-cp2 dp2 pp2}"
 DELAY="${DELAY:-none}"
+source "${ROOT}/scripts/_megatron.sh"  # LLAMA_ARGS, DEVICE_ARGS, STOCK_ARGS
 MODEL=(
   --num-layers "${LAYERS:-2}" --hidden-size "${HIDDEN:-64}" --num-attention-heads "${HEADS:-4}"
   --seq-length "${SEQ:-8192}" --global-batch-size "${GBS:-8}"
 )
+# Megatron-LM's flags beside the model's (the calibration tool takes only the model's)
+MEGATRON=("${LLAMA_ARGS[@]}" "${DEVICE_ARGS[@]}" --max-position-embeddings "${SEQ:-8192}"
+          --micro-batch-size 1 --tokenizer-type NullTokenizer --vocab-size 257 --lr 3e-4
+          --eod-mask-loss --log-interval 1 --data-cache-path "${OUT}/data_cache")
 SAMPLE="${LENGTHS:-${ROOT}/data/doc_lengths/doc_lengths_wlbllm.json}"
 DATA=(
   --mock-data --mock-num-docs "${DOCS:-6000}" --mock-length-scale "${SCALE:-0.03125}"
@@ -37,7 +43,8 @@ DATA=(
 )
 TRAIN=(--train-iters "${ITERS:-10}" --lr-decay-iters 1000 --seed "${SEED:-1234}")
 # both arms evaluated on the same held-out batches after the last iteration (EVAL=0: off)
-[[ "${EVAL:-1}" == 0 ]] || TRAIN+=(--split 95,5,0 --eval-interval "${ITERS:-10}" --eval-iters 1)
+if [[ "${EVAL:-1}" == 0 ]]; then TRAIN+=(--eval-interval 1000 --eval-iters 0)
+else TRAIN+=(--split 95,5,0 --eval-interval "${ITERS:-10}" --eval-iters 1); fi
 # calibrated once per model shape and context length on this machine (again when the cached
 # file predates this build's torch kernel)
 COST="${OUT}/cost_model_l${LAYERS:-2}_h${HIDDEN:-64}_a${HEADS:-4}_s${SEQ:-8192}.json"
@@ -58,7 +65,8 @@ declare -A DIMS=([cp2]="--dp 1 --cp 2 --pp 1" [dp2]="--dp 2 --cp 1 --pp 1"
 run() {  # tag, flags...
   local tag=$1; shift
   "${VPY}" -m torch.distributed.run --standalone --nproc_per_node "${NPROC[${cfg}]}" \
-    pretrain_gpt_wlb.py "${MODEL[@]}" "${DATA[@]}" "${TRAIN[@]}" --wlb-cost-model "${COST}" \
+    pretrain_gpt_wlb_lm.py "${MODEL[@]}" "${MEGATRON[@]}" "${DATA[@]}" "${TRAIN[@]}" \
+    --wlb-cost-model "${COST}" \
     --log-json "${OUT}/${tag}.jsonl" "$@" "${EXTRA[@]}" > "${OUT}/${tag}.log" 2>&1 \
     || { tail -20 "${OUT}/${tag}.log"; exit 1; }
 }
@@ -90,8 +98,7 @@ for cfg in ${CONFIGS}; do
     for k in "${!arms[@]}"; do
       arm="${arms[$(( (k + rep - 1) % ${#arms[@]} ))]}"
       case "${arm}" in
-        baseline) run "${cfg}_baseline${sfx}" "${flags[@]}" --wlb-packing megatron \
-                    --wlb-cp-sharding per-seq ;;
+        baseline) run "${cfg}_baseline${sfx}" "${flags[@]}" "${STOCK_ARGS[@]}" ;;
         wlb) run "${cfg}_wlb${sfx}" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" ;;
         elastic) run "${cfg}_elastic${sfx}" "${flags[@]}" "${WLB_ARM[@]}" "${WLB_EXTRA[@]}" \
                    --wlb-elastic-cp ;;

@@ -10,9 +10,8 @@
 #                              each of up to 3 restarts of a failed job
 #   DRY_RUN=1 ...   prints the command instead of running it
 #   PRINT_MODEL_ARGS=1 ...   prints the model flags of MODEL, one per line
-#   DEVICE=cpu|gpu   (default: gpu where nvidia-smi lists one) cpu: megatron's local layers with
-#                    gloo and its CUDA fusions off; gpu: nccl (local layers too, for now: WLB's
-#                    attention in TransformerEngine's layers is not wired yet, issue #36)
+#   DEVICE=cpu|gpu   (default: gpu where nvidia-smi lists one; scripts/_megatron.sh says what
+#                    each sets)
 # WLB=0 gives stock Megatron (--wlb-packing megatron: Megatron-LM's own datasets, batches and CP
 # slicing), document-masked (--dataloader-inter-document-masking) as the paper's baseline is;
 # both arms mask the loss of each document's EOD (--eod-mask-loss: WLB never trains it against
@@ -57,9 +56,8 @@ case "${MODEL}" in
                    --ffn-hidden-size 28672) ;;
   *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;
 esac
-# LLaMA-style layers, as the paper's models (Megatron-LM's defaults are GPT-2's)
-MODEL_ARGS+=(--normalization RMSNorm --swiglu --disable-bias-linear --position-embedding-type rope
-             --hidden-dropout 0 --attention-dropout 0 --init-method-std 0.02)
+source "${ROOT}/scripts/_megatron.sh"  # LLAMA_ARGS, DEVICE_ARGS, STOCK_ARGS
+MODEL_ARGS+=("${LLAMA_ARGS[@]}")
 
 if [[ "${PRINT_MODEL_ARGS:-0}" == 1 ]]; then  # for tools that build the same model
   printf '%s\n' "${MODEL_ARGS[@]}"
@@ -90,25 +88,12 @@ if [[ -n "${DATA_PATH:-}" ]]; then  # (this project's corpora: the tokenizer fro
 else
   DATA_ARGS=(--mock-data --tokenizer-type NullTokenizer --vocab-size 257)
 fi
-if [[ -z "${DEVICE:-}" ]]; then
-  DEVICE=cpu
-  command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1 && DEVICE=gpu
-fi
-case "${DEVICE}" in
-  cpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend gloo --no-persist-layer-norm
-                    --no-gradient-accumulation-fusion --no-masked-softmax-fusion
-                    --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
-                    --no-rope-fusion
-                    --threads "${THREADS:-1}") ;;
-  gpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend nccl) ;;
-  *) echo "pretrain_gpt.sh: DEVICE=${DEVICE} unknown; choose cpu or gpu" >&2; exit 2 ;;
-esac
 
 if [[ "${WLB:-1}" == 1 ]]; then
   WLB_ARGS=(--wlb-packing "${WLB_PACKING:-wlb}" --wlb-cp-sharding "${WLB_CP:-adaptive}"
             --wlb-outlier-thresholds "${WLB_THRESHOLDS:-auto}")
 else
-  WLB_ARGS=(--wlb-packing megatron --dataloader-inter-document-masking)
+  WLB_ARGS=("${STOCK_ARGS[@]}")
 fi
 [[ -n "${COST_MODEL:-}" ]] && WLB_ARGS+=(--wlb-cost-model "${COST_MODEL}")
 

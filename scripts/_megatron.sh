@@ -1,0 +1,24 @@
+# Sourced by the launchers: the Megatron-LM flag groups they share (bash arrays).
+#   LLAMA_ARGS     LLaMA-style layers (RMSNorm, SwiGLU, no linear biases, RoPE, no dropout), as the
+#                  paper's models; Megatron-LM's defaults are GPT-2's
+#   DEVICE_ARGS    DEVICE=cpu|gpu (default: gpu where nvidia-smi lists one). cpu: megatron's local
+#                  layers with gloo and its CUDA fusions off, --no-bias-swiglu-fusion among them
+#                  (on the CPU megatron compiles it with torch.compile, which recompiles for every
+#                  new micro-batch length); gpu: nccl, local layers too for now (WLB's attention in
+#                  TransformerEngine's layers is not wired yet, issue #36)
+#   STOCK_ARGS     stock Megatron, document-masked as the paper's baseline
+LLAMA_ARGS=(--normalization RMSNorm --swiglu --disable-bias-linear --position-embedding-type rope
+            --hidden-dropout 0 --attention-dropout 0 --init-method-std 0.02)
+STOCK_ARGS=(--wlb-packing megatron --dataloader-inter-document-masking)
+if [[ -z "${DEVICE:-}" ]]; then
+  DEVICE=cpu
+  command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1 && DEVICE=gpu
+fi
+case "${DEVICE}" in
+  cpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend gloo --no-persist-layer-norm
+                    --no-gradient-accumulation-fusion --no-masked-softmax-fusion
+                    --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
+                    --no-rope-fusion --threads "${THREADS:-1}") ;;
+  gpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend nccl) ;;
+  *) echo "$(basename "$0"): DEVICE=${DEVICE} unknown; choose cpu or gpu" >&2; exit 2 ;;
+esac
