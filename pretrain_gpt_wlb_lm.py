@@ -44,9 +44,24 @@ def main(argv: list[str] | None = None) -> int:
         provider, forward_step = stock_data.datasets_provider, gpt.forward_step
     else:
         provider, forward_step = wlb_data.datasets_provider, gpt.wlb_forward_step
-    pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)), provider,
-             ModelType.encoder_or_decoder, forward_step)
+    try:
+        pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)), provider,
+                 ModelType.encoder_or_decoder, forward_step)
+    except SystemExit as e:  # megatron's own exits (--exit-interval, --exit-duration-in-mins)
+        if e.code not in (0, None):
+            raise
+    _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before the interpreter does: gloo's threads left to static
+    destruction can abort the process at exit ("terminate called without an active
+    exception"), which torchrun reports as a failed run."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
