@@ -213,6 +213,14 @@ def wlb_run_config(args) -> RunConfig:
     return RunConfig.from_namespace(ns)
 
 
+def _has_checkpoint(args) -> bool:
+    """Whether megatron's ``load_checkpoint`` finds one under ``--load``: its tracker file, or
+    the iteration directory of ``--ckpt-step``."""
+    if args.ckpt_step is not None:
+        return os.path.isdir(os.path.join(args.load, f"iter_{args.ckpt_step:07d}"))
+    return os.path.isfile(os.path.join(args.load, "latest_checkpointed_iteration.txt"))
+
+
 def _preflight(args, wlb: WLBConfig) -> None:
     """What would stop the run later and needs the world size or the files, one line each: the
     data files (both arms); WLB's layout, cost model, kernel table and documents (the tokenizer
@@ -224,6 +232,11 @@ def _preflight(args, wlb: WLBConfig) -> None:
     from wlb.parallel import LayoutError
     from wlb.training.documents import DocumentsError, build_documents
 
+    if args.load and args.exit_on_missing_checkpoint and not _has_checkpoint(args):
+        # (megatron would build everything, then exit with status 0, nothing trained)
+        raise ArgumentError(f"--load {args.load}: no checkpoint there"
+                            + (f" for --ckpt-step {args.ckpt_step}" if args.ckpt_step else "")
+                            + " (--exit-on-missing-checkpoint)")
     prefixes = parse_blend(args.data_path)[0] if args.data_path else []
     for prefix in prefixes:
         for ext in (".bin", ".idx"):
