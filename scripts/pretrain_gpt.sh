@@ -56,13 +56,13 @@ case "${MODEL}" in
                    --ffn-hidden-size 28672) ;;
   *) echo "pretrain_gpt.sh: MODEL=${MODEL} unknown; choose tiny, 550m, 7b, 30b or 70b" >&2; exit 2 ;;
 esac
-source "${ROOT}/scripts/_megatron.sh"  # LLAMA_ARGS, DEVICE_ARGS, STOCK_ARGS
-MODEL_ARGS+=("${LLAMA_ARGS[@]}")
 
 if [[ "${PRINT_MODEL_ARGS:-0}" == 1 ]]; then  # for tools that build the same model
   printf '%s\n' "${MODEL_ARGS[@]}"
   exit 0
 fi
+source "${ROOT}/scripts/_megatron.sh"  # LLAMA_ARGS, DEVICE_ARGS, STOCK_ARGS
+MODEL_ARGS+=("${LLAMA_ARGS[@]}")
 
 PARALLEL_ARGS=(
   --tensor-model-parallel-size "${TP}" --pipeline-model-parallel-size "${PP}"

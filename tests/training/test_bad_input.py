@@ -1,8 +1,9 @@
-"""Bad input through the documented launchers: one line, exit status 2, nothing built.
+"""Bad input to the old loop (``pretrain_gpt_wlb.py``): one line, exit status 2, nothing built.
 
-Through ``scripts/pretrain_gpt.sh`` (its one-process pre-flight) stderr is exactly one line and
-stdout is empty; under bare torchrun our line appears once (local rank 0), beside torchrun's own
-failure summary.
+Its one-process pre-flight (what ``scripts/pretrain_gpt.sh`` ran before torchrun until the
+launcher moved to Megatron-LM's loop, issue #36): stderr is exactly one line and stdout is
+empty; under bare torchrun our line appears once (local rank 0), beside torchrun's own failure
+summary. (These go with the old loop; Megatron-LM's loop has its own: tests/megatron.)
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -21,9 +23,19 @@ LINE = "pretrain_gpt_wlb.py: error: "
 
 
 def _launcher(*args, env=None):
-    env = {**ENV, "MODEL": "tiny", "SEQ": "256", "GBS": "4", "ITERS": "1", **(env or {})}
-    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "pretrain_gpt.sh"), *args],
-                          capture_output=True, text=True, env=env, timeout=120)
+    """The old launcher's pre-flight: its tiny model at seq 256, 4 micro-batches, 1 iteration
+    (``CP``, ``DATA_PATH`` from ``env``), in one process for the layout's world size."""
+    env = env or {}
+    cp = int(env.get("CP", "1"))
+    data = ["--data-path", env["DATA_PATH"]] if "DATA_PATH" in env else ["--mock-data"]
+    flags = [*data, "--num-layers", "4", "--hidden-size", "64", "--num-attention-heads", "4",
+             "--group-query-attention", "--num-query-groups", "2", "--seq-length", "256",
+             "--global-batch-size", "4", "--train-iters", "1", "--context-parallel-size",
+             str(cp), "--wlb-packing", "wlb", "--wlb-cp-sharding", "adaptive", *args,
+             "--preflight-only"]
+    return subprocess.run([sys.executable, os.path.join(ROOT, "pretrain_gpt_wlb.py"), *flags],
+                          capture_output=True, text=True, timeout=120,
+                          env={**ENV, "WORLD_SIZE": str(cp), "LOCAL_RANK": "0"})
 
 
 def _one_line(proc, match: str) -> None:

@@ -215,8 +215,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, kill):
 
 
 def test_a_worker_killed_in_a_save_restarts_the_job_from_the_last_one(tmp_path):
-    """scripts/pretrain_gpt.sh with SAVE and RESTARTS=1 (torchrun --max-restarts; --load is
-    --save): SIGKILL in the middle of the iteration-4 save (after the shards, before the rename:
+    """The old loop under torchrun --max-restarts 1 with --load = --save (what
+    scripts/pretrain_gpt.sh's SAVE and RESTARTS=1 ran before it moved to Megatron-LM's loop):
+    SIGKILL in the middle of the iteration-4 save (after the shards, before the rename:
     the fault hook WLB_TEST_CRASH, first attempt only); torchrun restarts the job, which resumes
     after iteration 2 (the half-written save is not used) and finishes by itself with the
     uninterrupted run's plans and losses; the ledger over both attempts' plan logs holds."""
@@ -224,13 +225,15 @@ def test_a_worker_killed_in_a_save_restarts_the_job_from_the_last_one(tmp_path):
                                                "20"]
     full = run_pretrain(2, base, str(tmp_path / "full.jsonl"))
     ck, log, plans = str(tmp_path / "ck"), str(tmp_path / "log.jsonl"), str(tmp_path / "p.jsonl")
-    env = {**ENV, "PP": "2", "SAVE": ck, "SAVE_INTERVAL": "2", "RESTARTS": "1",
-           "LOG_JSON": log, "WLB_TEST_CRASH": "save:4"}
+    env = {**ENV, "WLB_TEST_CRASH": "save:4"}
     out = tmp_path / "out.txt"
     with open(out, "w") as f:
-        proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "pretrain_gpt.sh"), *base,
-                               "--log-plans", plans], stdout=f, stderr=subprocess.STDOUT,
-                              env=env, timeout=300)
+        proc = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+             "2", "--max-restarts", "1", os.path.join(ROOT, "pretrain_gpt_wlb.py"), *base,
+             "--pipeline-model-parallel-size", "2", "--save", ck, "--save-interval", "2",
+             "--load", ck, "--log-json", log, "--log-plans", plans], stdout=f,
+            stderr=subprocess.STDOUT, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, out.read_text()[-3000:]
     with open(log) as f:
         rows = list(map(json.loads, f))
