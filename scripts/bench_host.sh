@@ -9,8 +9,9 @@
 # For each layout and for its first and last rank: the host work per iteration on the critical
 # path (--step-ms 0), the wait with the next inputs made during a stand-in step of twice that
 # (at least 50 ms), and the same with --wlb-elastic-cp. BEFORE=DIR also times another checkout
-# (a git worktree of an older commit with tools/bench_data_path.py copied in) for a before/after
-# table. Writes reports/bench_host/results.json; PUBLISH=1 records it as
+# (a git worktree of a commit with this tools/bench_data_path.py, whose flags are Megatron-LM's:
+# commits before the move into Megatron-LM's loop take the old loop's) for a before/after table.
+# Writes reports/bench_host/results.json; PUBLISH=1 records it as
 # docs/results/host_path.json and refreshes docs/benchmarks.md. ITERS (default 10) iterations.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
@@ -30,8 +31,11 @@ lens = np.maximum(rng.choice(sample, 20000), 2)
 write_documents(sys.argv[1], (rng.integers(0, 31999, int(n) - 1) for n in lens),
                 vocab_size=32000, eod=31999, tokenizer="NullTokenizer")' "${CORPUS}"
 fi
-DATA=(--data-path "${CORPUS}" --tokenizer-type NullTokenizer --vocab-size 31999
-      --seq-length 131072 --wlb-packing wlb --wlb-cp-sharding adaptive
+# Megatron-LM's command line (tools/bench_data_path.py parses it with Megatron-LM's parser)
+DATA=(--data-path "${CORPUS}" --tokenizer-type NullTokenizer --vocab-size 32000
+      --seq-length 131072 --max-position-embeddings 131072 --micro-batch-size 1
+      --train-iters 1000 --lr 3e-4 --eval-interval 1000 --transformer-impl local
+      --attention-dropout 0 --split 100,0,0 --wlb-packing wlb --wlb-cp-sharding adaptive
       --wlb-outlier-thresholds auto --log-interval 10)
 # name | world | layout and model flags | simulator flags
 LAYOUTS=(

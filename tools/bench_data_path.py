@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """Time the training loop's host path for one rank: plan -> CP strategies -> collate + shard.
 
-Takes ``pretrain_gpt_wlb.py``'s own flags (layout, batch, sequence, data, ``--wlb-*``) and runs,
-for the rank ``--rank`` of a ``--world-size`` job, exactly what ``train_step`` runs on the host
-before its schedule can start (``PlanSchedule.next_plan`` and ``wlb.training.host.prepare_step``,
-through the loop's ``HostPrefetcher``). It builds no model and no process group, so the
-collectives a step adds (plan agreement, the loss all-reduce) are not in the figures.
+Takes ``pretrain_gpt_wlb_lm.py``'s flags (Megatron-LM's, parsed and validated by Megatron-LM,
+and ``--wlb-*``) and runs, for the rank ``--rank`` of a ``--world-size`` job, exactly what WLB's
+data iterator runs on the host before megatron's schedule can take a micro-batch
+(``PlanSchedule.next_plan`` and ``wlb.training.host.prepare_step``, through its
+``HostPrefetcher``). It builds no model and no process group, so the collectives a step adds
+(plan agreement, the loss all-reduce) are not in the figures.
 
     python -m tools.bench_data_path --world-size 64 --rank 0 --iters 20 --json \\
         --data-path corpus_text_document --tokenizer-type NullTokenizer --vocab-size 32000 \\
+        --micro-batch-size 1 --lr 3e-4 --eval-interval 1000 --transformer-impl local \\
+        --attention-dropout 0 --max-position-embeddings 131072 \\
         --tensor-model-parallel-size 8 --context-parallel-size 2 \\
         --pipeline-model-parallel-size 4 --num-layers 32 --hidden-size 4096 \\
         --num-attention-heads 32 --seq-length 131072 --global-batch-size 4 \\
@@ -40,7 +43,7 @@ from wlb.training.prefetch import HostPrefetcher
 def _own_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Every other flag is pretrain_gpt_wlb.py's own (see docs/flags.md).")
+        epilog="Every other flag is pretrain_gpt_wlb_lm.py's (Megatron-LM's and --wlb-*).")
     p.add_argument("--world-size", type=int, required=True, help="processes in the job")
     p.add_argument("--rank", type=int, default=0, help="the global rank whose view is timed")
     p.add_argument("--iters", type=int, default=10, help="iterations timed (after --warmup)")
@@ -128,11 +131,14 @@ def bench(cfg, world_size: int, rank: int, iters: int, warmup: int = 1,
 def main(argv: list[str] | None = None) -> int:
     own, rest = _own_flags(sys.argv[1:] if argv is None else argv)
     from wlb.config import ConfigError
+    from wlb.megatron import cpu_loop
     from wlb.parallel import LayoutError
-    from wlb.training.arguments import ArgumentError, parse
+
+    cpu_loop.apply()  # (megatron's validation asks for the GPU's architecture)
+    from wlb.megatron.arguments import ArgumentError, run_config_for
 
     try:
-        cfg = parse(rest)
+        cfg = run_config_for(rest, own.world_size)
         out = bench(cfg, own.world_size, own.rank, own.iters, own.warmup, own.step_ms)
     except (ArgumentError, ConfigError, LayoutError, ValueError, OSError) as e:
         print(f"bench_data_path: error: {e}", file=sys.stderr)

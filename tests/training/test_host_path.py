@@ -3,7 +3,6 @@ and its prefetcher (``wlb.training.prefetch``): one set of functions, made ahead
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from types import SimpleNamespace
@@ -12,7 +11,7 @@ import pytest
 import torch
 
 import wlb.training.loop as loop
-from tools.bench_data_path import bench, build_host_path, main
+from tools.bench_data_path import bench, build_host_path
 from wlb.training.arguments import parse
 from wlb.training.host import STAGES, prepare_step
 from wlb.training.prefetch import HostPrefetcher
@@ -59,30 +58,11 @@ def test_train_step_and_the_benchmark_run_the_same_host_path(monkeypatch):
         loop.train_step(fake_run, plan)
 
 
-def test_the_benchmark_prints_its_figures_as_one_json_line(capsys):
-    assert main(["--world-size", "4", "--rank", "1", "--iters", "3", "--json", *FLAGS]) == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["coordinates"] == {"tp": 0, "cp": 1, "dp": 0, "pp": 0}
-    assert set(out["stage_ms"]) == set(STAGES)
-    assert out["iter_ms"] > 0 and out["startup_ms"] > 0 and out["microbatches_on_rank"] == 4
-    assert out["wait_ms"] >= out["iter_ms"]  # without --step-ms nothing overlaps
-    assert "cp=2, dp=2" in out["layout"]
-
-
 def test_the_benchmark_overlaps_the_host_path_with_a_stand_in_step():
     """With the next inputs made during a 2 x longer stand-in step, the loop hardly waits."""
     got = bench(parse(FLAGS), 4, 0, iters=4, step_ms=1.0)
     slow = bench(parse(FLAGS), 4, 0, iters=4, step_ms=4 * got["iter_ms"] + 20)
     assert slow["wait_ms"] < 0.25 * slow["iter_ms"] and got["wait_ms"] > 0
-
-
-def test_the_benchmark_refuses_bad_input_in_one_line(capsys):
-    assert main(["--world-size", "3", "--iters", "1", *FLAGS]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "world_size=3" in err[0]
-    with pytest.raises(SystemExit):
-        main(["--world-size", "4", "--iters", "0", *FLAGS])
-    assert "--iters=0 must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("ahead", [False, True])

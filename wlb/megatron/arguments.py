@@ -209,6 +209,9 @@ def wlb_run_config(args) -> RunConfig:
         # megatron-core 0.19's NullTokenizer(V): ids below V - 1, EOD V - 1, vocabulary V;
         # WLB's (Megatron-LM's legacy one) takes the ids' count and adds EOD after them
         ns.vocab_size = args.vocab_size - 1
+    if args.train_iters is None and args.train_samples:
+        # (as megatron's update_train_iters, which pretrain() runs later, for a constant batch)
+        ns.train_iters = args.train_samples // args.global_batch_size
     ns.notes = []
     return RunConfig.from_namespace(ns)
 
@@ -263,3 +266,25 @@ def _preflight(args, wlb: WLBConfig) -> None:
         raise ArgumentError(str(e)) from None
     except SystemExit as e:  # (an unreadable --mock-length-sample)
         raise ArgumentError(str(e.code)) from None
+
+
+def run_config_for(argv: list[str], world_size: int) -> RunConfig:
+    """WLB's :class:`RunConfig` of a Megatron-LM command line for a job of ``world_size``
+    processes, parsed and validated as :func:`parse_and_validate` does, without starting
+    anything: for tools that time or plan a job offline (``tools/bench_data_path.py``).
+    Megatron's globals of an earlier call are cleared first. Raises :class:`ArgumentError`."""
+    from megatron.core.num_microbatches_calculator import destroy_num_microbatches_calculator
+    from megatron.training.global_vars import unset_global_variables
+
+    unset_global_variables()
+    destroy_num_microbatches_calculator()
+    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    os.environ.update(WORLD_SIZE=str(world_size), RANK="0", LOCAL_RANK="0")
+    try:
+        return wlb_run_config(parse_and_validate(argv))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
