@@ -224,6 +224,15 @@ def _has_checkpoint(args) -> bool:
     return os.path.isfile(os.path.join(args.load, "latest_checkpointed_iteration.txt"))
 
 
+def moe_cost_args(args) -> dict:
+    """The model's routed experts as the cost model takes them (``CostModel.from_flops``'s
+    ``num_experts``, ``moe_router_topk``, ``moe_ffn_hidden_size``); {} for a dense model."""
+    if not args.num_experts:
+        return {}
+    return dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
+                moe_ffn_hidden_size=args.moe_ffn_hidden_size)
+
+
 def _preflight(args, wlb: WLBConfig) -> None:
     """What would stop the run later and needs the world size or the files, one line each: the
     data files (both arms); WLB's layout, cost model, kernel table and documents (the tokenizer

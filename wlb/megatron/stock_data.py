@@ -93,14 +93,12 @@ def _install_log(args) -> None:
     """WLB's log beside megatron's for stock Megatron: its micro-batches priced by the run's
     cost model (``--wlb-cost-model``, else the model's FLOPs), as WLB's plans are."""
     from wlb.megatron import wlb_log
-    from wlb.megatron.arguments import wlb_run_config
+    from wlb.megatron.arguments import moe_cost_args, wlb_run_config
     from wlb.training.setup import make_cost_model
 
     cfg = wlb_run_config(args)
-    moe = dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
-               moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else {}
     cost = make_cost_model(cfg.model, cfg.wlb, cfg.layout(torch.distributed.get_world_size()),
-                           args.padded_vocab_size, **moe)
+                           args.padded_vocab_size, **moe_cost_args(args))
     wlb_log.install(None, cost)
 
 

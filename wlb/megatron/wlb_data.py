@@ -220,11 +220,12 @@ def datasets_provider(num_samples, vp_stage: int | None = None):
     megatron has already loaded a ``--load`` checkpoint (``args.iteration``, its consumed valid
     samples) when it calls this: WLB's data resumes from them.
     """
-    from wlb.megatron.arguments import wlb_run_config
+    from wlb.megatron.arguments import moe_cost_args, wlb_run_config
 
     args = get_args()
     if "run" not in _DATA:
         torch.set_num_threads(args.threads)
+        cfg, world = wlb_run_config(args), torch.distributed.get_world_size()
         elastic_groups = None
         if args.wlb_elastic_cp:  # (collective: every rank creates every pool group)
             from types import SimpleNamespace
@@ -232,18 +233,16 @@ def datasets_provider(num_samples, vp_stage: int | None = None):
             from wlb.megatron.elastic import build_elastic_groups
 
             elastic_groups = build_elastic_groups(SimpleNamespace(
-                layout=wlb_run_config(args).layout(torch.distributed.get_world_size()),
+                layout=cfg.layout(world),
                 pp_rank=mpu.get_pipeline_model_parallel_rank(),
                 tp_rank=mpu.get_tensor_model_parallel_rank(),
                 dp_rank=mpu.get_data_parallel_rank(), cp_rank=mpu.get_context_parallel_rank()))
         _DATA["run"] = d = WLBData(
-            wlb_run_config(args), torch.distributed.get_world_size(),
-            mpu.get_data_parallel_rank(), mpu.get_context_parallel_rank(),
+            cfg, world, mpu.get_data_parallel_rank(), mpu.get_context_parallel_rank(),
             valid_samples=num_samples[1] if args.eval_iters else 0,
             first_iteration=args.iteration + 1, valid_consumed=args.consumed_valid_samples,
             num_chunks=args.virtual_pipeline_model_parallel_size or 1,
-            moe=dict(num_experts=args.num_experts, moe_router_topk=args.moe_router_topk,
-                     moe_ffn_hidden_size=args.moe_ffn_hidden_size) if args.num_experts else None,
+            moe=moe_cost_args(args),
             log_plans=args.log_plans if torch.distributed.get_rank() == 0 else None,
             elastic_groups=elastic_groups,
             pool_group=mpu.get_data_parallel_group(with_context_parallel=True))
