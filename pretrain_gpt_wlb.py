@@ -1,64 +1,65 @@
 #!/usr/bin/env python3
-"""Pretrain GPT with megatron-core and WLB-LLM workload balancing (thin entry point).
+"""Pretrain GPT in Megatron-LM's own training loop (megatron-core 0.19's ``pretrain()``) with
+WLB-LLM's flags: the shape of Megatron-LM's ``pretrain_gpt.py``, providers from ``wlb.megatron``.
 
-    torchrun --nproc_per_node 2 pretrain_gpt_wlb.py --context-parallel-size 2 --mock-data ...
+    torchrun --nproc_per_node 2 pretrain_gpt_wlb.py --wlb-packing megatron --mock-data ...
 
-``--wlb-packing megatron --wlb-cp-sharding per-seq`` is the stock-Megatron baseline. See README.
-Bad input is one line from local rank 0 and exit status 2, before anything is built.
+``--wlb-packing megatron`` is stock Megatron (Megatron-LM's datasets, samplers, batches and
+attention); any other packing is WLB's data path at megatron's hooks (an external data iterator,
+variable-length THD micro-batches, WLB's CP attention). On a machine without
+CUDA, ``wlb.megatron.cpu_loop`` lets the loop run on the CPU with gloo. Bad input is one line
+and exit status 2.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-# megatron-core's optional-dependency notices (it falls back to torch without Apex / TE)
-for _msg in (".*Transformer Engine and Apex are not installed.*", ".*Apex is not installed.*",
-             ".*CPU RNG state changed within GPU RNG context.*", ".*full scope is deprecated.*"):
-    warnings.filterwarnings("ignore", message=_msg)
 
 
-def _say(message: str) -> None:
-    from wlb.training.one_line import say_once
+def main(argv: list[str] | None = None) -> int:
+    from wlb.megatron import cpu_loop
 
-    say_once(f"pretrain_gpt_wlb.py: {message}")
+    cpu_loop.apply()  # before megatron reads its flags (it asks for the GPU's architecture)
+    from megatron.core.enums import ModelType
+    from megatron.training import pretrain
+    from megatron.training.argument_utils import pretrain_cfg_container_from_args
 
-
-def main(argv=None) -> int:
-    from wlb.config import ConfigError
-    from wlb.parallel import LayoutError
-    from wlb.training.arguments import ArgumentError, parse_args, run_config
+    from wlb.megatron import gpt, stock_data, wlb_data
+    from wlb.megatron.arguments import ArgumentError, parse_and_validate, say_once
 
     try:
-        args = parse_args(argv)
-        cfg = run_config(args)
-        from wlb.cost_model import CostModelError
-        from wlb.megatron.indexed import IndexedDataError
-        from wlb.packing import DataError
-        from wlb.training.checkpoint import CheckpointError
-        from wlb.training.documents import DocumentsError
-        from wlb.training.preflight import preflight
-
-        try:
-            preflight(cfg, int(os.environ.get("WORLD_SIZE", "1")))
-            if args.preflight_only:
-                return 0
-            from wlb.training.checks import TrainingError
-            from wlb.training.run import run_training
-
-            try:
-                return run_training(cfg)
-            except TrainingError as e:
-                _say(f"training stopped: {e}")
-                return 3
-        except (IndexedDataError, CheckpointError, CostModelError, DataError,
-                DocumentsError) as e:
-            raise ArgumentError(str(e)) from e
-    except (ArgumentError, ConfigError, LayoutError) as e:
-        _say(f"error: {e}")
+        # Megatron-LM's pretrain_gpt.py default tokenizer
+        args = parse_and_validate(argv, args_defaults={"tokenizer_type": "GPT2BPETokenizer"})
+    except ArgumentError as e:
+        say_once(f"{os.path.basename(__file__)}: error: {e}")
         return 2
+    if args.preflight_only:
+        return 0
+    if args.wlb_stock:  # --wlb-packing megatron: stock Megatron
+        provider, forward_step = stock_data.datasets_provider, gpt.forward_step
+    else:
+        provider, forward_step = wlb_data.datasets_provider, gpt.wlb_forward_step
+    try:
+        pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)), provider,
+                 ModelType.encoder_or_decoder, forward_step)
+    except SystemExit as e:  # megatron's own exits (--exit-interval, --exit-duration-in-mins)
+        if e.code not in (0, None):
+            raise
+    _close_process_group()
+    return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before the interpreter does: gloo's threads left to static
+    destruction can abort the process at exit ("terminate called without an active
+    exception"), which torchrun reports as a failed run."""
+    import torch
+
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

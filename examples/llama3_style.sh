@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A Llama-3-style Megatron-LM flag set, scaled down to run on a CPU, passed unchanged to
-# Megatron-LM's loop with WLB (pretrain_gpt_wlb_lm.py): the model and training flags of
+# Megatron-LM's loop with WLB (pretrain_gpt_wlb.py): the model and training flags of
 # Megatron-LM's own Llama / GPT example scripts (argument groups as bash arrays), mock documents
 # and Megatron's NullTokenizer; on a machine without a GPU, the flags megatron's CPU path needs.
 #   bash examples/llama3_style.sh                      # WLB's defaults
@@ -48,4 +48,4 @@ fi
 source "${ROOT}/scripts/_venv.sh"
 cd "${ROOT}"
 exec "${VPY}" -m torch.distributed.run --standalone --nproc_per_node "${NPROC:-1}" \
-  pretrain_gpt_wlb_lm.py "${ARGS[@]}" "$@"
+  pretrain_gpt_wlb.py "${ARGS[@]}" "$@"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Baseline (stock Megatron in Megatron-LM's loop) vs WLB, same model and data, on this CPU.
-# For each layout in CONFIGS it trains twice (2 processes each, pretrain_gpt_wlb_lm.py; both arms
+# For each layout in CONFIGS it trains twice (2 processes each, pretrain_gpt_wlb.py; both arms
 # read the same mock documents, written once as .bin/.idx) and prints the iteration-time
 # ratio, tokens/s, cost-model work/s, imbalance and the two loss curves side by side.
 #   CONFIGS="cp2 dp2 pp2" ITERS=10 SEQ=8192 bash scripts/bench_cpu.sh
@@ -65,7 +65,7 @@ declare -A DIMS=([cp2]="--dp 1 --cp 2 --pp 1" [dp2]="--dp 2 --cp 1 --pp 1"
 run() {  # tag, flags...
   local tag=$1; shift
   "${VPY}" -m torch.distributed.run --standalone --nproc_per_node "${NPROC[${cfg}]}" \
-    pretrain_gpt_wlb_lm.py "${MODEL[@]}" "${MEGATRON[@]}" "${DATA[@]}" "${TRAIN[@]}" \
+    pretrain_gpt_wlb.py "${MODEL[@]}" "${MEGATRON[@]}" "${DATA[@]}" "${TRAIN[@]}" \
     --wlb-cost-model "${COST}" \
     --log-json "${OUT}/${tag}.jsonl" "$@" "${EXTRA[@]}" > "${OUT}/${tag}.log" 2>&1 \
     || { tail -20 "${OUT}/${tag}.log"; exit 1; }
@@ -121,7 +121,7 @@ for cfg in ${CONFIGS}; do
     # the same layout and batches predicted: elastic CP's fraction of the ideal
     mapfile -t COEF < <("${VPY}" -c 'import sys
 from wlb.cost_model import CostModel
-from wlb.training.elastic import comm_price, split_efficiency
+from wlb.host.elastic import comm_price, split_efficiency
 f = sys.argv[1]
 c, (coef, fixed) = CostModel.from_json(f), comm_price(None, f)
 for flag, v in (("--attn-coef", c.attn_coef), ("--linear-coef", c.linear_coef),

@@ -3,7 +3,7 @@
 # GPU checks for one CUDA GPU, in one short run (~5 min on an H100):
 #   1. the `gpu` tests: each installed varlen kernel (varlen / flash / te) against the torch
 #      backend in bf16, on the segments of a CP=2 shard, and 1-GPU bf16 training
-#      (tests/training/test_gpu.py);
+#      (tests/megatron/test_gpu.py);
 #   2. a 1-GPU NCCL bf16 training run, baseline then WLB, a few iterations each, with
 #      --attention-backend auto (the log names the kernel it picked);
 #   3. the adaptive selector's attention table measured with that kernel (bf16, 128-row tiles);
@@ -37,7 +37,7 @@ for m in ("megatron.core", "flash_attn", "transformer_engine", "torch.nn.attenti
 EOF
 
 echo "== 1. gpu kernel tests"
-"${PY}" -m pytest -q -m gpu tests/cp/test_kernels.py tests/training/test_gpu.py -rs 2>&1 | tee "${OUT}/gpu_tests.txt"
+"${PY}" -m pytest -q -m gpu tests/cp/test_kernels.py tests/megatron/test_gpu.py -rs 2>&1 | tee "${OUT}/gpu_tests.txt"
 
 MODEL=(--num-layers 4 --hidden-size 1024 --num-attention-heads 16 --group-query-attention --num-query-groups 4
        --seq-length 16384 --max-position-embeddings 16384 --global-batch-size 8 --micro-batch-size 1
@@ -52,7 +52,7 @@ echo "== 2. 1-GPU NCCL training in Megatron-LM's loop: stock Megatron, then WLB 
 for mode in baseline wlb; do
   if [[ ${mode} == baseline ]]; then W=(--wlb-packing megatron --dataloader-inter-document-masking)
   else W=(--wlb-packing wlb --wlb-outlier-thresholds none); fi
-  torchrun --standalone --nproc_per_node 1 pretrain_gpt_wlb_lm.py "${MODEL[@]}" "${DATA[@]}" \
+  torchrun --standalone --nproc_per_node 1 pretrain_gpt_wlb.py "${MODEL[@]}" "${DATA[@]}" \
     "${TRAIN[@]}" "${W[@]}" --log-json "${OUT}/${mode}.jsonl" 2>&1 | tee "${OUT}/${mode}.log"
 done
 

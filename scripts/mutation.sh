@@ -14,4 +14,4 @@ cd "${ROOT}"
 mkdir -p mutants
 echo "[mutation] mutmut run (log: mutants/run.log)"
 "${VPY}" -m mutmut run --max-children "${JOBS:-$(nproc)}" "$@" > mutants/run.log 2>&1 || true
-"${VPY}" -m tools.mutation_report ${OUT:+--json "${OUT}"}
+"${VPY}" -m tests.helpers.mutation_report ${OUT:+--json "${OUT}"}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launch Megatron-LM's training loop with WLB (or stock) on one node with torchrun.
-# pretrain_gpt_wlb_lm.py on one node, or one node of a multi-node job (the Slurm script sets
+# pretrain_gpt_wlb.py on one node, or one node of a multi-node job (the Slurm script sets
 # NNODES / NODE_RANK / MASTER_ADDR).
 # Every setting is a ${VAR:-default}; extra arguments (Megatron-LM's flags and WLB's) are passed
 # through ("$@", last, so they override these).
@@ -112,7 +112,7 @@ if (( NNODES > 1 )); then
 else
   LAUNCH=(--standalone)
 fi
-RUN_ARGS=("${ROOT}/pretrain_gpt_wlb_lm.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}"
+RUN_ARGS=("${ROOT}/pretrain_gpt_wlb.py" "${MODEL_ARGS[@]}" "${PARALLEL_ARGS[@]}"
           "${TRAIN_ARGS[@]}" "${DATA_ARGS[@]}" "${DEVICE_ARGS[@]}" "${WLB_ARGS[@]}" "${LOG_ARGS[@]}"
           "$@")
 # RESTARTS=N: torchrun restarts the job up to N times after a worker dies (node failure, OOM

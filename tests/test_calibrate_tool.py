@@ -18,8 +18,9 @@ def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     out = tmp_path / "cal.json"
     proc = subprocess.run(
         [sys.executable, "-m", "tools.calibrate_cost_model", "--out", str(out), "--mock-data",
-         "--mock-num-docs", "50", "--seq-length", "256", "--num-layers", "1", "--hidden-size",
-         "32", "--num-attention-heads", "2", "--repeats", "1"],
+         "--mock-num-docs", "50", "--seq-length", "1024", "--num-layers", "1", "--hidden-size",
+         "32", "--num-attention-heads", "2", "--position-embedding-type", "rope", "--repeats",
+         "1", "--data-cache-path", str(tmp_path / "cache")],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "MASTER_PORT": "29641", "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -32,10 +33,10 @@ def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     assert {tuple(s["doc_lens"]) for s in data["samples"]} >= {(1, 128), (1, 256)}
     from wlb.cost_model import kernel_revision
     from wlb.cp.torch_kernel import REVISION
-    from wlb.training.setup import stale_calibration
+    from wlb.host.build import stale_calibration
 
     assert kernel_revision(out) == REVISION and stale_calibration(str(out), "torch") == []
     table = data["kernel_table"]
-    assert table["heads"] == 2 and table["head_dim"] == 16 and max(table["q_lens"]) <= 256
+    assert table["heads"] == 2 and table["head_dim"] == 16 and max(table["q_lens"]) <= 1024
     kt = KernelTable.from_json(str(out))  # the selector reads the table inside the file
     assert kt.segment_us(64, 256) > 0

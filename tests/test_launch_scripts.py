@@ -27,7 +27,7 @@ def test_dry_run_prints_megatron_flags_and_passes_args_through():
     for flag in ("--tensor-model-parallel-size 16", "--pipeline-model-parallel-size 4",
                  "--context-parallel-size 4", "--num-query-groups 8", "--sequence-parallel",
                  "--wlb-packing megatron", "--dataloader-inter-document-masking",
-                 "--nproc-per-node 256", "pretrain_gpt_wlb_lm.py"):
+                 "--nproc-per-node 256", "pretrain_gpt_wlb.py"):
         assert flag in cmd, flag
     assert cmd.rstrip().endswith("--train-iters 7")
 

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Time the training loop's host path for one rank: plan -> CP strategies -> collate + shard.
 
-Takes ``pretrain_gpt_wlb_lm.py``'s flags (Megatron-LM's, parsed and validated by Megatron-LM,
+Takes ``pretrain_gpt_wlb.py``'s flags (Megatron-LM's, parsed and validated by Megatron-LM,
 and ``--wlb-*``) and runs, for the rank ``--rank`` of a ``--world-size`` job, exactly what WLB's
 data iterator runs on the host before megatron's schedule can take a micro-batch
-(``PlanSchedule.next_plan`` and ``wlb.training.host.prepare_step``, through its
+(``PlanSchedule.next_plan`` and ``wlb.host.step.prepare_step``, through its
 ``HostPrefetcher``). It builds no model and no process group, so the collectives a step adds
 (plan agreement, the loss all-reduce) are not in the figures.
 
@@ -35,15 +35,14 @@ import time
 
 import numpy as np
 
-from wlb.training.host import STAGES, RankView, make_prepare
-from wlb.training.log import is_logged
-from wlb.training.prefetch import HostPrefetcher
+from wlb.host.prefetch import HostPrefetcher
+from wlb.host.step import STAGES, RankView, is_logged, make_prepare
 
 
 def _own_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Every other flag is pretrain_gpt_wlb_lm.py's (Megatron-LM's and --wlb-*).")
+        epilog="Every other flag is pretrain_gpt_wlb.py's (Megatron-LM's and --wlb-*).")
     p.add_argument("--world-size", type=int, required=True, help="processes in the job")
     p.add_argument("--rank", type=int, default=0, help="the global rank whose view is timed")
     p.add_argument("--iters", type=int, default=10, help="iterations timed (after --warmup)")
@@ -63,9 +62,9 @@ def _own_flags(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def build_host_path(cfg, world_size: int, rank: int):
     """What every rank builds before training that the host path uses: (schedule, chooser,
     source, cost, view, elastic runtime or None), with no model and no process group."""
-    from wlb.training.documents import build_documents
-    from wlb.training.elastic import build_runtime, comm_price, split_efficiency
-    from wlb.training.setup import build_schedule, make_cost_model, padded_vocab, stock_blend
+    from wlb.host.build import build_schedule, make_cost_model, padded_vocab, stock_blend
+    from wlb.host.documents import build_documents
+    from wlb.host.elastic import build_runtime, comm_price, split_efficiency
 
     layout = cfg.layout(world_size)
     where = layout.coordinates(rank)
@@ -88,11 +87,10 @@ def bench(cfg, world_size: int, rank: int, iters: int, warmup: int = 1,
     t0 = time.perf_counter()
     schedule, chooser, source, cost, view, elastic = build_host_path(cfg, world_size, rank)
     startup_ms = (time.perf_counter() - t0) * 1e3
-    last = warmup + iters
     # the training loop's own host path (predictions at logged iterations)
     prepare = make_prepare(view, chooser, source, cost=cost, elastic=elastic,
                            rank_tokens=schedule.packer.max_tokens // view.layout.cp,
-                           log_interval=cfg.logging.log_interval, train_iters=last)
+                           log_interval=cfg.logging.log_interval)
 
     rows, waits, logged = [], [], []
     # as the training loop: the next step made in the background while the stand-in one runs
@@ -105,7 +103,7 @@ def bench(cfg, world_size: int, rank: int, iters: int, warmup: int = 1,
                 rows.append(dict(step.inputs.stage_ms,
                                  total=sum(step.inputs.stage_ms.values())))
                 waits.append(steps.last_wait_ms)
-                if is_logged(it + 1, cfg.logging.log_interval, last):
+                if is_logged(it + 1, cfg.logging.log_interval):
                     logged.append(step.inputs.stage_ms["predictions"])
     stages = STAGES
     layout = view.layout

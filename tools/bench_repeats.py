@@ -18,7 +18,7 @@ import json
 import statistics
 import sys
 
-from wlb.training.runlog import compare
+from wlb.runlog import compare
 
 FIGURES = ("speedup_iter_time", "speedup_tokens_per_s")
 

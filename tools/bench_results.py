@@ -27,8 +27,8 @@ import shutil
 import subprocess
 import sys
 
+from wlb.runlog import cell, compare, load, plot_microbatch_work, summarize
 from wlb.sim.model import PAPER_SPEEDUP
-from wlb.training.runlog import cell, compare, load, plot_microbatch_work, summarize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCK = re.compile(r"(<!-- results:(\w+) -->\n)(.*?)(<!-- /results:\2 -->)", re.S)

@@ -35,8 +35,8 @@ import statistics
 import sys
 import time
 
-from wlb.training.elastic import COMM_KEYS as KEYS  # where --wlb-elastic-cp reads them
-from wlb.training.elastic import SPLIT_KEY
+from wlb.host.elastic import COMM_KEYS as KEYS  # where --wlb-elastic-cp reads them
+from wlb.host.elastic import SPLIT_KEY
 
 #: the default ``--split-lengths``: a long document alone, and long documents among short ones
 SPLIT_BATCHES = "4096;2048,1024,512,256,256,128,128,64,64,64;4096,1024,512,512,256,256,128,128"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fit the WLB cost model W(d) = A*d^2 + B*d + C to measured fwd+bwd times of the real model.
 
-Builds the model exactly as pretrain_gpt_wlb.py would (same flags; one process, CP=1), times the
+Builds the model as pretrain_gpt_wlb.py does (Megatron-LM's flags, built by Megatron-LM's own
+set-up; one process, CP=1), times the
 forward+backward of packed micro-batches made of documents of known lengths, and fits
 ``t = A*sum(d^2) + B*sum(d) + C*num_docs + t0`` by non-negative least squares. It also times the
 optimizer step and measures the attention throughput table of the adaptive CP selector (achieved
@@ -13,7 +14,9 @@ the cluster simulator (``tools/simulate_cluster.py validate``). Example:
     python -m tools.calibrate_cost_model --out cost.json --seq-length 8192 --num-layers 2 \\
         --hidden-size 64 --num-attention-heads 4 --mock-data
 
-Any pretrain flag is accepted; parallel sizes are forced to 1. The fit and its error are printed.
+Any pretrain_gpt_wlb.py flag is accepted (parsed and validated by Megatron-LM); parallel sizes
+are forced to 1, and without a GPU megatron's local layers run on gloo. The fit and its error
+are printed.
 """
 
 from __future__ import annotations
@@ -62,40 +65,43 @@ def design(max_len: int) -> list[tuple[int, ...]]:
 
 
 def main(argv=None) -> int:
-    from wlb.training.arguments import build_parser, run_config
+    import argparse
 
-    parser = build_parser()
-    parser.description = __doc__.split("\n")[0]
-    parser.add_argument("--out", required=True, help="cost-model JSON to write")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--no-attention-table", action="store_true",
-                        help="skip the attention throughput table (adaptive CP selector)")
-    args = parser.parse_args(argv)
-    args.tensor_model_parallel_size = args.pipeline_model_parallel_size = 1
-    args.context_parallel_size, args.num_layers_per_virtual_pipeline_stage = 1, None
-    args.global_batch_size = 1
-    args.wlb_outlier_thresholds = "none"
-    if not args.mock_data and not args.data_path:
-        args.mock_data = True
-    cfg = run_config(args)
+    own = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    own.add_argument("--out", required=True, help="cost-model JSON to write")
+    own.add_argument("--repeats", type=int, default=3)
+    own.add_argument("--no-attention-table", action="store_true",
+                     help="skip the attention throughput table (adaptive CP selector)")
+    tool, flags = own.parse_known_args(sys.argv[1:] if argv is None else argv)
+    from wlb.megatron.arguments import ArgumentError
+    from wlb.megatron.replica import build_replica
+
+    try:
+        args, model, optimizer = build_replica(flags)
+    except ArgumentError as e:
+        print(f"calibrate_cost_model.py: error: {e}", file=sys.stderr)
+        return 2
     import numpy as np
     import torch
 
     from wlb.cost_model import CostModel
+    from wlb.cp.kernels import resolve_backend
     from wlb.cp.torch_kernel import REVISION
+    from wlb.megatron.arguments import wlb_run_config
     from wlb.megatron.attention import WLBPackedSeqParams
     from wlb.packing.base import default_max_tokens
-    from wlb.training.setup import build
 
-    run = build(cfg)
-    model = run.model[0]
-    dev = run.device
+    dev = next(model.parameters()).device
+    kernel = resolve_backend(wlb_run_config(args).model.attention_backend,
+                             torch.empty(0, device=dev, dtype=next(model.parameters()).dtype))
+    args.repeats, args.out, args.no_attention_table = (tool.repeats, tool.out,
+                                                       tool.no_attention_table)
 
     def sync() -> None:  # GPU work is asynchronous: time it to completion
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    vocab = run.source.vocab_size
+    vocab = args.padded_vocab_size
     cap = default_max_tokens(args.seq_length)  # S_max: the longest micro-batch WLB may pack
     rows, times, measured = [], [], []
     for lens in design(cap):
@@ -125,7 +131,7 @@ def main(argv=None) -> int:
     for _ in range(args.repeats):
         sync()
         t0 = time.perf_counter()
-        run.optimizer.step()
+        optimizer.step()
         sync()
         step.append(time.perf_counter() - t0)
     step_ms = float(np.median(step)) * 1e3
@@ -142,8 +148,7 @@ def main(argv=None) -> int:
         extra["kernel_table"] = measure_table(
             heads, args.num_query_groups or heads, dim, q_lens, kv_lens, reps=2,
             threads=args.threads, device=dev.type, dtype="bfloat16" if args.bf16 else "float32",
-            tile_q=1 if run.attention_kernel == "torch" else 128,
-            backend=run.attention_kernel, log=lambda m: None)
+            tile_q=1 if kernel == "torch" else 128, backend=kernel, log=lambda m: None)
         print(f"[calibrate] attention table {len(q_lens)}x{len(kv_lens)} (q x kv) measured in "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     X, y = np.asarray(rows, dtype=np.float64), np.asarray(times)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from wlb.training.runlog import (
+from wlb.runlog import (
     cell,
     compare,
     load,

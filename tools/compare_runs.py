@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from wlb.training.runlog import cell, compare, load
+from wlb.runlog import cell, compare, load
 
 
 def _row(r: dict | None) -> str:

@@ -15,7 +15,7 @@ import argparse
 import os
 import sys
 
-from wlb.training.runlog import load_validation, plot_validation, validation_table
+from wlb.runlog import load_validation, plot_validation, validation_table
 
 
 def main(argv=None) -> int:

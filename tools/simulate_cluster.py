@@ -168,9 +168,15 @@ def main(argv=None) -> int:
     rest = argv[argv.index("--") + 1:] if "--" in argv else []
     a = p.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if a.cmd == "validate":
-        from wlb.training.replay import validate  # needs torch; the other commands do not
+        # needs torch and megatron-core; the other commands do not
+        from wlb.host.replay import validate
+        from wlb.megatron.arguments import ArgumentError, run_config_for
 
-        return validate(a, rest)
+        try:  # the run's own command line, as Megatron-LM parses and validates it
+            cfg = run_config_for(rest, a.nproc)
+        except ArgumentError as e:
+            raise SystemExit(f"simulate_cluster.py validate: {e}") from None
+        return validate(a, cfg)
     if rest:
         p.error(f"arguments after '--' are only for 'validate': {' '.join(rest)}")
     if a.iters < 1:

@@ -132,7 +132,7 @@ class WLBConfig:
         default=True,
         metadata={"help": "Draw the next iteration's plan and make this rank's micro-batches "
                   "(CP strategies, collation, CP shards) in a background thread while the "
-                  "current iteration trains (wlb.training.prefetch); off: before each step, on "
+                  "current iteration trains (wlb.host.prefetch); off: before each step, on "
                   "the critical path. Plans, losses and checkpoints are the same either way."},
     )
 

@@ -1,10 +1,11 @@
-"""The typed configuration of a training run: one documented dataclass per concern.
+"""WLB's typed view of a run's flags: one documented dataclass per concern.
 
-``wlb.training.arguments`` parses Megatron's flags (their names and meanings unchanged) and
-builds one :class:`RunConfig` from them; setup, the loop, checkpoints and the simulator's replay
-read it instead of a raw ``argparse.Namespace``. Each field is named after its flag's argparse
-destination (``--num-layers`` -> ``num_layers``), so the flag is the documentation's key; the
-parser holds the defaults. The ``--wlb-*`` flags are :class:`wlb.config.WLBConfig`.
+Megatron-LM parses, defaults and validates its flags; ``wlb.megatron.arguments.wlb_run_config``
+builds one :class:`RunConfig` from them for what WLB's side reads (documents, packer, cost model,
+layout, the simulator's replay), instead of megatron's raw namespace, so that ``wlb/`` below
+``wlb.megatron`` never imports megatron-core. Each field is named after its flag's argparse
+destination (``--num-layers`` -> ``num_layers``), Megatron-LM's own, so the flag is the
+documentation's key. The ``--wlb-*`` flags are :class:`wlb.config.WLBConfig`.
 """
 
 from __future__ import annotations
@@ -144,20 +145,6 @@ class TrainingConfig:
 
 
 @dataclass
-class ValidationConfig:
-    """The held-out loss (``wlb.training.evaluate``).
-
-    Attributes:
-        eval_interval: validation loss every this many iterations, and after the last.
-        eval_iters: global batches of the valid split per evaluation (0: none); the same
-            batches every time, for every packer and layout.
-    """
-
-    eval_interval: int
-    eval_iters: int
-
-
-@dataclass
 class DataConfig:
     """Where the documents come from.
 
@@ -189,50 +176,12 @@ class DataConfig:
 
 
 @dataclass
-class CheckpointConfig:
-    """Checkpoint save and resume (``wlb.training.checkpoint``).
-
-    Attributes:
-        save: directory to save into, or None.
-        load: directory to resume from, or None.
-        save_interval: save every this many iterations (and at the end), or None: at the end.
-        ckpt_format: ``torch_dist`` (Megatron-LM's dist_checkpointing: loads under any layout)
-            or ``torch`` (WLB's per-rank files: the same layout only); saves in it, and a
-            ``--load`` checkpoint must be in it.
-        finetune: load the model weights only (no optimizer, schedule, RNG or data state) and
-            start at iteration 0.
-        no_load_optim: do not load the optimizer and LR schedule.
-        no_load_rng: do not load the RNG states.
-        ckpt_step: load this iteration's checkpoint, not the tracker's.
-        exit_on_missing_checkpoint: with ``--load`` and no checkpoint there, stop (exit 2)
-            instead of training from scratch.
-        ckpt_convert_format: load, save in this format into ``ckpt_convert_save`` and exit.
-        ckpt_convert_save: where the converted checkpoint goes.
-        use_checkpoint_args: the model's shape was taken from the ``load`` checkpoint's args
-            (``wlb.training.checkpoint_args``; already in :class:`ModelConfig`).
-    """
-
-    save: str | None
-    load: str | None
-    save_interval: int | None
-    ckpt_format: str = "torch_dist"
-    finetune: bool = False
-    no_load_optim: bool = False
-    no_load_rng: bool = False
-    ckpt_step: int | None = None
-    exit_on_missing_checkpoint: bool = False
-    ckpt_convert_format: str | None = None
-    ckpt_convert_save: str | None = None
-    use_checkpoint_args: bool = False
-
-
-@dataclass
 class LoggingConfig:
     """What the run reports.
 
     Attributes:
         log_interval: console line, cost-model predictions and measured imbalance every this
-            many iterations and after the last (``wlb.training.log.is_logged``); the other
+            many iterations and after the last (``wlb.host.step.is_logged``); the other
             iterations' JSON rows hold loss, tokens and times only.
         log_json: append one JSON object per iteration to this file.
         log_plans: append each iteration's consumed/trained/pending pieces to this file.
@@ -254,22 +203,18 @@ class RunConfig:
     model: ModelConfig
     parallel: ParallelConfig
     training: TrainingConfig
-    validation: ValidationConfig
     data: DataConfig
-    checkpoint: CheckpointConfig
     logging: LoggingConfig
     wlb: WLBConfig
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace) -> RunConfig:
-        """Group a validated namespace (``wlb.training.arguments.validate``)."""
+        """Group a validated namespace (``wlb.megatron.arguments.wlb_run_config``'s)."""
         return cls(
             model=_from_namespace(ModelConfig, ns),
             parallel=_from_namespace(ParallelConfig, ns),
             training=_from_namespace(TrainingConfig, ns),
-            validation=_from_namespace(ValidationConfig, ns),
             data=_from_namespace(DataConfig, ns),
-            checkpoint=_from_namespace(CheckpointConfig, ns),
             logging=_from_namespace(LoggingConfig, ns),
             wlb=WLBConfig.from_args(ns),
         )

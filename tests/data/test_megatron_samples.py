@@ -91,10 +91,10 @@ def test_a_stock_run_trains_megatron_sample_order():
     """The baseline's schedule (built from its flags) trains GPTDataset's sample order over
     --train-iters x --global-batch-size samples, dealt to DP ranks as Megatron's sampler does;
     --no-wlb-shuffle keeps the stream order."""
+    from tests.helpers.lm_runs import run_config as parse
+    from wlb.host.build import build_schedule, make_cost_model
+    from wlb.host.documents import build_documents
     from wlb.packing.stock_samples import StockSampleBatcher
-    from wlb.training.arguments import parse
-    from wlb.training.documents import build_documents
-    from wlb.training.setup import build_schedule, make_cost_model
 
     flags = ["--mock-data", "--mock-num-docs", "300", "--seq-length", "64",
              "--global-batch-size", "4", "--train-iters", "20", "--seed", "9",
@@ -176,14 +176,15 @@ def test_stock_blend_equals_megatron_blended_dataset(tmp_path):
 def test_a_blended_run_lays_out_each_arm(tmp_path):
     """The stock arm trains the datasets' train splits with the sample-level blend; WLB a
     document blend with the weights in tokens."""
+    from tests.helpers.lm_runs import run_config as parse
+    from wlb.host.build import build_schedule, make_cost_model, stock_blend
+    from wlb.host.documents import build_documents
     from wlb.packing.stock_samples import StockBlendBatcher
-    from wlb.training.arguments import parse
-    from wlb.training.documents import build_documents
-    from wlb.training.setup import build_schedule, make_cost_model, stock_blend
 
     a, b = _two_datasets(tmp_path)
     flags = ["--data-path", "0.25", a, "0.75", b, "--seq-length", "16", "--global-batch-size",
-             "4", "--train-iters", "5", "--split", "90,10,0"]
+             "4", "--train-iters", "5", "--split", "90,10,0", "--tokenizer-type",
+             "NullTokenizer", "--vocab-size", "64"]
     for arm in (["--wlb-packing", "megatron", "--wlb-cp-sharding", "per-seq"], []):
         cfg = parse(flags + arm)
         docs = build_documents(cfg.data, cfg.model, 0, stock_blend(cfg))

@@ -1,4 +1,4 @@
-"""Runs of Megatron-LM's loop for the tests: pretrain_gpt_wlb_lm.py, or Megatron-LM's own
+"""Runs of Megatron-LM's loop for the tests: pretrain_gpt_wlb.py, or Megatron-LM's own
 ``pretrain()`` with a provider of its own (tests/helpers/megatron_lm_gpt.py), under torchrun on
 a ``.bin/.idx`` corpus; the losses read from megatron's own iteration lines.
 
@@ -32,7 +32,7 @@ COMMON = [
     "--eval-iters", "0", "--eval-interval", "1000", "--calculate-per-token-loss",
 ]
 REFERENCE = ["-m", "tests.helpers.megatron_lm_gpt"]
-ENTRY = ["pretrain_gpt_wlb_lm.py"]
+ENTRY = ["pretrain_gpt_wlb.py"]
 ITERATION = re.compile(r"iteration\s+(\d+)/\s*\d+ \|.* lm loss: ([0-9.E+-]+) \|")
 
 
@@ -98,3 +98,28 @@ def per_iteration(printed: list[tuple[int, float]]) -> list[tuple[int, float]]:
     if len(out) > 1:
         out[1] = (out[1][0], 2 * out[1][1] - out[0][1])
     return out
+
+
+#: what Megatron-LM's validation needs of any command line here (flags given later win)
+CONFIG_BASE = ["--lr", "1e-3", "--eval-interval", "1000", "--transformer-impl", "local",
+               "--attention-dropout", "0", "--micro-batch-size", "1", "--num-layers", "2",
+               "--hidden-size", "64", "--num-attention-heads", "4"]
+
+
+def run_config(flags: list[str], world_size: int = 1):
+    """WLB's RunConfig of :data:`CONFIG_BASE` + ``flags`` for ``world_size`` ranks, parsed and
+    validated by Megatron-LM without a process group (``run_config_for``); megatron's dataset
+    cache and the mock documents go to this pytest process's cache."""
+    from tests.helpers.torchrun import DATA_CACHE
+    from wlb.megatron import cpu_loop
+
+    cpu_loop.apply()
+    from wlb.megatron.arguments import run_config_for
+
+    extra = []  # (a corpus' sidecar names its tokenizer; WLB's mock documents are token ids)
+    if "--mock-data" in flags and "--tokenizer-type" not in flags:
+        extra += ["--tokenizer-type", "NullTokenizer", "--vocab-size", str(VOCAB)]
+    if "--seq-length" in flags and "--max-position-embeddings" not in flags:
+        extra += ["--max-position-embeddings", flags[flags.index("--seq-length") + 1]]
+    return run_config_for([*CONFIG_BASE, "--data-cache-path", DATA_CACHE, *extra, *flags],
+                          world_size)

@@ -7,19 +7,34 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# A tiny attention-heavy model on mock documents; every layout divides it.
+#: megatron's local layers on the CPU with gloo, its CUDA fusions off (scripts/_megatron.sh's
+#: DEVICE=cpu)
+CPU = [
+    "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-persist-layer-norm",
+    "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-bias-gelu-fusion",
+    "--no-bias-dropout-fusion", "--no-bias-swiglu-fusion", "--no-rope-fusion",
+]
+#: a tiny attention-heavy model on WLB's mock documents (both arms read them); every layout
+#: divides it
 TINY = [
-    "--mock-data", "--mock-num-docs", "400", "--seq-length", "256", "--global-batch-size", "8",
+    *CPU, "--mock-data", "--mock-num-docs", "400", "--tokenizer-type", "NullTokenizer",
+    "--vocab-size", "255", "--seq-length", "256",
+    "--max-position-embeddings", "256", "--global-batch-size", "8", "--micro-batch-size", "1",
     "--num-layers", "4", "--hidden-size", "64", "--num-attention-heads", "4",
-    "--group-query-attention", "--num-query-groups", "2", "--train-iters", "3",
-    "--lr-decay-iters", "10",
-    "--lr-warmup-iters", "1", "--no-wlb-shuffle", "--seed", "7",
+    "--group-query-attention", "--num-query-groups", "2", "--position-embedding-type", "rope",
+    "--hidden-dropout", "0", "--attention-dropout", "0", "--train-iters", "3", "--lr", "3e-4",
+    "--lr-decay-iters", "10", "--lr-warmup-iters", "1", "--seed", "7", "--log-interval", "1",
+    "--eval-iters", "0", "--eval-interval", "1000", "--calculate-per-token-loss",
+    "--eod-mask-loss", "--use-cpu-initialization",
 ]
 WLB = ["--wlb-packing", "wlb", "--wlb-cp-sharding", "per-doc", "--wlb-outlier-thresholds", "none"]
-BASELINE = ["--wlb-packing", "megatron", "--wlb-cp-sharding", "per-seq"]
+BASELINE = ["--wlb-packing", "megatron", "--dataloader-inter-document-masking"]
+#: megatron's dataset caches and the mock documents of this pytest process's runs
+DATA_CACHE = tempfile.mkdtemp(prefix="wlb_test_cache_")
 
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
@@ -58,7 +73,9 @@ def run_pretrain(nproc: int, args: list[str], log_json: str, timeout: int = 300,
     if reuse and key in _RUNS and os.path.exists(_RUNS[key]):
         shutil.copyfile(_RUNS[key], log_json)
     else:
-        proc = launch_pretrain([*args, "--log-json", log_json], nproc=nproc, timeout=timeout,
+        cache = [] if "--data-cache-path" in args else ["--data-cache-path", DATA_CACHE]
+        proc = launch_pretrain([*args, *cache, "--log-json", log_json], nproc=nproc,
+                               timeout=timeout,
                                torchrun=True)
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr)[-4000:]

@@ -1,4 +1,4 @@
-"""tools/bench_data_path.py takes Megatron-LM's command line (pretrain_gpt_wlb_lm.py's flags,
+"""tools/bench_data_path.py takes Megatron-LM's command line (pretrain_gpt_wlb.py's flags,
 parsed and validated by Megatron-LM) and times WLB's host path for one rank of a job of any
 size, without a process group."""
 
@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tools.bench_data_path import main
-from wlb.training.host import STAGES
+from wlb.host.step import STAGES
 
 
 def _flags(cache: str) -> list[str]:

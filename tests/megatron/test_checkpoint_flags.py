@@ -69,7 +69,7 @@ def test_an_empty_load_starts_fresh_unless_told_to_exit(corpus, saved, tmp_path)
          "--exit-on-missing-checkpoint"], capture_output=True, text=True, cwd=ROOT, env=ENV,
         timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"pretrain_gpt_wlb_lm.py: error: --load {empty}: no "
+    assert proc.stderr.strip() == (f"pretrain_gpt_wlb.py: error: --load {empty}: no "
                                    "checkpoint there (--exit-on-missing-checkpoint)")
 
 

@@ -1,4 +1,4 @@
-"""pretrain_gpt_wlb_lm.py's command line: Megatron-LM's parser and validation with WLB's flags,
+"""pretrain_gpt_wlb.py's command line: Megatron-LM's parser and validation with WLB's flags,
 bad input one line (exit 2) before anything is built, whoever finds it: argparse (its usage
 block of Megatron-LM's flags dropped), WLB's checks, a refused combination, Megatron-LM's own
 ``assert`` in ``validate_args``."""
@@ -37,11 +37,11 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
 ], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "stock-cp-dense-mask",
         "hybrid-cp", "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
-    proc = subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *TINY, *flags],
+    proc = subprocess.run([sys.executable, "pretrain_gpt_wlb.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert len(lines) == 1 and lines[0].startswith("pretrain_gpt_wlb_lm.py: error: "), lines
+    assert len(lines) == 1 and lines[0].startswith("pretrain_gpt_wlb.py: error: "), lines
     assert named in lines[0]
     # nothing built (megatron prints its flags once it has validated them: the pre-flight
     # needs what its validation derives)
@@ -49,7 +49,7 @@ def test_bad_input_is_one_line_before_any_work(flags, named):
 
 
 def _entry(flags: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "pretrain_gpt_wlb_lm.py", *flags],
+    return subprocess.run([sys.executable, "pretrain_gpt_wlb.py", *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
 
 
@@ -58,7 +58,7 @@ def test_a_missing_data_file_or_eval_interval_is_named_and_preflight_only_builds
     proc = _entry([*[a for a in TINY if a != "--mock-data"], "--data-path",
                    str(tmp_path / "none")])
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"pretrain_gpt_wlb_lm.py: error: --data-path {tmp_path}/none:"
+    assert proc.stderr.strip() == (f"pretrain_gpt_wlb.py: error: --data-path {tmp_path}/none:"
                                    f" no {tmp_path}/none.bin")
     proc = _entry(TINY[:-2])  # Megatron-LM needs --eval-interval (a traceback otherwise)
     assert proc.returncode == 2 and "--eval-interval is needed" in proc.stderr

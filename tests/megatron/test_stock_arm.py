@@ -1,4 +1,4 @@
-"""The stock arm of pretrain_gpt_wlb_lm.py is Megatron-LM: its losses equal those of Megatron-LM's
+"""The stock arm of pretrain_gpt_wlb.py is Megatron-LM: its losses equal those of Megatron-LM's
 own ``pretrain()`` with a minimal provider that has no WLB code (tests/helpers/megatron_lm_gpt.py)
 on the same flags, seed and ``.bin/.idx`` corpus.
 

@@ -1,4 +1,4 @@
-"""WLB's arm of pretrain_gpt_wlb_lm.py (its packer's micro-batches at Megatron-LM's hooks) trains
+"""WLB's arm of pretrain_gpt_wlb.py (its packer's micro-batches at Megatron-LM's hooks) trains
 the same model as the stock arm, on every layout.
 
 With ``--wlb-global-batch megatron`` WLB repacks stock Megatron's own global batch (the pieces of

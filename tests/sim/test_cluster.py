@@ -14,7 +14,7 @@ from wlb.parallel import ParallelDims
 from wlb.sim.cluster import SYSTEMS, fit_cost_model, simulate_system
 from wlb.sim.hardware import h100
 from wlb.sim.latency import microbatch_times
-from wlb.sim.model import MODELS, PAPER_GRID
+from wlb.sim.model import MODELS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HW = h100()
@@ -84,17 +84,6 @@ def test_tool_errors_name_the_bad_value():
     assert out.returncode != 0 and "13b" in out.stderr
     out = _tool("grid", "--iters", "1", "--", "--seq-length", "8")
     assert out.returncode != 0 and "validate" in out.stderr
-
-
-def test_microbatch_order_tool_orders_and_given_order_is_the_reference():
-    from tools.sim_microbatch_order import orders, run
-
-    o = orders([3.0, 1.0, 2.0, 5.0])
-    assert o["given"] == [0, 1, 2, 3] and o["asc"] == [1, 2, 0, 3] and o["desc"] == [3, 0, 2, 1]
-    assert o["mid"] == [1, 0, 3, 2] and o["best"] is None  # lightest at both ends
-    assert orders([1.0] * 7)["best"] == list(range(7))  # too many to search: the given order
-    r = run("70b", 65536, PAPER_GRID[("70b", 65536)], "wlb", iters=1, seed=3)
-    assert r["given"] == 1.0 and r["best"] >= max(r["asc"], r["desc"], r["mid"]) - 1e-12
 
 
 def test_elastic_runs_the_same_batches_in_slots_of_borrowed_groups():

@@ -21,7 +21,23 @@ from megatron.training.global_vars import set_global_variables
 from wlb.config import ConfigError, WLBConfig
 from wlb.data.blend import parse_blend
 from wlb.data.split import parse_split
+from wlb.megatron.indexed import tokenizer_from_sidecar
 from wlb.run_config import RunConfig
+
+#: seconds the other local ranks wait before exiting on an error, so that torchrun, which stops
+#: every worker at the first exit, does not stop local rank 0 before it has said why
+QUIET_RANK_EXIT_DELAY_S = 3.0
+
+
+def say_once(line: str) -> None:
+    """Print one error line from local rank 0 only (every rank fails the same way); the other
+    ranks wait a moment instead, so that rank 0 gets to print it under torchrun."""
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)
+    else:
+        import time
+
+        time.sleep(QUIET_RANK_EXIT_DELAY_S)
 
 
 class ArgumentError(ValueError):
@@ -35,8 +51,10 @@ def add_wlb_arguments(parser):
     g.add_argument("--mock-length-sample", default=None,
                    help="JSON list of document lengths WLB's mock documents are drawn from "
                    "(default: data/doc_lengths/doc_lengths_wlbllm.json)")
-    g.add_argument("--mock-num-docs", type=int, default=20000)
-    g.add_argument("--mock-length-scale", type=float, default=1.0 / 16)
+    g.add_argument("--mock-num-docs", type=int, default=20000,
+                   help="how many mock documents (--mock-data)")
+    g.add_argument("--mock-length-scale", type=float, default=1.0 / 16,
+                   help="the sampled lengths times this (long-context samples on a small run)")
     g.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     g.add_argument("--preflight-only", action="store_true",
                    help="check the flags (Megatron-LM's validation included), the layout for "
@@ -82,7 +100,7 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
     except ConfigError as e:
         raise ArgumentError(str(e)) from None
     _refuse_combinations(args, wlb)
-    _tokenizer_from_sidecar(args)
+    tokenizer_from_sidecar(args)
     args.calculate_per_token_loss = True
     if args.eval_interval is None and not args.full_validation:
         raise ArgumentError("--eval-interval is needed, also with --eval-iters 0: Megatron-LM "
@@ -111,31 +129,6 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
     set_global_variables(args)
     return args
-
-
-def _tokenizer_from_sidecar(args) -> None:
-    """No ``--tokenizer-type``: a ``--data-path`` written by this project's
-    ``tools/preprocess_data.py`` with its byte tokenizer (``<prefix>.meta.json`` says so) is read
-    with megatron's ``NullTokenizer`` of the sidecar's vocabulary (ids below V - 1, EOD V - 1:
-    the byte corpus' 256 bytes and EOD 256). Anything else keeps Megatron-LM's default."""
-    import json
-
-    from wlb.megatron.indexed import meta_path
-
-    if args.tokenizer_type is not None or not args.data_path:
-        return
-    metas = []
-    for prefix in parse_blend(args.data_path)[0]:
-        try:
-            with open(meta_path(prefix), encoding="utf-8") as f:
-                metas.append(json.load(f))
-        except (OSError, ValueError):
-            return
-    kinds = {(m.get("tokenizer"), m.get("vocab_size"), m.get("eod")) for m in metas}
-    if len(kinds) == 1:
-        tok, vocab, eod = kinds.pop()
-        if tok == "byte" and eod == vocab - 1 and args.vocab_size in (None, vocab):
-            args.tokenizer_type, args.vocab_size = "NullTokenizer", vocab
 
 
 def _refuse_combinations(args, wlb: WLBConfig) -> None:
@@ -239,10 +232,10 @@ def _preflight(args, wlb: WLBConfig) -> None:
     flags against a dataset's sidecar, the split) for WLB's packing."""
     from wlb.cost_model import CostModel, CostModelError
     from wlb.cp.selector import KernelTable
+    from wlb.host.documents import DocumentsError, build_documents
     from wlb.megatron.indexed import IndexedDataError
     from wlb.packing.stream import DataError
     from wlb.parallel import LayoutError
-    from wlb.training.documents import DocumentsError, build_documents
 
     if args.load and args.exit_on_missing_checkpoint and not _has_checkpoint(args):
         # (megatron would build everything, then exit with status 0, nothing trained)

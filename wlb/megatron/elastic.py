@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import torch.distributed as dist
 
-from wlb.megatron.groups import Groups
-
 
 @dataclass
 class ElasticGroups:
@@ -34,8 +32,10 @@ class ElasticGroups:
         return None if size == 1 else self.groups[(first, size)]
 
 
-def build_elastic_groups(g: Groups) -> ElasticGroups:
-    """Create every aligned pool group (collective over the world)."""
+def build_elastic_groups(g) -> ElasticGroups:
+    """Create every aligned pool group (collective over the world). ``g``: this rank's
+    ``layout`` (:class:`wlb.parallel.ParallelLayout`) and its ``pp_rank``, ``tp_rank``,
+    ``dp_rank``, ``cp_rank``."""
     layout = g.layout
     pool = layout.dp * layout.cp
     me = layout.pool_index(g.dp_rank, g.cp_rank)

@@ -181,3 +181,26 @@ class IndexedDocuments:
     def tokens(self, doc_id: int, start: int, stop: int) -> np.ndarray:
         a = int(self._start[doc_id])
         return self._tokens[a + int(start):a + int(stop)].astype(np.int64)
+
+
+def tokenizer_from_sidecar(args) -> None:
+    """No ``--tokenizer-type``: a ``--data-path`` written by this project's
+    ``tools/preprocess_data.py`` with its byte tokenizer (``<prefix>.meta.json`` says so) is read
+    with megatron's ``NullTokenizer`` of the sidecar's vocabulary (ids below V - 1, EOD V - 1:
+    the byte corpus' 256 bytes and EOD 256). Anything else keeps Megatron-LM's default."""
+    from wlb.data.blend import parse_blend
+
+    if args.tokenizer_type is not None or not args.data_path:
+        return
+    metas = []
+    for prefix in parse_blend(args.data_path)[0]:
+        try:
+            with open(meta_path(prefix), encoding="utf-8") as f:
+                metas.append(json.load(f))
+        except (OSError, ValueError):
+            return
+    kinds = {(m.get("tokenizer"), m.get("vocab_size"), m.get("eod")) for m in metas}
+    if len(kinds) == 1:
+        tok, vocab, eod = kinds.pop()
+        if tok == "byte" and eod == vocab - 1 and args.vocab_size in (None, vocab):
+            args.tokenizer_type, args.vocab_size = "NullTokenizer", vocab

@@ -21,7 +21,7 @@ import json
 import os
 import tempfile
 
-from wlb.training.documents import DEFAULT_LENGTHS
+from wlb.host.documents import DEFAULT_LENGTHS
 
 
 class MockCorpusError(ValueError):

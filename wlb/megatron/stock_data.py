@@ -92,9 +92,9 @@ _LOG: list = []  # the log installed
 def _install_log(args) -> None:
     """WLB's log beside megatron's for stock Megatron: its micro-batches priced by the run's
     cost model (``--wlb-cost-model``, else the model's FLOPs), as WLB's plans are."""
+    from wlb.host.build import make_cost_model
     from wlb.megatron import wlb_log
     from wlb.megatron.arguments import moe_cost_args, wlb_run_config
-    from wlb.training.setup import make_cost_model
 
     cfg = wlb_run_config(args)
     cost = make_cost_model(cfg.model, cfg.wlb, cfg.layout(torch.distributed.get_world_size()),

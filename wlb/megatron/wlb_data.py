@@ -4,7 +4,7 @@ external data iterator (``--dataloader-type external``).
 Every rank (every TP, CP and pipeline rank: each stage's attention needs the documents) builds the
 same plans from the documents' lengths and the seed (``PlanSchedule``: packer, outlier queues,
 DP dealing), then its own inputs for each iteration: a CP strategy per micro-batch, collated and
-sharded for its CP rank (``wlb.training.host.prepare_step``), made one iteration ahead in a
+sharded for its CP rank (``wlb.host.step.prepare_step``), made one iteration ahead in a
 background thread (``HostPrefetcher``, ``--wlb-host-prefetch``). megatron's schedule pulls this
 DP rank's ``GBS / DP`` micro-batches per iteration, one ``MicroBatchInput`` each; under VPP each
 model chunk has an iterator of its own over the same micro-batches (:class:`ChunkIterator`).
@@ -31,15 +31,15 @@ import torch
 from megatron.core import mpu
 from megatron.training import get_args, print_rank_0
 
+from wlb.host.batches import MicroBatchInput, build_inputs, lay_out
+from wlb.host.build import build_schedule, make_cost_model, padded_vocab, stock_blend
+from wlb.host.elastic import agree
+from wlb.host.prefetch import HostPrefetcher
+from wlb.host.step import RankView, make_prepare
 from wlb.megatron import wlb_log
 from wlb.packing.stock_samples import StockSampleBatcher
 from wlb.packing.types import BatchPlan, Piece
 from wlb.run_config import RunConfig
-from wlb.training.batches import MicroBatchInput, build_inputs, lay_out
-from wlb.training.elastic import agree
-from wlb.training.host import RankView, make_prepare
-from wlb.training.prefetch import HostPrefetcher
-from wlb.training.setup import build_schedule, make_cost_model, padded_vocab, stock_blend
 
 
 class SharedSteps:
@@ -112,7 +112,7 @@ class WLBData:
                  valid_samples: int = 0, first_iteration: int = 1, valid_consumed: int = 0,
                  num_chunks: int = 1, moe: dict | None = None,
                  log_plans: str | None = None, elastic_groups=None, pool_group=None) -> None:
-        from wlb.training.documents import build_documents
+        from wlb.host.documents import build_documents
 
         m, tr = cfg.model, cfg.training
         self.layout = cfg.layout(world_size)
@@ -131,7 +131,7 @@ class WLBData:
         self.replayed = (first_iteration - 1, time.perf_counter() - t0)
         self.elastic, self._pool_group = None, pool_group
         if elastic_groups is not None:
-            from wlb.training.elastic import build_runtime, comm_price, split_efficiency
+            from wlb.host.elastic import build_runtime, comm_price, split_efficiency
 
             w = cfg.wlb
             self.elastic = build_runtime(elastic_groups, self.cost, self.chooser,
@@ -141,8 +141,7 @@ class WLBData:
         prepare = make_prepare(RankView(self.layout, dp_rank, cp_rank), self.chooser,
                                self.documents.train, cost=self.cost, elastic=self.elastic,
                                rank_tokens=self.schedule.packer.max_tokens // self.layout.cp,
-                               log_interval=cfg.logging.log_interval,
-                               train_iters=tr.train_iters)
+                               log_interval=cfg.logging.log_interval)
         self._prefetch = HostPrefetcher(self.schedule, prepare, first_iteration=first_iteration,
                                         ahead=cfg.wlb.host_prefetch, log_plans=bool(log_plans))
         self._plans = open(log_plans, "a", buffering=1) if log_plans else None  # noqa: SIM115

@@ -26,13 +26,30 @@ from megatron.core import mpu
 from megatron.training import get_args, get_tensorboard_writer
 from megatron.training.utils import is_last_rank
 
+from wlb.host.batches import MicroBatchLayout, plan_predictions
 from wlb.megatron.observe import FORWARD_STEPS
+from wlb.metrics import imbalance
 from wlb.packing.types import BatchPlan, Piece
-from wlb.training.batches import MicroBatchLayout, plan_predictions
-from wlb.training.loop import measured_imbalance
 
 #: the fingerprint's modulus (``wlb.megatron.observe``)
 _P = (1 << 31) - 1
+
+
+def measured_imbalance(records: list[tuple[int, int, float]], pp_rank: int, pp: int, vpp: int,
+                       n: int, device=None) -> float:
+    """Imbalance of measured per-micro-batch forward times: for each micro-batch, the slowest
+    rank of every (pipeline stage, virtual chunk) summed over stages; then max x N / sum.
+
+    A collective: every rank passes its own ``records`` (``(micro-batch, chunk, ms)``, from
+    ``wlb.megatron.observe``); one all-reduce (MAX) of an [N, PP, VPP] table, whose size does
+    not grow with DP, CP or TP.
+    """
+    table = torch.zeros(n, pp, vpp, dtype=torch.float64)  # [N, PP, VPP]: ms, this rank's
+    for j, vp, ms in records:
+        table[j, pp_rank, vp] = max(float(table[j, pp_rank, vp]), ms)
+    table = table.to(device) if device is not None else table
+    torch.distributed.all_reduce(table, op=torch.distributed.ReduceOp.MAX)
+    return imbalance(table.sum(dim=(1, 2)).cpu().tolist())
 
 
 def _line(it: int, m: dict) -> str:

@@ -7,8 +7,8 @@ import pytest
 from wlb.config import cp_candidates
 from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
+from wlb.host.batches import lay_out, plan_predictions
 from wlb.packing.types import BatchPlan, Piece
-from wlb.training.batches import lay_out, plan_predictions
 
 
 def _plan(lengths: list[list[int]], dp_ranks: list[int]) -> BatchPlan:
@@ -71,32 +71,3 @@ def test_cp_strategy_is_chosen_once_on_the_trained_lengths():
     want = [imbalance(work((3, 4, 1), "per_doc")), imbalance(work((4, 4), "per_seq")),
             imbalance(work((4,), "per_seq"))]
     assert got["cp_imbalance_pred"] == pytest.approx(sum(want) / 3)
-
-
-def _measure(rank, world, out_path):
-    import torch
-
-    from wlb.training.loop import measured_imbalance
-
-    # PP = 2, VPP = 2, two DP replicas (ranks 0, 1 stage 0; ranks 2, 3 stage 1); 3 micro-batches
-    records = {
-        0: [(0, 0, 5.0), (1, 0, 1.0), (0, 1, 2.0)],
-        1: [(0, 0, 3.0), (1, 0, 4.0), (2, 1, 6.0)],  # micro-batch 1, chunk 0: this rank is slower
-        2: [(0, 0, 1.0), (1, 1, 2.0)],
-        3: [(2, 0, 3.0), (1, 1, 1.0)],
-    }[rank]
-    got = measured_imbalance(records, rank // 2, 2, 2, 3)
-    if rank == 0:
-        torch.save(got, out_path)
-
-
-@pytest.mark.dist
-def test_measured_imbalance_takes_each_stage_and_chunk_at_its_slowest_rank(tmp_path):
-    import torch
-
-    from tests.helpers.dist import run_distributed
-
-    run_distributed(_measure, 4, str(tmp_path / "m.pt"))
-    # per micro-batch, the slowest rank per (stage, chunk), summed: 0: 5 + 2 + 1 = 8;
-    # 1: 4 + 2 = 6; 2: 6 + 3 = 9 -> max x N / sum = 9 x 3 / 23
-    assert torch.load(tmp_path / "m.pt") == pytest.approx(27 / 23)

@@ -1,6 +1,6 @@
 """Mutation score per module from a finished ``mutmut run`` (read from ``mutants/**/*.meta``).
 
-    python -m tools.mutation_report [--mutants mutants] [--json out.json] [--survivors]
+    python -m tests.helpers.mutation_report [--mutants mutants] [--json out.json] [--survivors]
 
 Statuses are mutmut's own (``mutmut.stats.status_by_exit_code``). A mutant is *killed* when the
 tests fail on it (killed, timeout, segfault), *survived* when they pass or when no test covers it

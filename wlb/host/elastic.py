@@ -18,7 +18,6 @@ from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
 from wlb.elastic.plan import ElasticCost, ElasticPlan, fixed_slots, plan_time, validate_plan
 from wlb.elastic.planner import plan_elastic
-from wlb.training.checks import check_plan_agreement
 
 #: the cost-model file's keys for the all-gather's prices (``tools/calibrate_comm.py``)
 COMM_KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
@@ -111,6 +110,27 @@ def plan_slots(rt: ElasticRuntime, plan, layout, rank_tokens: int) -> ElasticPla
                          rank_tokens=rank_tokens, ec=rt.cost, pp=layout.pp)
     validate_plan(eplan, layout.dp * layout.cp, [p for mb in plan.microbatches for p in mb])
     return eplan
+
+
+class PlanDisagreement(RuntimeError):
+    """Ranks computed different plans: the run cannot go on."""
+
+
+def check_plan_agreement(digest: str, iteration: int, device=None, what: str = "packing plans",
+                         group=None) -> None:
+    """Every rank (of ``group``; default: the world) computed the same plan (``digest``, hex),
+    or fail loudly (collective: one all-reduce of two int64)."""
+    import torch
+    import torch.distributed as dist
+
+    value = int(digest[:15], 16)  # 60 bits: fits int64
+    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN, group=group)
+    t = t.cpu()
+    if int(t[0]) != value or -int(t[1]) != value:
+        raise PlanDisagreement(
+            f"iteration {iteration}: ranks computed different {what} (rank "
+            f"{dist.get_rank()} has {digest}); same data, seed and flags on every rank?")
 
 
 def agree(eplan: ElasticPlan, plan, device=None, group=None) -> None:

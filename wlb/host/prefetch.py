@@ -1,7 +1,7 @@
 """The next iteration's plan and inputs, made while this one trains (``--wlb-host-prefetch``).
 
 Every iteration a rank draws its plan (``PlanSchedule.next_plan``) and runs its host path
-(:func:`wlb.training.host.prepare_step`). :class:`HostPrefetcher` does both in one background
+(:func:`wlb.host.step.prepare_step`). :class:`HostPrefetcher` does both in one background
 thread, one iteration ahead: while the schedule of iteration i runs, the thread makes iteration
 i+1's. It is deterministic (one thread, the same calls in the same order as without it), bounded
 (at most one step waits, ready or in the making) and shut down on exit and on error.
@@ -23,9 +23,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from wlb.host.step import StepInputs
 from wlb.packing.schedule import PlanSchedule
 from wlb.packing.types import BatchPlan
-from wlb.training.host import StepInputs
 
 #: this rank's host path: ``(plan, plan_ms, iteration) -> StepInputs``
 Prepare = Callable[[BatchPlan, float, int], StepInputs]

@@ -12,12 +12,12 @@ import json
 
 import numpy as np
 
+from wlb.host.build import build_schedule, make_cost_model, padded_vocab, stock_blend
+from wlb.host.documents import build_documents
 from wlb.run_config import RunConfig
 from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
 from wlb.sim.model import ModelSpec
-from wlb.training.documents import build_documents
-from wlb.training.setup import build_schedule, make_cost_model, padded_vocab, stock_blend
 
 
 def _read_log(path: str) -> list[dict]:
@@ -92,13 +92,9 @@ def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: s
     }
 
 
-def validate(tool_args, rest: list[str]) -> int:
-    """``tools/simulate_cluster.py validate``: parse the run's flags from ``rest`` and replay."""
-    from wlb.training.arguments import parse
-
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    cfg = parse(rest)
+def validate(tool_args, cfg: RunConfig) -> int:
+    """``tools/simulate_cluster.py validate``: replay each logged run of ``cfg`` (its flags,
+    parsed by Megatron-LM's parser) and print predicted against measured."""
     results = []
     for path in tool_args.log:
         result = replay(cfg, tool_args.nproc, tool_args.calibration, path, tool_args.skip)

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-import wlb.training.elastic as elastic
+import wlb.host.elastic as elastic
 from wlb.config import ConfigError, WLBConfig
 from wlb.cost_model import CostModel
 from wlb.cp.selector import DEFAULT_TABLE, KernelTable, StrategyChooser, choose_strategy
 from wlb.elastic.plan import ElasticPlan, Group, PlanError, Slot
+from wlb.host.step import RankView, prepare_step
 from wlb.packing.types import BatchPlan, Piece
 from wlb.parallel import ParallelLayout
-from wlb.training.host import RankView, prepare_step
 
 
 def test_the_comm_price_comes_from_the_flag_else_the_cost_model_file_else_zero(tmp_path):

@@ -1,7 +1,7 @@
 """One rank's host path of a training step: plan -> CP strategies -> collate + shard.
 
 Everything here runs on the host before the schedule can start, every iteration, on every rank;
-:func:`prepare_step` is the one place that does it, for ``train_step`` and for
+the one place that does it is :func:`prepare_step`, for ``wlb.megatron.wlb_data`` and for
 ``tools/bench_data_path.py`` (which times it without a model or a process group), and it records
 how long each stage took (:data:`STAGES`).
 """
@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 
 from wlb.data.sources import DocumentSource
 from wlb.elastic.plan import ElasticPlan
-from wlb.packing.types import BatchPlan
-from wlb.parallel import ParallelLayout
-from wlb.training.batches import (
+from wlb.host.batches import (
     MicroBatchInput,
     MicroBatchLayout,
     build_inputs,
@@ -23,8 +21,19 @@ from wlb.training.batches import (
     lay_out,
     plan_predictions,
 )
-from wlb.training.elastic import plan_slots, predictions
-from wlb.training.log import is_logged
+from wlb.host.elastic import plan_slots, predictions
+from wlb.packing.types import BatchPlan
+from wlb.parallel import ParallelLayout
+
+
+def is_logged(iteration: int, log_interval: int) -> bool:
+    """Whether ``iteration`` is a logged one: every ``log_interval``-th, as megatron's
+    ``training_log`` prints its line (the iterations whose cost-model predictions are made).
+
+    Example: ``--log-interval 10 --train-iters 25`` logs iterations 10 and 20.
+    """
+    return iteration % log_interval == 0
+
 
 #: the host path's stages, in the order they run (milliseconds in ``StepInputs.stage_ms``)
 STAGES = ("plan", "cp_strategy", "elastic_plan", "collate_shard", "predictions")
@@ -92,7 +101,7 @@ def prepare_step(plan: BatchPlan, view: RankView, chooser, source: DocumentSourc
         plan_ms: how long the caller took to make ``plan`` (recorded as the "plan" stage).
 
     The elastic plan is validated here and agreed on across ranks by the caller
-    (``wlb.training.elastic.agree``: a collective).
+    (``wlb.host.elastic.agree``: a collective).
     """
     layout = view.layout
     ms = dict.fromkeys(STAGES, 0.0)
@@ -125,15 +134,15 @@ def prepare_step(plan: BatchPlan, view: RankView, chooser, source: DocumentSourc
 
 
 def make_prepare(view: RankView, chooser, source: DocumentSource, *, cost, elastic,
-                 rank_tokens: int, log_interval: int, train_iters: int):
+                 rank_tokens: int, log_interval: int):
     """This rank's host path as the prefetcher calls it, ``(plan, plan_ms, iteration) ->
     StepInputs``: :func:`prepare_step` with the predictions at logged iterations only
-    (``wlb.training.log.is_logged``; ``iteration`` None: always). The training loop
-    (``wlb.training.loop.host_path``) and ``tools/bench_data_path.py`` both use it."""
+    (:func:`is_logged`; ``iteration`` None: always). WLB's data path
+    (``wlb.megatron.wlb_data``) and ``tools/bench_data_path.py`` both use it."""
 
     def prepare(plan: BatchPlan, plan_ms: float = 0.0, iteration: int | None = None
                 ) -> StepInputs:
-        logged = iteration is None or is_logged(iteration, log_interval, train_iters)
+        logged = iteration is None or is_logged(iteration, log_interval)
         return prepare_step(plan, view, chooser, source, cost=cost if logged else None,
                             elastic=elastic, rank_tokens=rank_tokens, plan_ms=plan_ms)
 

@@ -1,0 +1,65 @@
+"""One model replica built by Megatron-LM's own set-up, on one process, for offline tools
+(``tools/calibrate_cost_model.py`` times its forward, backward and optimizer step).
+
+What megatron lacks: ``pretrain()`` builds and trains in one call; a tool that times the model
+on packed micro-batches needs the model and optimizer ``pretrain()`` would build, without its
+loop.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+
+#: one process, one micro-batch at a time: the calibration times a single model replica
+_ALONE = ["--tensor-model-parallel-size", "1", "--pipeline-model-parallel-size", "1",
+          "--context-parallel-size", "1", "--global-batch-size", "1", "--micro-batch-size", "1",
+          "--wlb-outlier-thresholds", "none"]
+#: what Megatron-LM needs to build a run that is never trained (given flags win)
+_DEFAULTS = ["--train-iters", "1", "--lr", "1e-4", "--eval-interval", "1000", "--eval-iters", "0",
+             "--attention-dropout", "0"]
+#: megatron's local layers with gloo and its CUDA fusions off (scripts/_megatron.sh DEVICE=cpu)
+_CPU = ["--transformer-impl", "local", "--distributed-backend", "gloo",
+        "--no-persist-layer-norm", "--no-gradient-accumulation-fusion",
+        "--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-swiglu-fusion",
+        "--no-bias-dropout-fusion", "--no-rope-fusion"]
+
+
+def build_replica(flags: list[str]):
+    """(megatron's args, model chunk, optimizer) of ``flags``, built by Megatron-LM as
+    ``pretrain()`` builds them (its ``initialize_megatron`` and ``setup_model_and_optimizer``
+    with ``wlb.megatron.gpt``'s model config), on one process."""
+    from wlb.megatron import cpu_loop
+
+    cpu_loop.apply()
+    from megatron.core.enums import ModelType
+    from megatron.core.process_groups_config import ProcessGroupCollection
+    from megatron.training import training
+    from megatron.training.argument_utils import pretrain_cfg_container_from_args
+
+    from wlb.megatron import gpt
+    from wlb.megatron.arguments import parse_and_validate
+
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
+                 ("MASTER_ADDR", "127.0.0.1")):
+        os.environ.setdefault(k, v)
+    device = [] if torch.cuda.is_available() else _CPU
+    if "--data-path" not in flags and "--mock-data" not in flags:
+        flags = ["--mock-data", *flags]
+    if "--mock-data" in flags and "--tokenizer-type" not in flags:
+        flags = ["--tokenizer-type", "NullTokenizer", "--vocab-size", "257", *flags]
+    if "--seq-length" in flags and "--max-position-embeddings" not in flags:
+        flags = ["--max-position-embeddings", flags[flags.index("--seq-length") + 1], *flags]
+    args = parse_and_validate([*device, *_DEFAULTS, *flags, *_ALONE])
+    training.initialize_megatron()  # (without CUDA: wlb.megatron.cpu_loop's, as pretrain())
+    container = pretrain_cfg_container_from_args(args, gpt.model_config(args))
+    model, optimizer, _ = training.setup_model_and_optimizer(
+        ModelType.encoder_or_decoder, cfg_container=container,
+        pg_collection=ProcessGroupCollection.use_mpu_process_groups())
+    return args, model[0], optimizer

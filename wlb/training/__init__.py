@@ -1,1 +1,0 @@
-"""Training glue on megatron-core: arguments, the loop, checkpoints and metrics logging."""
