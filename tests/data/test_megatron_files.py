@@ -11,7 +11,7 @@ import pytest
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-from tests.helpers.torchrun import launch_pretrain
+from tests.helpers.torchrun import CPU, DATA_CACHE, launch_pretrain
 from wlb.megatron.indexed import IndexedDataError, IndexedDocuments, meta_path
 from wlb.preprocess.tokenizer import NullTokenizer
 
@@ -66,14 +66,19 @@ def test_a_run_trains_on_megatron_lms_files_given_the_tokenizer_flags(tmp_path):
     _write(prefix, [[list(rng.integers(0, EOD, int(rng.integers(5, 60)))) for _ in
                      range(int(rng.integers(1, 4)))] + ([[EOD]] if i % 2 else [])
                     for i in range(300)])
-    flags = ["--data-path", prefix, "--seq-length", "256", "--global-batch-size", "4",
-             "--num-layers", "2", "--hidden-size", "32", "--num-attention-heads", "2",
-             "--train-iters", "2", "--lr-decay-iters", "10", "--wlb-packing", "wlb",
-             "--wlb-outlier-thresholds", "none", "--log-json", str(tmp_path / "log.jsonl")]
+    flags = [*CPU, "--data-path", prefix, "--seq-length", "256", "--max-position-embeddings",
+             "256", "--global-batch-size", "4", "--micro-batch-size", "1", "--num-layers", "2",
+             "--hidden-size", "32", "--num-attention-heads", "2", "--attention-dropout", "0",
+             "--train-iters", "2", "--lr", "1e-3", "--lr-decay-iters", "10", "--eval-iters",
+             "0", "--eval-interval", "1000", "--wlb-packing", "wlb", "--wlb-outlier-thresholds",
+             "none", "--data-cache-path", DATA_CACHE, "--log-json", str(tmp_path / "log.jsonl")]
+    # Megatron-LM's own default tokenizer (GPT2BPETokenizer) needs its vocabulary files
     refused = launch_pretrain(flags + ["--preflight-only"])
-    assert refused.returncode == 2 and "--tokenizer-type" in refused.stderr.strip()
+    assert refused.returncode == 2 and "vocab" in refused.stderr.strip(), refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    ok = launch_pretrain(flags + ["--tokenizer-type", "NullTokenizer", "--vocab-size", "50"])
+    # megatron-core 0.19's NullTokenizer(V): ids below V - 1, EOD V - 1
+    ok = launch_pretrain(flags + ["--tokenizer-type", "NullTokenizer", "--vocab-size", "51"],
+                         torchrun=True)
     assert ok.returncode == 0, ok.stderr[-2000:]
     rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2] and all(r["tokens"] > 0 for r in rows)

@@ -26,10 +26,10 @@ def _compare(rank, world, doc_lens, backend="auto", megatron_thd=False):
     from megatron.core.transformer.dot_product_attention import DotProductAttention
     from megatron.core.transformer.enums import AttnMaskType
 
-    from wlb.megatron import cpu_shim
+    from wlb.megatron import cpu_loop
     from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams
 
-    cpu_shim.apply()
+    cpu_loop.apply()
     ps.initialize_model_parallel(1, 1)
     model_parallel_cuda_manual_seed(0)
     cfg = TransformerConfig(num_layers=1, hidden_size=64, num_attention_heads=4,

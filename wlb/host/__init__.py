@@ -8,5 +8,7 @@
 * ``elastic``   -- elastic CP's per-iteration slots, checked and agreed across ranks.
 * ``replay``    -- a run's plans rebuilt from its flags, for the simulator's validation.
 
-Nothing here imports megatron-core (``wlb.megatron`` calls it from megatron's hooks).
+``wlb.megatron`` calls it from megatron's hooks. Nothing here imports megatron-core itself; the
+one arrow up is ``documents`` reading ``.bin/.idx`` files through ``wlb.megatron.indexed``
+(megatron-core's own index reader), imported only when a run has a ``--data-path``.
 """

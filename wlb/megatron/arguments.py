@@ -131,11 +131,18 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
     return args
 
 
+def needs_wlb_core_attention(args) -> bool:
+    """Whether megatron's local core attention must give way to WLB's: WLB's packing, THD
+    micro-batches (``--dataloader-inter-document-masking``) or CP, which it does not support."""
+    return args.transformer_impl == "local" and (
+        not getattr(args, "wlb_stock", True) or args.dataloader_inter_document_masking
+        or args.context_parallel_size > 1)
+
+
 def _refuse_combinations(args, wlb: WLBConfig) -> None:
     """Megatron-LM flags that cannot combine with how this entry runs them, in one line."""
     from megatron.core.transformer.enums import AttnBackend
 
-    from wlb.megatron.gpt import needs_wlb_core_attention
 
     if not wlb.is_baseline:
         if args.hybrid_context_parallel:
@@ -264,7 +271,7 @@ def _preflight(args, wlb: WLBConfig) -> None:
             CostModel.from_json(wlb.cost_model)
         build_documents(cfg.data, cfg.model, cfg.training.seed)
     except (ConfigError, LayoutError, CostModelError, IndexedDataError, DocumentsError,
-            DataError, OSError) as e:
+            DataError, OSError, ValueError) as e:  # (ValueError: the tokenizer's flags)
         raise ArgumentError(str(e)) from None
     except SystemExit as e:  # (an unreadable --mock-length-sample)
         raise ArgumentError(str(e.code)) from None

@@ -34,17 +34,10 @@ from megatron.training.models.gpt import default_layer_spec
 from megatron.training.training import update_seqlen_stats_from_cu_seqlens
 
 from wlb.megatron import stock_data, wlb_data
+from wlb.megatron.arguments import needs_wlb_core_attention, wlb_run_config
 from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams, thd_seq_lens
 from wlb.megatron.model import SPTorchNorm, swap_modules
 from wlb.megatron.observe import FORWARD_STEPS
-
-
-def needs_wlb_core_attention(args) -> bool:
-    """Whether megatron's local core attention must give way to WLB's: WLB's packing, THD
-    micro-batches (``--dataloader-inter-document-masking``) or CP, which it does not support."""
-    return args.transformer_impl == "local" and (
-        not getattr(args, "wlb_stock", True) or args.dataloader_inter_document_masking
-        or args.context_parallel_size > 1)
 
 
 def local_layer_spec(config, vp_stage: int | None = None, base=None, attention=None,
@@ -71,7 +64,7 @@ def local_layer_spec(config, vp_stage: int | None = None, base=None, attention=N
 def model_config(args):
     """Megatron-LM's GPT model config for ``args`` (``pretrain()`` builds the model from it with
     megatron's GPT builder), with :func:`local_layer_spec`'s substitutes where the CPU needs them
-    (:func:`needs_wlb_core_attention`; sequence parallelism on megatron's local layers).
+    (``arguments.needs_wlb_core_attention``; sequence parallelism on megatron's local layers).
 
     WLB's packing: RoPE moves into WLB's attention (per document, at each token's position in
     its document, which CP sharding does not keep contiguous), and the pipeline stages exchange
@@ -80,8 +73,6 @@ def model_config(args):
     cfg = gpt_config_from_args(args)
     attention = {}
     if not args.wlb_stock or stock_data.on_wlb_attention(args):
-        from wlb.megatron.arguments import wlb_run_config
-
         kernel = wlb_run_config(args).model.attention_backend
         attention = {"attention_backend": kernel, "rotary_percent": args.rotary_percent}
         if args.position_embedding_type == "rope":
