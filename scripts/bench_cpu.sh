@@ -16,9 +16,9 @@
 # SHARDING sets the WLB arms' --wlb-cp-sharding (default adaptive).
 # REPEATS=N runs the arms N times, interleaved (each repeat starts with the next arm), and prints
 # each ratio's median over the repeats
-# (tools/bench_repeats.py); the other figures come from the first repeat.
+# (tools/compare_runs.py repeats); the other figures come from the first repeat.
 # Both arms are evaluated after the last iteration on the same held-out batches (--split 95,5,0;
-# EVAL=0: off) and tools/quality_report.py prints their validation losses.
+# EVAL=0: off) and tools/compare_runs.py quality prints their validation losses.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_help.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
@@ -109,7 +109,7 @@ for cfg in ${CONFIGS}; do
   "${VPY}" -m tools.compare_runs "${OUT}/${cfg}_baseline.jsonl" "${OUT}/${cfg}_wlb.jsonl" \
     | tee "${OUT}/${cfg}_compare.txt"
   if [[ "${EVAL:-1}" != 0 ]]; then
-    "${VPY}" -m tools.quality_report baseline="${OUT}/${cfg}_baseline.jsonl" \
+    "${VPY}" -m tools.compare_runs quality baseline="${OUT}/${cfg}_baseline.jsonl" \
       wlb="${OUT}/${cfg}_wlb.jsonl" --out "${OUT}/${cfg}_quality" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
   if [[ "${ELASTIC:-0}" == 1 ]]; then
@@ -141,7 +141,7 @@ for flag, v in (("--attn-coef", c.attn_coef), ("--linear-coef", c.linear_coef),
       specs+=("${arm}=${files}")
     done
     echo "=== ${cfg}: ${REPEATS} interleaved repeats ===" | tee -a "${OUT}/${cfg}_compare.txt"
-    "${VPY}" -m tools.bench_repeats "${specs[@]}" | tee -a "${OUT}/${cfg}_compare.txt"
+    "${VPY}" -m tools.compare_runs repeats "${specs[@]}" | tee -a "${OUT}/${cfg}_compare.txt"
   fi
 done
 pairs=()

@@ -36,7 +36,7 @@ for mode in baseline wlb; do
   t0=$(date +%s)
   WLB=$([[ ${mode} == wlb ]] && echo 1 || echo 0) LOG_JSON="${OUT}/${mode}.jsonl" \
     LOG_INTERVAL="${LOG_INTERVAL:-1}" bash scripts/pretrain_gpt.sh "${VALID[@]}" "$@" \
-    "${flags[@]}" 2>&1 | tee "${OUT}/${mode}.log" | "${VPY}" -m tools.progress --label "${mode}" \
+    "${flags[@]}" 2>&1 | tee "${OUT}/${mode}.log" | "${VPY}" -m tools.compare_runs follow --label "${mode}" \
     || { tail -30 "${OUT}/${mode}.log"; echo "[compare] ${mode} run failed" >&2; exit 1; }
   took=$(( $(date +%s) - t0 ))
 done

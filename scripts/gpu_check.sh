@@ -57,9 +57,8 @@ for mode in baseline wlb; do
 done
 
 echo "== 3. attention table for the selector (the kernel auto picks)"
-"${PY}" -m tools.profile_attention --attention-backend auto --dtype bfloat16 --heads 16 \
-  --kv-heads 4 --head-dim 64 --tile-q 128 --reps 3 --out "${OUT}/attention_table.json" \
-  2>&1 | tail -3
+"${PY}" -m tools.calibrate_cost_model --attention-only "${MODEL[@]}" "${DATA[@]}" \
+  --attention-backend auto --out "${OUT}/attention_table.json" 2>&1 | tail -3
 
 echo "== 4. cost-model calibration on this GPU"
 "${PY}" -m tools.calibrate_cost_model "${MODEL[@]}" "${DATA[@]}" --attention-backend auto \

@@ -34,5 +34,5 @@ for arm in stock wlb-no-delay wlb-delay; do
     --log-interval 10 --log-json "${OUT}/${arm}.jsonl" "$@" > "${OUT}/${arm}.log" 2>&1 \
     || { tail -20 "${OUT}/${arm}.log"; exit 1; }
 done
-"${VPY}" -m tools.quality_report stock="${OUT}/stock.jsonl" \
+"${VPY}" -m tools.compare_runs quality stock="${OUT}/stock.jsonl" \
   wlb-no-delay="${OUT}/wlb-no-delay.jsonl" wlb-delay="${OUT}/wlb-delay.jsonl" --out "${OUT}"

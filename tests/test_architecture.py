@@ -52,6 +52,20 @@ def test_tools_are_a_package_on_top_of_wlb():
         assert others == set(), (_rel(p), others)
 
 
+def test_tools_are_at_most_twelve_commands_each_named_in_the_docs():
+    """tools/ holds only commands a user runs, each named in README.md or docs/."""
+    names = sorted(os.path.splitext(os.path.basename(p))[0] for p in _py_files("tools")
+                   if not p.endswith("__init__.py"))
+    docs = ""
+    for p in [os.path.join(ROOT, "README.md")] + sorted(
+            os.path.join(ROOT, "docs", n) for n in os.listdir(os.path.join(ROOT, "docs"))
+            if n.endswith(".md")):
+        with open(p, encoding="utf-8") as f:
+            docs += f.read()
+    assert len(names) <= 12, names
+    assert [n for n in names if f"tools.{n}" not in docs and f"tools/{n}" not in docs] == []
+
+
 def test_no_file_over_300_lines():
     long = {}
     for p in _py_files("wlb", "tools", "tests"):

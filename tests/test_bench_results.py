@@ -1,5 +1,5 @@
-"""The generated benchmark pages: tools/bench_results.py, the report's verdict, tools/progress.py
-and the front page's shape (README length, every docs page linked)."""
+"""The generated benchmark pages: tools/bench_results.py, the report's verdict,
+tools/compare_runs.py follow and the front page's shape (README length, every docs page linked)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from tests.test_compare_tools import _log
-from tools.progress import eta_s
+from wlb.runlog import eta_s
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -107,8 +107,9 @@ def test_progress_prints_one_line_per_iteration_with_an_eta():
         f" [t] iteration {i:8d}/{4:8d} | elapsed time per iteration (ms): {ms} | x\n"
         for i, ms in ((1, 9000.0), (2, 1000.0), (3, 3000.0))) + "warning: noise\n" + (
         " validation loss at iteration 4 | lm loss value: 2.910023E+00 | lm loss PPL: 1 |\n")
-    proc = subprocess.run([sys.executable, "-m", "tools.progress", "--label", "WLB"], cwd=ROOT,
-                          input=lines, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, "-m", "tools.compare_runs", "follow", "--label",
+                           "WLB"], cwd=ROOT, input=lines, capture_output=True, text=True,
+                          timeout=60)
     assert proc.stdout.splitlines() == [
         "[WLB] iteration 1/4 | 9.0 s/iter | ETA 27 s",
         "[WLB] iteration 2/4 | 1.0 s/iter | ETA 2 s",  # the start-up iteration left out

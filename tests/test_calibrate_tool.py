@@ -40,3 +40,20 @@ def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     assert table["heads"] == 2 and table["head_dim"] == 16 and max(table["q_lens"]) <= 1024
     kt = KernelTable.from_json(str(out))  # the selector reads the table inside the file
     assert kt.segment_us(64, 256) > 0
+
+
+def test_attention_only_writes_the_selectors_table_of_the_models_heads(tmp_path):
+    """--attention-only: no model built, the table alone (a --wlb-kernel-table file)."""
+    out = tmp_path / "table.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.calibrate_cost_model", "--attention-only", "--out",
+         str(out), "--seq-length", "512", "--num-layers", "1", "--hidden-size", "48",
+         "--num-attention-heads", "3", "--repeats", "1", "--data-cache-path",
+         str(tmp_path / "cache")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["heads"] == 3 and data["head_dim"] == 16 and max(data["q_lens"]) <= 512
+    assert "kernel_table" not in data and "--attention-only" in data["command"]
+    assert KernelTable.from_json(str(out)).segment_us(64, 256) > 0

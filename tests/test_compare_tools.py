@@ -72,7 +72,7 @@ def _valid_log(path, losses, digest="d1", step=1000):
 def test_quality_report_tables_validation_loss_and_the_final_gap(tmp_path):
     a = _valid_log(tmp_path / "a.jsonl", [4.0, 3.0])
     b = _valid_log(tmp_path / "b.jsonl", [4.1, 3.3], step=900)
-    out = subprocess.run([sys.executable, "-m", "tools.quality_report", f"stock={a}",
+    out = subprocess.run([sys.executable, "-m", "tools.compare_runs", "quality", f"stock={a}",
                           f"wlb={b}", "--out", str(tmp_path / "q")], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
@@ -84,13 +84,14 @@ def test_quality_report_tables_validation_loss_and_the_final_gap(tmp_path):
 def test_quality_report_refuses_runs_evaluated_on_different_batches(tmp_path):
     a = _valid_log(tmp_path / "a.jsonl", [4.0], digest="x")
     b = _valid_log(tmp_path / "b.jsonl", [4.0], digest="y")
-    out = subprocess.run([sys.executable, "-m", "tools.quality_report", f"a={a}", f"b={b}",
+    out = subprocess.run([sys.executable, "-m", "tools.compare_runs", "quality", f"a={a}", f"b={b}",
                           "--out", str(tmp_path / "q")], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode != 0 and "evaluated different batches" in out.stderr
 
 
 def test_bench_repeats_takes_each_repeats_ratio_then_the_median(tmp_path, capsys):
-    from tools.bench_repeats import main, repeats
+    from tools.compare_runs import main
+    from wlb.runlog import repeats
 
     arms = {"baseline": [], "wlb": [], "elastic": []}
     # per repeat: baseline, wlb, elastic iteration times (the first iteration is skipped)
@@ -105,7 +106,7 @@ def test_bench_repeats_takes_each_repeats_ratio_then_the_median(tmp_path, capsys
     assert rows["elastic", "wlb"]["speedup_iter_time"]["each"] == pytest.approx([2, 1, 2 / 3])
     assert rows["elastic", "wlb"]["speedup_iter_time"]["median"] == pytest.approx(1.0)
     assert rows["elastic", "baseline"]["speedup_tokens_per_s"]["median"] == pytest.approx(2.0)
-    main([f"{k}={','.join(v)}" for k, v in arms.items()])
+    main(["repeats", *(f"{k}={','.join(v)}" for k, v in arms.items())])
     out = capsys.readouterr().out.splitlines()
     assert out[0] == ("wlb over baseline: time per iteration 2.000x median of 3 (1.500, 2.000, "
                       "3.000); tokens/s 2.000x (1.500-3.000)")

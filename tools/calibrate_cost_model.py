@@ -64,6 +64,52 @@ def design(max_len: int) -> list[tuple[int, ...]]:
     return out
 
 
+def attention_table(args, kernel: str, device: str, reps: int) -> dict:
+    """The adaptive CP selector's table (``wlb.cp.profile``) with the model's heads, on this
+    machine: query lengths up to --seq-length, key lengths up to S_max."""
+    from wlb.cp.profile import KV_LENS, Q_LENS, measure_table
+    from wlb.packing.base import default_max_tokens
+
+    heads, dim = args.num_attention_heads, args.hidden_size // args.num_attention_heads
+    q_lens = [x for x in Q_LENS if x <= args.seq_length]
+    kv_lens = [x for x in (*KV_LENS, 16384) if x <= default_max_tokens(args.seq_length)]
+    t0 = time.perf_counter()
+    table = measure_table(heads, args.num_query_groups or heads, dim, q_lens, kv_lens, reps=reps,
+                          threads=args.threads, device=device,
+                          dtype="bfloat16" if args.bf16 else "float32",
+                          tile_q=1 if kernel == "torch" else 128, backend=kernel,
+                          log=lambda m: None)
+    print(f"[calibrate] attention table {len(q_lens)}x{len(kv_lens)} (q x kv), {kernel}, "
+          f"measured in {time.perf_counter() - t0:.0f} s", flush=True)
+    return table
+
+
+def _attention_only(args, tool) -> int:
+    """``--attention-only``: the table alone, written atomically to ``--out``."""
+    import json
+    import os
+
+    import torch
+
+    from wlb.cp.kernels import resolve_backend
+    from wlb.megatron.arguments import wlb_run_config
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kernel = resolve_backend(wlb_run_config(args).model.attention_backend, torch.empty(
+            0, device=device, dtype=torch.bfloat16 if args.bf16 else torch.float32))
+    except (RuntimeError, ValueError) as e:
+        print(f"calibrate_cost_model.py: error: {e}", file=sys.stderr)
+        return 2
+    table = attention_table(args, kernel, device, reps=tool.repeats)
+    table["command"] = "python -m tools.calibrate_cost_model " + " ".join(sys.argv[1:])
+    with open(tool.out + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(table, f, indent=1, allow_nan=True)
+    os.replace(tool.out + ".tmp", tool.out)
+    print(f"[calibrate] wrote {tool.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     import argparse
 
@@ -72,17 +118,23 @@ def main(argv=None) -> int:
     own.add_argument("--repeats", type=int, default=3)
     own.add_argument("--no-attention-table", action="store_true",
                      help="skip the attention throughput table (adaptive CP selector)")
+    own.add_argument("--attention-only", action="store_true",
+                     help="measure only the attention throughput table of the model's heads "
+                     "(no model built) and write it alone: a --wlb-kernel-table file")
     tool, flags = own.parse_known_args(sys.argv[1:] if argv is None else argv)
+    import numpy as np
+    import torch
+
     from wlb.megatron.arguments import ArgumentError
-    from wlb.megatron.replica import build_replica
+    from wlb.megatron.replica import build_replica, replica_args
 
     try:
+        if tool.attention_only:
+            return _attention_only(replica_args(flags), tool)
         args, model, optimizer = build_replica(flags)
     except ArgumentError as e:
         print(f"calibrate_cost_model.py: error: {e}", file=sys.stderr)
         return 2
-    import numpy as np
-    import torch
 
     from wlb.cost_model import CostModel
     from wlb.cp.kernels import resolve_backend
@@ -138,19 +190,7 @@ def main(argv=None) -> int:
     print(f"[calibrate] optimizer step: {step_ms:.2f} ms", flush=True)
     extra = {}
     if not args.no_attention_table:
-        # the adaptive CP selector's table, with this model's heads, on this machine
-        from wlb.cp.profile import KV_LENS, Q_LENS, measure_table
-
-        heads, dim = args.num_attention_heads, args.hidden_size // args.num_attention_heads
-        q_lens = [x for x in Q_LENS if x <= args.seq_length]
-        kv_lens = [x for x in (*KV_LENS, 16384) if x <= cap]
-        t0 = time.perf_counter()
-        extra["kernel_table"] = measure_table(
-            heads, args.num_query_groups or heads, dim, q_lens, kv_lens, reps=2,
-            threads=args.threads, device=dev.type, dtype="bfloat16" if args.bf16 else "float32",
-            tile_q=1 if kernel == "torch" else 128, backend=kernel, log=lambda m: None)
-        print(f"[calibrate] attention table {len(q_lens)}x{len(kv_lens)} (q x kv) measured in "
-              f"{time.perf_counter() - t0:.0f} s", flush=True)
+        extra["kernel_table"] = attention_table(args, kernel, dev.type, reps=2)
     X, y = np.asarray(rows, dtype=np.float64), np.asarray(times)
     # minimise the *relative* error: short micro-batches matter as much as long ones
     Xw, yw = X / y[:, None], np.ones_like(y)

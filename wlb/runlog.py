@@ -1,11 +1,14 @@
-"""Reading ``--log-json`` run logs back: the figures ``tools/compare_runs.py`` and
-``tools/compare_report.py`` compare (time per iteration as the sum over the window, tokens/s,
-cost-model work/s, imbalances, final loss)."""
+"""Reading runs back: ``--log-json`` logs (the figures ``tools/compare_runs.py`` and
+``tools/compare_report.py`` compare: time per iteration as the sum over the window, tokens/s,
+cost-model work/s, imbalances, final loss; repeats; validation loss), and megatron's console
+lines followed live (:data:`ITER`, :func:`eta_s`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import statistics
 
 
 def _rows(path: str) -> list[dict]:
@@ -151,3 +154,42 @@ def plot_microbatch_work(arms: dict[str, list[dict]], path: str) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+FIGURES = ("speedup_iter_time", "speedup_tokens_per_s")
+
+
+def repeats(arms: dict[str, list[str]], skip: int = 1) -> list[dict]:
+    """One row per pair of arms (later over earlier): per-repeat ratios and their median."""
+    names = list(arms)
+    n = {len(v) for v in arms.values()}
+    if len(n) != 1:
+        raise SystemExit(f"every arm needs the same number of repeats; got "
+                         f"{ {k: len(v) for k, v in arms.items()} }")
+    rows = []
+    for i, ref in enumerate(names):
+        for arm in names[i + 1:]:
+            per = [compare(a, b, skip) for a, b in zip(arms[ref], arms[arm])]
+            row = {"arm": arm, "over": ref, "repeats": len(per)}
+            for f in FIGURES:
+                xs = [p[f] for p in per]
+                row[f] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs),
+                          "each": xs}
+            rows.append(row)
+    return rows
+
+
+#: Megatron-LM's iteration line (``consumed samples`` and others may come between)
+ITER = re.compile(r"iteration\s+(\d+)/\s*(\d+) \|.*?elapsed time per iteration \(ms\): ([\d.]+)")
+VALID = re.compile(r"validation loss at iteration (\d+)[^|]*\| lm loss value: ([\d.E+-]+)")
+
+
+def eta_s(done: int, total: int, times_ms: list[float]) -> float:
+    """Seconds left: the median iteration time (the first, start-up, left out once there are
+    others) times the iterations still to run.
+
+    >>> eta_s(3, 10, [9000.0, 1000.0, 1200.0])
+    7.7
+    """
+    steady = times_ms[1:] or times_ms
+    return statistics.median(steady) * (total - done) / 1e3

@@ -2,7 +2,7 @@
 
 Each strategy gives every CP rank a list of kernel shapes (query segments with their key
 lengths). A segment's latency is predicted from an offline table of achieved throughput versus
-(query length, key length) -- measured by ``tools/profile_attention.py`` on the target backend --
+(query length, key length) -- measured by ``tools/calibrate_cost_model.py`` on the target backend --
 after padding the query length up to the kernel's tile (128 for FlashAttention, 1 for CPU SDPA).
 A strategy's latency is its slowest rank's; the faster strategy wins (:func:`choose_strategy`,
 which also serves the cluster simulator with its own per-rank predictor).

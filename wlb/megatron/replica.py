@@ -19,7 +19,7 @@ _ALONE = ["--tensor-model-parallel-size", "1", "--pipeline-model-parallel-size",
           "--wlb-outlier-thresholds", "none"]
 #: what Megatron-LM needs to build a run that is never trained (given flags win)
 _DEFAULTS = ["--train-iters", "1", "--lr", "1e-4", "--eval-interval", "1000", "--eval-iters", "0",
-             "--attention-dropout", "0"]
+             "--attention-dropout", "0", "--transformer-impl", "local"]
 #: megatron's local layers with gloo and its CUDA fusions off (scripts/_megatron.sh DEVICE=cpu)
 _CPU = ["--transformer-impl", "local", "--distributed-backend", "gloo",
         "--no-persist-layer-norm", "--no-gradient-accumulation-fusion",
@@ -27,19 +27,12 @@ _CPU = ["--transformer-impl", "local", "--distributed-backend", "gloo",
         "--no-bias-dropout-fusion", "--no-rope-fusion"]
 
 
-def build_replica(flags: list[str]):
-    """(megatron's args, model chunk, optimizer) of ``flags``, built by Megatron-LM as
-    ``pretrain()`` builds them (its ``initialize_megatron`` and ``setup_model_and_optimizer``
-    with ``wlb.megatron.gpt``'s model config), on one process."""
+def replica_args(flags: list[str]):
+    """megatron's validated args of ``flags`` for one replica on one process (CPU flags without
+    CUDA; WLB's mock documents unless a ``--data-path`` is given), set as megatron's globals."""
     from wlb.megatron import cpu_loop
 
     cpu_loop.apply()
-    from megatron.core.enums import ModelType
-    from megatron.core.process_groups_config import ProcessGroupCollection
-    from megatron.training import training
-    from megatron.training.argument_utils import pretrain_cfg_container_from_args
-
-    from wlb.megatron import gpt
     from wlb.megatron.arguments import parse_and_validate
 
     if "MASTER_PORT" not in os.environ:
@@ -56,7 +49,21 @@ def build_replica(flags: list[str]):
         flags = ["--tokenizer-type", "NullTokenizer", "--vocab-size", "257", *flags]
     if "--seq-length" in flags and "--max-position-embeddings" not in flags:
         flags = ["--max-position-embeddings", flags[flags.index("--seq-length") + 1], *flags]
-    args = parse_and_validate([*device, *_DEFAULTS, *flags, *_ALONE])
+    return parse_and_validate([*device, *_DEFAULTS, *flags, *_ALONE])
+
+
+def build_replica(flags: list[str]):
+    """(megatron's args, model chunk, optimizer) of ``flags``, built by Megatron-LM as
+    ``pretrain()`` builds them (its ``initialize_megatron`` and ``setup_model_and_optimizer``
+    with ``wlb.megatron.gpt``'s model config), on one process."""
+    args = replica_args(flags)
+    from megatron.core.enums import ModelType
+    from megatron.core.process_groups_config import ProcessGroupCollection
+    from megatron.training import training
+    from megatron.training.argument_utils import pretrain_cfg_container_from_args
+
+    from wlb.megatron import gpt
+
     training.initialize_megatron()  # (without CUDA: wlb.megatron.cpu_loop's, as pretrain())
     container = pretrain_cfg_container_from_args(args, gpt.model_config(args))
     model, optimizer, _ = training.setup_model_and_optimizer(
