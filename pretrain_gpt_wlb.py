@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     from megatron.training.argument_utils import pretrain_cfg_container_from_args
 
     from wlb.megatron import gpt, stock_data, wlb_data
+    from wlb.megatron.restart import attempt_store
     from wlb.megatron.arguments import ArgumentError, parse_and_validate, say_once
 
     try:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         provider, forward_step = wlb_data.datasets_provider, gpt.wlb_forward_step
     try:
         pretrain(pretrain_cfg_container_from_args(args, gpt.model_config(args)), provider,
-                 ModelType.encoder_or_decoder, forward_step)
+                 ModelType.encoder_or_decoder, forward_step, store=attempt_store())
     except SystemExit as e:  # megatron's own exits (--exit-interval, --exit-duration-in-mins)
         if e.code not in (0, None):
             raise
