@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     from megatron.training.argument_utils import pretrain_cfg_container_from_args
 
     from wlb.megatron import gpt, stock_data, wlb_data
-    from wlb.megatron.restart import attempt_store
     from wlb.megatron.arguments import ArgumentError, parse_and_validate, say_once
+    from wlb.megatron.restart import attempt_store
 
     try:
         # Megatron-LM's pretrain_gpt.py default tokenizer

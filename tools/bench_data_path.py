@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     from wlb.parallel import LayoutError
 
     cpu_loop.apply()  # (megatron's validation asks for the GPU's architecture)
-    from wlb.megatron.arguments import ArgumentError, run_config_for
+    from wlb.megatron.arguments import ArgumentError
+    from wlb.megatron.replica import run_config_for
 
     try:
         cfg = run_config_for(rest, own.world_size)

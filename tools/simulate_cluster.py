@@ -170,7 +170,8 @@ def main(argv=None) -> int:
     if a.cmd == "validate":
         # needs torch and megatron-core; the other commands do not
         from wlb.host.replay import validate
-        from wlb.megatron.arguments import ArgumentError, run_config_for
+        from wlb.megatron.arguments import ArgumentError
+        from wlb.megatron.replica import run_config_for
 
         try:  # the run's own command line, as Megatron-LM parses and validates it
             cfg = run_config_for(rest, a.nproc)

@@ -114,7 +114,7 @@ def run_config(flags: list[str], world_size: int = 1):
     from wlb.megatron import cpu_loop
 
     cpu_loop.apply()
-    from wlb.megatron.arguments import run_config_for
+    from wlb.megatron.replica import run_config_for
 
     extra = []  # (a corpus' sidecar names its tokenizer; WLB's mock documents are token ids)
     if "--mock-data" in flags and "--tokenizer-type" not in flags:

@@ -20,7 +20,7 @@ def cfg(tmp_path_factory):
     from wlb.megatron import cpu_loop
 
     cpu_loop.apply()
-    from wlb.megatron.arguments import run_config_for
+    from wlb.megatron.replica import run_config_for
 
     cache = str(tmp_path_factory.mktemp("cache"))
     return run_config_for([

@@ -1,8 +1,8 @@
 """Measure an attention kernel's throughput over a (query length, key length) grid.
 
 The result is the table :class:`wlb.cp.selector.KernelTable` reads (causal pairs per
-microsecond, forward + backward). ``tools/calibrate_cost_model.py`` embeds one in its calibration file
-(``--attention-only``: writes one on its own).
+microsecond, forward + backward). ``tools/calibrate_cost_model.py`` embeds one in its
+calibration file (``--attention-only``: writes one on its own).
 """
 
 from __future__ import annotations

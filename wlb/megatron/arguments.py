@@ -125,6 +125,13 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         args.mock_data, args.split = False, args.split or "100,0,0"
     _preflight(args, wlb)
     args.wlb_stock = wlb.is_baseline  # stock Megatron's data path, else WLB's
+    if (not wlb.is_baseline and args.data_parallel_size > 1 and args.hidden_dropout
+            and not args.data_parallel_random_init):
+        # WLB's micro-batches advance each DP rank's RNG differently, and megatron checkpoints
+        # the RNG of DP rank 0 only, unless --data-parallel-random-init (then every DP rank's)
+        args.data_parallel_random_init = True
+        args.wlb_notes = ["--data-parallel-random-init on: with dropout at DP > 1 each DP rank's "
+                          "RNG state is checkpointed (an exact resume; per-rank dropout seeds)"]
     if not args.wlb_stock:
         args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
     set_global_variables(args)
@@ -275,25 +282,3 @@ def _preflight(args, wlb: WLBConfig) -> None:
         raise ArgumentError(str(e)) from None
     except SystemExit as e:  # (an unreadable --mock-length-sample)
         raise ArgumentError(str(e.code)) from None
-
-
-def run_config_for(argv: list[str], world_size: int) -> RunConfig:
-    """WLB's :class:`RunConfig` of a Megatron-LM command line for a job of ``world_size``
-    processes, parsed and validated as :func:`parse_and_validate` does, without starting
-    anything: for tools that time or plan a job offline (``tools/bench_data_path.py``).
-    Megatron's globals of an earlier call are cleared first. Raises :class:`ArgumentError`."""
-    from megatron.core.num_microbatches_calculator import destroy_num_microbatches_calculator
-    from megatron.training.global_vars import unset_global_variables
-
-    unset_global_variables()
-    destroy_num_microbatches_calculator()
-    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    os.environ.update(WORLD_SIZE=str(world_size), RANK="0", LOCAL_RANK="0")
-    try:
-        return wlb_run_config(parse_and_validate(argv))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

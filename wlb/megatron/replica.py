@@ -1,5 +1,7 @@
-"""One model replica built by Megatron-LM's own set-up, on one process, for offline tools
-(``tools/calibrate_cost_model.py`` times its forward, backward and optimizer step).
+"""Megatron-LM's set-up without its loop, on one process, for offline tools: a run's validated
+flags for a job of any size (:func:`run_config_for`: ``tools/bench_data_path.py``,
+``tools/simulate_cluster.py validate``), and one model replica built by Megatron-LM's own
+set-up (``tools/calibrate_cost_model.py`` times its forward, backward and optimizer step).
 
 What megatron lacks: ``pretrain()`` builds and trains in one call; a tool that times the model
 on packed micro-batches needs the model and optimizer ``pretrain()`` would build, without its
@@ -70,3 +72,27 @@ def build_replica(flags: list[str]):
         ModelType.encoder_or_decoder, cfg_container=container,
         pg_collection=ProcessGroupCollection.use_mpu_process_groups())
     return args, model[0], optimizer
+
+
+def run_config_for(argv: list[str], world_size: int):
+    """WLB's :class:`RunConfig` of a Megatron-LM command line for a job of ``world_size``
+    processes, parsed and validated as :func:`parse_and_validate` does, without starting
+    anything: for tools that time or plan a job offline (``tools/bench_data_path.py``).
+    Megatron's globals of an earlier call are cleared first. Raises :class:`ArgumentError`."""
+    from megatron.core.num_microbatches_calculator import destroy_num_microbatches_calculator
+    from megatron.training.global_vars import unset_global_variables
+
+    from wlb.megatron.arguments import parse_and_validate, wlb_run_config
+
+    unset_global_variables()
+    destroy_num_microbatches_calculator()
+    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    os.environ.update(WORLD_SIZE=str(world_size), RANK="0", LOCAL_RANK="0")
+    try:
+        return wlb_run_config(parse_and_validate(argv))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
