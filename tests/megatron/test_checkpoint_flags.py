@@ -16,7 +16,15 @@ import sys
 
 import pytest
 
-from tests.helpers.lm_runs import COMMON, ENTRY, assert_same_losses, lm_losses, per_iteration
+from tests.helpers.lm_runs import (
+    COMMON,
+    ENTRY,
+    ITERATION,
+    REFERENCE,
+    assert_same_losses,
+    lm_losses,
+    per_iteration,
+)
 from tests.helpers.torchrun import ENV, ROOT
 from tests.megatron.test_wlb_arm import REL, STOCK, WLB
 
@@ -81,3 +89,47 @@ def test_stock_megatrons_checkpoint_resumes_as_wlb(corpus, tmp_path, saved):
                          "--exit-interval", "2"], corpus, cache)
     got = per_iteration(lm_losses(ENTRY, 1, [*WLB, *FOUR, "--load", ckpt], corpus, cache))
     assert_same_losses(stock[2:], got, REL, "stock uninterrupted vs resumed as WLB", (3, 4))
+
+
+def _without(flags: list[str], names: set[str]) -> list[str]:
+    out, skip = [], False
+    for f in flags:
+        if skip:
+            skip = False
+        elif f in names:
+            skip = True
+        else:
+            out.append(f)
+    return out
+
+
+def test_use_checkpoint_args_takes_the_model_shape_from_the_checkpoint(corpus, saved):
+    """--use-checkpoint-args with no model-shape flags on the command line: Megatron-LM takes
+    them from the checkpoint's args, and the run continues as the uninterrupted one."""
+    full, ckpt, cache = saved
+    shape = {"--num-layers", "--hidden-size", "--num-attention-heads", "--seq-length",
+             "--max-position-embeddings"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+         ENTRY[0], "--data-path", corpus, *_without(COMMON, shape), *WLB, *FOUR, "--load", ckpt,
+         "--ckpt-step", "2", "--use-checkpoint-args", "--data-cache-path", cache],
+        capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    got = per_iteration([(int(i), float(x)) for i, x in ITERATION.findall(out)])
+    assert_same_losses(full[2:], got, REL, "uninterrupted vs --use-checkpoint-args", (3, 4))
+
+
+def test_a_checkpoint_of_megatron_lms_own_pretrain_resumes_as_wlb(corpus, tmp_path, saved):
+    """A checkpoint written by Megatron-LM's own pretrain() with a provider of its own (no WLB
+    code: tests/helpers/megatron_lm_gpt.py), document-masked, resumes as WLB repacking the
+    same global batches: iterations 3-4 are Megatron-LM's own."""
+    _, _, cache = saved
+    ckpt = str(tmp_path / "megatron_lm")
+    ref = ["--micro-batch-size", "1", "--eod-mask-loss", "--use-cpu-initialization",
+           "--reset-attention-mask", "--reset-position-ids", *FOUR]
+    want = per_iteration(lm_losses(REFERENCE, 1, [*ref, "--save", ckpt, "--save-interval", "2"],
+                                   corpus, cache))
+    got = per_iteration(lm_losses(ENTRY, 1, [*WLB, *FOUR, "--load", ckpt, "--ckpt-step", "2"],
+                                  corpus, cache))
+    assert_same_losses(want[2:], got, REL, "Megatron-LM's own run vs resumed as WLB", (3, 4))
