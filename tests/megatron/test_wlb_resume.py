@@ -67,3 +67,20 @@ def test_with_dropout_at_dp2_a_resume_is_exact(corpus, data_cache, tmp_path):
     assert {**_json_losses(logs[1]), **_json_losses(logs[2])} == full
     assert sorted(full) == [1, 2, 3, 4]
     assert "--data-parallel-random-init on: with dropout at DP > 1" in out
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_a_run_saved_under_pp2_vpp2_resumes_at_cp2(corpus, data_cache, tmp_path):
+    """megatron's torch_dist checkpoint reshards from a pipeline with virtual stages to CP 2 (4
+    layers); WLB's replay gives the resumed leg the uninterrupted run's batches."""
+    layers = ["--num-layers", "4"]
+    vpp = ["--pipeline-model-parallel-size", "2", "--num-virtual-stages-per-pipeline-rank", "2"]
+    ckpt = str(tmp_path / "ckpt")
+    full = per_iteration(lm_losses(ENTRY, 2, [*WLB, *layers, *vpp], corpus, data_cache))
+    lm_losses(ENTRY, 2, [*WLB, *layers, *vpp, "--save", ckpt, "--save-interval", "2",
+                         "--exit-interval", "2"], corpus, data_cache)
+    resumed = per_iteration(lm_losses(ENTRY, 2, [*WLB, *layers, *CP2, "--load", ckpt],
+                                      corpus, data_cache))
+    assert_same_losses(full[2:], resumed, REL, "PP 2 x VPP 2 uninterrupted vs resumed at CP 2",
+                       (3, 4))
