@@ -73,3 +73,22 @@ def test_both_arms_log_predictions_and_validation_rows_with_the_same_digest(corp
                                                            for r in valid["wlb"]]
     assert valid["stock"][0]["valid_digest"] != valid["stock"][1]["valid_digest"]
     assert valid["stock"][-1]["tokens_trained"] == 4 * 4 * 256
+
+
+def test_a_run_says_its_notes_once(corpus, data_cache, tmp_path):
+    """Flags that change nothing in this mode and a cost model calibrated on another revision of
+    the torch attention kernel are each said once at start-up (``wlb_log.say_notes``)."""
+    import json
+
+    from tests.helpers.lm_runs import ENTRY, lm_output
+    from tests.megatron.test_wlb_arm import WLB
+
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"attn_coef": 0.01, "linear_coef": 1.0, "doc_coef": 0.0,
+                                 "torch_kernel_revision": 0}))
+    out = lm_output(ENTRY, 1, [*WLB, "--wlb-delay-budget", "0.3", "--wlb-cost-model",
+                               str(stale), "--train-iters", "2"], corpus, data_cache)
+    notes = [ln for ln in out.splitlines() if ln.startswith("> WLB: note: ")]
+    assert len(notes) == 2, notes
+    assert "--wlb-delay-budget only applies to --wlb-outlier-thresholds auto" in notes[0]
+    assert f"{stale} was calibrated on torch-kernel revision 0" in notes[1]

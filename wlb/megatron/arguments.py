@@ -123,15 +123,18 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         except (MockCorpusError, OSError, ValueError) as e:
             raise ArgumentError(str(e)) from None
         args.mock_data, args.split = False, args.split or "100,0,0"
-    _preflight(args, wlb)
-    args.wlb_stock = wlb.is_baseline  # stock Megatron's data path, else WLB's
+    # the run's notes (RunConfig.logging.notes: said once at start-up, wlb_log.say_notes)
+    args.wlb_notes = wlb.no_effect_warnings(args.context_parallel_size)
     if (not wlb.is_baseline and args.data_parallel_size > 1 and args.hidden_dropout
             and not args.data_parallel_random_init):
         # WLB's micro-batches advance each DP rank's RNG differently, and megatron checkpoints
         # the RNG of DP rank 0 only, unless --data-parallel-random-init (then every DP rank's)
         args.data_parallel_random_init = True
-        args.wlb_notes = ["--data-parallel-random-init on: with dropout at DP > 1 each DP rank's "
-                          "RNG state is checkpointed (an exact resume; per-rank dropout seeds)"]
+        args.wlb_notes.append("--data-parallel-random-init on: with dropout at DP > 1 each DP "
+                              "rank's RNG state is checkpointed (an exact resume; per-rank "
+                              "dropout seeds)")
+    _preflight(args, wlb)
+    args.wlb_stock = wlb.is_baseline  # stock Megatron's data path, else WLB's
     if not args.wlb_stock:
         args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
     set_global_variables(args)
@@ -219,7 +222,7 @@ def wlb_run_config(args) -> RunConfig:
     if args.train_iters is None and args.train_samples:
         # (as megatron's update_train_iters, which pretrain() runs later, for a constant batch)
         ns.train_iters = args.train_samples // args.global_batch_size
-    ns.notes = []
+    ns.notes = list(args.wlb_notes)
     return RunConfig.from_namespace(ns)
 
 

@@ -99,6 +99,7 @@ def _install_log(args) -> None:
     cfg = wlb_run_config(args)
     cost = make_cost_model(cfg.model, cfg.wlb, cfg.layout(torch.distributed.get_world_size()),
                            args.padded_vocab_size, **moe_cost_args(args))
+    wlb_log.say_notes(cfg)
     wlb_log.install(None, cost)
 
 

@@ -250,8 +250,7 @@ def datasets_provider(num_samples, vp_stage: int | None = None):
                                "valid split no documents (use --eval-iters 0)")
         print_rank_0(f"> WLB: {len(d.documents.train.lengths)} train documents, packing "
                      f"{args.wlb_packing} ({d.packer_info}), CP sharding {args.wlb_cp_sharding}")
-        for note in getattr(args, "wlb_notes", []):
-            print_rank_0(f"> WLB: {note}")
+        wlb_log.say_notes(cfg)
         wlb_log.install(d)
         if args.iteration:
             print_rank_0(f"> WLB: resumed at iteration {args.iteration}: its {d.replayed[0]} "

@@ -78,6 +78,27 @@ def stock_predictions(iteration: int, units: list[tuple[int, ...]], cost, cp: in
     return plan_predictions(BatchPlan(iteration - 1, mbs, ranks), layouts, cost, cp)
 
 
+def say_notes(cfg) -> None:
+    """Say the run's notes once (first rank): flags that change nothing in this mode, what WLB
+    turned on (``cfg.logging.notes``), and a ``--wlb-cost-model`` calibrated on another
+    revision of the ``torch`` attention kernel than the one this run uses."""
+    from megatron.training import print_rank_0
+
+    notes = list(cfg.logging.notes)
+    if cfg.wlb.cost_model:
+        from wlb.cp.kernels import resolve_backend
+        from wlb.host.build import stale_calibration
+
+        args = get_args()
+        dtype = torch.bfloat16 if args.bf16 else torch.float16 if args.fp16 else torch.float32
+        like = torch.empty(0, device="cuda" if torch.cuda.is_available() else "cpu",
+                           dtype=dtype)
+        notes += stale_calibration(cfg.wlb.cost_model,
+                                   resolve_backend(cfg.model.attention_backend, like))
+    for note in notes:
+        print_rank_0(f"> WLB: note: {note}")
+
+
 def install(data=None, cost=None) -> None:
     """Wrap megatron's ``training_log`` and ``evaluate`` for ``data`` (WLB's arm: a
     ``wlb.megatron.wlb_data.WLBData``) or, with ``data`` None, for stock Megatron priced by
