@@ -39,6 +39,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.preflight_only:
         return 0
+    if args.wlb_convert_optimizer_save:  # the conversion step, then exit
+        from wlb.megatron.convert import convert_optimizer
+
+        convert_optimizer(args, gpt.model_config)
+        _close_process_group()
+        return 0
     if args.wlb_stock:  # --wlb-packing megatron: stock Megatron
         provider, forward_step = stock_data.datasets_provider, gpt.forward_step
     else:

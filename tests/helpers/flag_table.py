@@ -25,19 +25,20 @@ REFUSED = """
 ## Megatron-LM flags that cannot combine with WLB
 
 Each is one line naming both flags, exit status 2, before anything is built
-(`wlb/megatron/arguments.py`, tested in `tests/megatron/test_lm_entry.py`).
+(`wlb/megatron/combinations.py`, tested in `tests/megatron/test_lm_entry.py`).
 
 | Megatron-LM flag | with | why |
 |---|---|---|
 | `--hybrid-context-parallel` | WLB's packing | megatron's own document balancing over CP; WLB packs and shards the documents itself |
 | `--micro-batch-size` > 1 | WLB's packing | a WLB micro-batch is one packed (THD) sequence; `--global-batch-size` counts WLB micro-batches |
 | `--attention-dropout` > 0 | WLB's packing | WLB's CP attention has no dropout |
-| `--transformer-impl transformer_engine` | WLB's packing | WLB's attention in TransformerEngine's layers is not wired yet (issue #36) |
+| `--fp8-format`, `--fp4-format`, `--tp-comm-overlap`, `--enable-cuda-graph`, `--cuda-graph-impl` | WLB's packing | each needs fixed micro-batch shapes (or 16-token multiples); WLB's vary in length: not wired yet |
 | `--data-path` and `--mock-data` both, or neither | WLB's packing | WLB reads one source of documents |
 | `--wlb-elastic-cp` | `--wlb-packing megatron` | elastic CP regroups WLB's micro-batches; stock has none |
 | `--wlb-elastic-cp` | DP x CP = 1 | nothing to regroup |
 | `--reset-attention-mask` / `--reset-position-ids` | `--context-parallel-size` > 1, local layers | stock CP runs through WLB's attention, which masks documents from `cu_seqlens`: use `--dataloader-inter-document-masking` |
-| `--attention-backend local` | document masking or CP | megatron's local attention takes neither THD micro-batches nor CP |
+| `--attention-backend local` | stock's document masking or CP, local layers | megatron's local attention takes neither THD micro-batches nor CP |
+| `--transformer-impl transformer_engine` (Megatron-LM's default) | a machine without TransformerEngine | give `--transformer-impl local` |
 """
 
 

@@ -42,6 +42,7 @@ applied = cpu_loop.apply()
 import megatron.training.training as T, megatron.training.initialize as I
 import megatron.training.arguments as A, megatron.core.tensor_parallel.random as R
 import megatron.core.transformer.moe.token_dispatcher as D
+from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer as O
 marks = {
     "initialize": [T.initialize_megatron.__wlb_cpu_patch__,
                    I._compile_dependencies.__wlb_cpu_patch__],
@@ -51,6 +52,8 @@ marks = {
                     R._set_cuda_rng_state.__wlb_cpu_patch__],
     "tensor_types": [torch.Tensor.type.__wlb_cpu_patch__],
     "moe_splits": [D.maybe_move_tensor_to_cpu.__wlb_cpu_patch__],
+    "adam_step": [O.state_dict.__wlb_cpu_patch__, O.load_state_dict.__wlb_cpu_patch__],
+    "fp32_shards": [O._set_main_param_and_optimizer_states.__wlb_cpu_patch__],
 }
 effects = {
     "devices": [str(torch.zeros(2, device="cuda").device), str(torch.ones(1).cuda().device),
@@ -69,7 +72,7 @@ print(json.dumps({"applied": applied, "again": cpu_loop.apply(), "marks": marks,
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.splitlines()[-1])
     names = ["initialize", "jit_warmup", "device_arch", "devices", "cuda_api", "rng_tracker",
-             "tensor_types", "moe_splits"]
+             "tensor_types", "moe_splits", "adam_step", "fp32_shards"]
     assert got["applied"] == got["again"] == names
     for name, marks in got["marks"].items():
         assert marks == [name] * len(marks), name

@@ -5,6 +5,8 @@ One GPU: one process, CP=1, so it checks device placement, NCCL collectives, bf1
 kernel chosen by ``--attention-backend auto``; the CP collectives on NCCL need two GPUs.
 """
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -34,3 +36,19 @@ def test_gpu_wlb_run_logs_megatrons_line_and_wlbs():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert " WLB | iteration        1 |" in proc.stdout and "lm loss:" in proc.stdout, \
         proc.stdout[-2000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("transformer_engine") is None,
+                    reason="needs TransformerEngine")
+def test_gpu_wlb_on_transformer_engine_layers_trains_as_on_local_ones(tmp_path):
+    """TransformerEngine's linear and norm layers with WLB's core attention in their spec's
+    ``core_attention`` slot (wlb.megatron.gpt.wlb_layer_spec): WLB's packing trains the local
+    layers' model (same initialisation seed, same documents) to close bf16 losses."""
+    losses = {}
+    for impl in ("local", "transformer_engine"):
+        flags = [f if f != "local" else impl for f in GPU]  # (--transformer-impl's value)
+        recs = run_pretrain(1, [*flags, *WLB, "--bf16"], str(tmp_path / f"{impl}.jsonl"))
+        assert len(recs) == 3 and all(r["tokens"] > 0 for r in recs)
+        losses[impl] = [r["lm_loss"] for r in recs]
+    for a, b in zip(losses["local"], losses["transformer_engine"]):
+        assert abs(a - b) < 5e-2, losses

@@ -16,7 +16,7 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
         "--vocab-size", "255", "--num-layers", "2", "--hidden-size", "64",
         "--num-attention-heads", "4", "--seq-length", "256", "--max-position-embeddings", "256",
         "--micro-batch-size", "1", "--global-batch-size", "4", "--train-iters", "3",
-        "--lr", "1e-3", "--eval-interval", "10"]
+        "--transformer-impl", "local", "--lr", "1e-3", "--eval-interval", "10"]
 
 
 @pytest.mark.parametrize("flags, named", [
@@ -34,8 +34,16 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
     (["--wlb-packing", "wlb", "--attention-dropout", "0", "--transformer-impl", "local",
       "--wlb-elastic-cp"], "DP=1 x CP=1"),
     (["--wlb-elastic-cp"], "--wlb-elastic-cp with --wlb-packing megatron"),
+    (["--wlb-packing", "wlb", "--attention-dropout", "0", "--fp8-format", "hybrid"],
+     "--fp8-format with --wlb-packing wlb"),
+    (["--transformer-impl", "transformer_engine"], "TransformerEngine is not installed"),
+    (["--save", "/no/such/dir"], "refused the flags: assert args.save_interval is not None"),
+    (["--wlb-convert-optimizer-save", "/no/out"], "--wlb-convert-optimizer-save needs --load"),
+    (["--load", "/no/ckpt", "--wlb-convert-optimizer-save", "/no/out"],
+     "--load /no/ckpt: no megatron torch_dist checkpoint to convert"),
 ], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "stock-cp-dense-mask",
-        "hybrid-cp", "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock"])
+        "hybrid-cp", "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock",
+        "wlb-fp8", "no-te", "megatron-bare-assert", "convert-no-load", "convert-no-checkpoint"])
 def test_bad_input_is_one_line_before_any_work(flags, named):
     proc = subprocess.run([sys.executable, "pretrain_gpt_wlb.py", *TINY, *flags],
                           capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)

@@ -11,12 +11,17 @@ pending).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.helpers.ledger import chain_ledger
-from tests.helpers.lm_runs import ENTRY, assert_same_losses, lm_losses, lm_output, per_iteration
+from tests.helpers.lm_runs import (
+    ENTRY,
+    assert_same_losses,
+    json_losses,
+    lm_losses,
+    lm_output,
+    per_iteration,
+)
 
 REL = 1e-5
 WLB = ["--wlb-packing", "wlb", "--micro-batch-size", "1", "--eod-mask-loss", "--train-iters", "4",
@@ -42,11 +47,6 @@ def test_a_resumed_run_under_another_layout_trains_as_the_uninterrupted_one(
     chain_ledger(plans, [(1, 2), (3, 4)], 4)
 
 
-def _json_losses(path) -> dict[int, float]:
-    with open(path) as f:
-        return {r["iteration"]: r["lm_loss"] for r in map(json.loads, f) if "lm_loss" in r}
-
-
 @pytest.mark.dist
 @pytest.mark.slow
 def test_with_dropout_at_dp2_a_resume_is_exact(corpus, data_cache, tmp_path):
@@ -63,8 +63,8 @@ def test_with_dropout_at_dp2_a_resume_is_exact(corpus, data_cache, tmp_path):
                          "2", "--log-json", logs[1]], corpus, data_cache)
     out = lm_output(ENTRY, 2, [*flags, "--load", ckpt, "--log-json", logs[2]], corpus,
                     data_cache)
-    full = _json_losses(logs[0])
-    assert {**_json_losses(logs[1]), **_json_losses(logs[2])} == full
+    full = json_losses(logs[0])
+    assert {**json_losses(logs[1]), **json_losses(logs[2])} == full
     assert sorted(full) == [1, 2, 3, 4]
     assert "--data-parallel-random-init on: with dropout at DP > 1" in out
 

@@ -14,6 +14,7 @@ import contextlib
 import io
 import os
 import sys
+import traceback
 
 from megatron.training.arguments import parse_args, validate_args
 from megatron.training.global_vars import set_global_variables
@@ -21,6 +22,7 @@ from megatron.training.global_vars import set_global_variables
 from wlb.config import ConfigError, WLBConfig
 from wlb.data.blend import parse_blend
 from wlb.data.split import parse_split
+from wlb.megatron.combinations import refusal
 from wlb.megatron.indexed import tokenizer_from_sidecar
 from wlb.run_config import RunConfig
 
@@ -63,6 +65,10 @@ def add_wlb_arguments(parser):
     g.add_argument("--log-plans", default=None,
                    help="WLB's packing: append each iteration's consumed, trained and pending "
                    "pieces (JSON lines; global rank 0)")
+    g.add_argument("--wlb-convert-optimizer-save", default=None, metavar="DIR",
+                   help="convert --load's optimizer state to the kind these flags name "
+                   "(--use-distributed-optimizer or not), save it in DIR and exit "
+                   "(wlb.megatron.convert; TP x PP processes)")
     g.add_argument("--log-json", default=None,
                    help="WLB's packing: append one JSON object per iteration (megatron's loss, "
                    "learning rate, grad norm; WLB's predicted and measured imbalance, host times)")
@@ -99,7 +105,8 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         wlb = WLBConfig.from_args(args)
     except ConfigError as e:
         raise ArgumentError(str(e)) from None
-    _refuse_combinations(args, wlb)
+    if (why := refusal(args, wlb)) is not None:
+        raise ArgumentError(why)
     tokenizer_from_sidecar(args)
     args.calculate_per_token_loss = True
     if args.eval_interval is None and not args.full_validation:
@@ -113,8 +120,14 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         load_args_from_checkpoint(args)
     try:
         validate_args(args, args_defaults or {})
-    except AssertionError as e:
-        raise ArgumentError(f"Megatron-LM refused the flags: {e}") from None
+    except AssertionError as e:  # (without a message: the assert's own line says which)
+        why = str(e) or traceback.extract_tb(e.__traceback__)[-1].line
+        raise ArgumentError(f"Megatron-LM refused the flags: {why}") from None
+    if args.wlb_convert_optimizer_save:
+        from wlb.megatron.convert import check
+
+        if (why := check(args)) is not None:
+            raise ArgumentError(why)
     if args.mock_data:  # both arms read WLB's mock documents, written once as .bin/.idx
         from wlb.megatron.mock_corpus import MockCorpusError, materialize
 
@@ -139,61 +152,6 @@ def parse_and_validate(argv: list[str] | None = None, args_defaults: dict | None
         args.dataloader_type = "external"  # wlb.megatron.wlb_data's iterator, used as is
     set_global_variables(args)
     return args
-
-
-def needs_wlb_core_attention(args) -> bool:
-    """Whether megatron's local core attention must give way to WLB's: WLB's packing, THD
-    micro-batches (``--dataloader-inter-document-masking``) or CP, which it does not support."""
-    return args.transformer_impl == "local" and (
-        not getattr(args, "wlb_stock", True) or args.dataloader_inter_document_masking
-        or args.context_parallel_size > 1)
-
-
-def _refuse_combinations(args, wlb: WLBConfig) -> None:
-    """Megatron-LM flags that cannot combine with how this entry runs them, in one line."""
-    from megatron.core.transformer.enums import AttnBackend
-
-
-    if not wlb.is_baseline:
-        if args.hybrid_context_parallel:
-            raise ArgumentError(f"--hybrid-context-parallel with --wlb-packing {wlb.packing}: "
-                                "megatron's hybrid CP balances with its own scheduler "
-                                "(BalancedCPScheduler); WLB's packing and CP sharding replace "
-                                "it: give one of the two")
-        if args.micro_batch_size != 1:
-            raise ArgumentError(
-                f"--micro-batch-size={args.micro_batch_size} with --wlb-packing {wlb.packing}: "
-                "a WLB micro-batch is one packed (THD) sequence; set --micro-batch-size 1 "
-                "(--global-batch-size counts WLB micro-batches)")
-        if args.attention_dropout:
-            raise ArgumentError(f"--attention-dropout={args.attention_dropout} with "
-                                f"--wlb-packing {wlb.packing}: WLB's attention has no dropout; "
-                                "set --attention-dropout 0")
-        if args.transformer_impl != "local":
-            raise ArgumentError(f"--transformer-impl {args.transformer_impl} with --wlb-packing "
-                                f"{wlb.packing}: WLB's attention in TransformerEngine's layers "
-                                "is not wired yet (issue #36); use --transformer-impl local")
-        if (args.data_path is None) == (not args.mock_data):
-            raise ArgumentError(f"--wlb-packing {wlb.packing} reads --data-path PREFIX or "
-                                "--mock-data (WLB's mock documents): give exactly one")
-
-    if wlb.is_baseline and wlb.elastic_cp:
-        raise ArgumentError("--wlb-elastic-cp with --wlb-packing megatron: elastic CP regroups "
-                            "WLB's micro-batches; stock Megatron has none to regroup")
-    if wlb.is_baseline and args.transformer_impl == "local" and args.context_parallel_size > 1:
-        for flag in ("reset_attention_mask", "reset_position_ids"):
-            if getattr(args, flag):
-                raise ArgumentError(
-                    f"--{flag.replace('_', '-')} with --context-parallel-size "
-                    f"{args.context_parallel_size} on --transformer-impl local: stock CP runs "
-                    "through WLB's attention, which masks documents from cu_seqlens; use "
-                    "--dataloader-inter-document-masking")
-    if needs_wlb_core_attention(args) and args.attention_backend == AttnBackend.local:
-        why = ("--dataloader-inter-document-masking" if args.dataloader_inter_document_masking
-               else f"--context-parallel-size {args.context_parallel_size}")
-        raise ArgumentError(f"--attention-backend local with {why}: megatron's local attention "
-                            "takes neither THD micro-batches nor CP (WLB's attention runs them "
-                            "with --transformer-impl local and another --attention-backend)")
 
 
 #: megatron's ``--attention-backend`` -> the kernel of WLB's attention (wlb.cp.kernels)

@@ -31,6 +31,13 @@ before Megatron-LM parses its flags (its validation reads the GPU's architecture
 * ``moe_splits`` -- MoE's all-to-all token dispatcher copies its split sizes to the host as
   numpy arrays, but only from a CUDA tensor; a CPU tensor stayed a tensor, which
   ``all_to_all_single`` refuses (expert parallelism): it becomes the numpy array a GPU gives.
+* ``adam_step`` -- without TE's or apex's fused Adam, the distributed optimizer wraps torch's,
+  which keeps its step per parameter (megatron: in the param groups). Loading, it read the step
+  of a fresh optimizer's unallocated state (``assert len(steps) == 1``), copied that over the
+  checkpoint's (``dp_reshardable``; ``fully_reshardable``: ``KeyError: 'step'``) and gave all
+  parameters one step tensor, advanced once per parameter: each keeps the groups' loaded step.
+* ``fp32_shards`` -- its load copies the main parameters into its shards with autograd on; in
+  fp32 (the CPU's) a shard is a view of a weight ("a view of a leaf Variable"): under no_grad.
 """
 
 from __future__ import annotations
@@ -212,6 +219,56 @@ def _patch_moe_splits() -> None:
     dispatcher.maybe_move_tensor_to_cpu = _mark(maybe_move_tensor_to_cpu, "moe_splits")
 
 
+def _patch_adam_step() -> None:
+    distrib, optimizer_cls = _target("megatron.core.optimizer.distrib_optimizer",
+                                     "DistributedOptimizer")
+    if distrib.HAVE_APEX_OR_TE:  # TE's or apex's FusedAdam keeps the step in its param groups
+        return
+    state_dict = optimizer_cls.state_dict
+
+    @functools.wraps(state_dict)
+    def state_dict_(self):
+        inner = self.optimizer
+        if len(inner.state) or not any(g["params"] for g in inner.param_groups):
+            return state_dict(self)
+        first = next(p for g in inner.param_groups for p in g["params"])
+        inner.state[first] = {"step": torch.tensor(0.0)}  # (only the step is read)
+        try:
+            return state_dict(self)
+        finally:
+            del inner.state[first]
+
+    set_states = optimizer_cls._set_main_param_and_optimizer_states
+
+    @functools.wraps(set_states)
+    def set_states_(self, model_param, tensors):
+        return set_states(self, model_param, {**tensors, "step": None})  # (None: not copied)
+
+    load_state_dict = optimizer_cls.load_state_dict
+
+    @functools.wraps(load_state_dict)
+    def load_state_dict_(self, state_dict):
+        load_state_dict(self, state_dict)
+        for state in self.optimizer.state.values():  # one step tensor per parameter
+            if torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].clone()
+
+    optimizer_cls.state_dict = _mark(state_dict_, "adam_step")
+    optimizer_cls.load_state_dict = _mark(load_state_dict_, "adam_step")
+    optimizer_cls._set_main_param_and_optimizer_states = _mark(set_states_, "adam_step")
+
+
+def _patch_fp32_shards() -> None:
+    _, optimizer_cls = _target("megatron.core.optimizer.distrib_optimizer",
+                               "DistributedOptimizer")
+    name = "_set_main_param_and_optimizer_states"
+    if not hasattr(optimizer_cls, name):
+        raise CudaPatchError(f"wlb.megatron.cpu_loop: DistributedOptimizer.{name} is gone "
+                             f"(megatron-core {_version()}; written for {SUPPORTED}x)")
+    setattr(optimizer_cls, name, _mark(torch.no_grad()(getattr(optimizer_cls, name)),
+                                       "fp32_shards"))
+
+
 PATCHES = {
     "initialize": _patch_initialize,
     "jit_warmup": _patch_jit_warmup,
@@ -221,6 +278,8 @@ PATCHES = {
     "rng_tracker": _patch_rng_tracker,
     "tensor_types": _patch_tensor_types,
     "moe_splits": _patch_moe_splits,
+    "adam_step": _patch_adam_step,
+    "fp32_shards": _patch_fp32_shards,
 }
 
 

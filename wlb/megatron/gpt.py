@@ -3,9 +3,10 @@
 The shape of Megatron-LM 0.19's ``pretrain_gpt.py``, written for WLB. megatron 0.19 builds the
 model from its ``GPTModelConfig`` (its GPT builder; a ``model_provider`` is not called then): the
 layer spec is the one megatron picks from the flags (``--spec``, MoE's block spec, the
-TransformerEngine or the local layer), with one change: on the local implementation, megatron's
-core attention (which takes neither THD micro-batches nor CP) becomes WLB's
-(:class:`wlb.megatron.attention.WLBCoreAttention`) where a run needs either.
+TransformerEngine or the local layer), with one change: its core attention becomes WLB's
+(:class:`wlb.megatron.attention.WLBCoreAttention`) for WLB's packing (on TransformerEngine's
+layers too: its linear and norm layers stay), and on the local layers wherever a run has THD
+micro-batches or CP, which megatron's local attention does not take.
 
 The loss is per token: the sum over the micro-batch's tokens and their count
 (``--calculate-per-token-loss``, which ``wlb.megatron.arguments`` turns on), so micro-batches of
@@ -20,7 +21,6 @@ import torch
 from megatron.core import mpu
 from megatron.core.models.gpt import GPTModel
 from megatron.core.rerun_state_machine import get_rerun_state_machine
-from megatron.core.transformer.dot_product_attention import DotProductAttention
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.torch_norm import WrappedTorchNorm
 from megatron.core.transformer.transformer_block import (
@@ -34,37 +34,41 @@ from megatron.training.models.gpt import default_layer_spec
 from megatron.training.training import update_seqlen_stats_from_cu_seqlens
 
 from wlb.megatron import stock_data, wlb_data
-from wlb.megatron.arguments import needs_wlb_core_attention, wlb_run_config
+from wlb.megatron.arguments import wlb_run_config
 from wlb.megatron.attention import WLBCoreAttention, WLBPackedSeqParams, thd_seq_lens
+from wlb.megatron.combinations import needs_wlb_core_attention
 from wlb.megatron.model import SPTorchNorm, swap_modules
 from wlb.megatron.observe import FORWARD_STEPS
 
 
-def local_layer_spec(config, vp_stage: int | None = None, base=None, attention=None,
-                     sp_norms: bool = False):
-    """``base`` (default: the spec megatron's GPT builder picks for ``config``) with the CPU's
-    substitutes on megatron's local layers: WLB's core attention built with ``attention`` (its
-    RoPE base and percent, its kernel; no RoPE by default: megatron's own THD micro-batches come
-    with it) in place of megatron's, and, with ``sp_norms``, torch norms that work under
-    sequence parallelism (``SPTorchNorm``) in place of megatron's, which refuse it."""
+def wlb_layer_spec(config, vp_stage: int | None = None, base=None, attention=None,
+                   sp_norms: bool = False):
+    """``base`` (default: the spec megatron's GPT builder picks for ``config``: megatron's
+    local layers, TransformerEngine's, MoE's) with WLB's substitutes: WLB's core attention built
+    with ``attention`` (its RoPE base and percent, its kernel; no RoPE by default: megatron's
+    own THD micro-batches come with it) in the spec's ``core_attention`` slot, whatever fills
+    it; and, with ``sp_norms``, torch norms that work under sequence parallelism
+    (``SPTorchNorm``) in place of megatron's local ones, which refuse it."""
     spec = base if base is not None else default_layer_spec(config, vp_stage)
-    swaps = {}
+    swaps, slots = {}, {}
     if attention is not None:
-        swaps[DotProductAttention] = ModuleSpec(module=WLBCoreAttention,
-                                                params={"rotary_base": None, **attention})
+        slots["core_attention"] = ModuleSpec(module=WLBCoreAttention,
+                                             params={"rotary_base": None, **attention})
     if sp_norms:
         swaps[WrappedTorchNorm] = SPTorchNorm
         if isinstance(spec, ModuleSpec):  # a layer's spec: the block's final norm too
             spec = TransformerBlockSubmodules(
                 layer_specs=[spec] * get_num_layers_to_build(config, vp_stage=vp_stage),
                 layer_norm=WrappedTorchNorm)
-    return swap_modules(spec, swaps)
+    return swap_modules(spec, swaps, slots)
 
 
 def model_config(args):
     """Megatron-LM's GPT model config for ``args`` (``pretrain()`` builds the model from it with
-    megatron's GPT builder), with :func:`local_layer_spec`'s substitutes where the CPU needs them
-    (``arguments.needs_wlb_core_attention``; sequence parallelism on megatron's local layers).
+    megatron's GPT builder), with :func:`wlb_layer_spec`'s substitutes: WLB's core attention
+    where a run needs it (``combinations.needs_wlb_core_attention``: WLB's packing, any layers;
+    THD or CP on megatron's local ones, which take neither), torch norms for sequence
+    parallelism on megatron's local layers.
 
     WLB's packing: RoPE moves into WLB's attention (per document, at each token's position in
     its document, which CP sharding does not keep contiguous), and the pipeline stages exchange
@@ -84,7 +88,7 @@ def model_config(args):
     wlb_attention = needs_wlb_core_attention(args)
     if wlb_attention or sp_norms:
         cfg.transformer_layer_spec = partial(
-            local_layer_spec, base=cfg.transformer_layer_spec, sp_norms=sp_norms,
+            wlb_layer_spec, base=cfg.transformer_layer_spec, sp_norms=sp_norms,
             attention=attention if wlb_attention else None)
     if ((args.dataloader_inter_document_masking or stock_data.on_wlb_attention(args))
             and args.pipeline_model_parallel_size > 1 and args.micro_batch_size > 1):

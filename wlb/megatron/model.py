@@ -1,7 +1,8 @@
 """Module swaps for megatron's layer specs: what megatron lacks for WLB's GPT on any device.
 
 megatron's local norms refuse sequence parallelism and its specs name their modules in nested
-``ModuleSpec`` trees; ``wlb.megatron.gpt`` builds its specs with these two.
+``ModuleSpec`` trees (the core attention in a ``core_attention`` slot, whichever spec: local,
+TransformerEngine's, MoE's); ``wlb.megatron.gpt`` builds its specs with these two.
 """
 
 from __future__ import annotations
@@ -35,8 +36,12 @@ class SPTorchNorm:
         return norm
 
 
-def swap_modules(spec, mapping: dict):
-    """Recursively replace module classes in a ModuleSpec tree (returns a new tree)."""
+def swap_modules(spec, mapping: dict, slots: dict | None = None):
+    """Recursively replace module classes in a ModuleSpec tree (returns a new tree): a class in
+    ``mapping`` by its value; whatever fills a submodule slot named in ``slots`` (e.g.
+    ``core_attention``: megatron's local, TransformerEngine's or any other spec's) by its value.
+    """
+    slots = slots or {}
     if isinstance(spec, ModuleSpec):
         if spec.module in mapping:
             new = mapping[spec.module]
@@ -44,12 +49,14 @@ def swap_modules(spec, mapping: dict):
                 return new
             return ModuleSpec(module=new, params=spec.params)
         return ModuleSpec(module=spec.module, params=dict(spec.params),
-                          submodules=swap_modules(spec.submodules, mapping), metainfo=spec.metainfo)
+                          submodules=swap_modules(spec.submodules, mapping, slots),
+                          metainfo=spec.metainfo)
     if isinstance(spec, type) and spec in mapping:
         return mapping[spec]
     if isinstance(spec, (list, tuple)):  # a block's layer_specs
-        return type(spec)(swap_modules(s, mapping) for s in spec)
+        return type(spec)(swap_modules(s, mapping, slots) for s in spec)
     if is_dataclass(spec) and not isinstance(spec, type):
-        return type(spec)(**{f.name: swap_modules(getattr(spec, f.name), mapping)
+        return type(spec)(**{f.name: slots[f.name] if f.name in slots and getattr(spec, f.name)
+                             is not None else swap_modules(getattr(spec, f.name), mapping, slots)
                              for f in fields(spec)})
     return spec
