@@ -4,8 +4,9 @@
 #   DEVICE_ARGS    DEVICE=cpu|gpu (default: gpu where nvidia-smi lists one). cpu: megatron's local
 #                  layers with gloo and its CUDA fusions off, --no-bias-swiglu-fusion among them
 #                  (on the CPU megatron compiles it with torch.compile, which recompiles for every
-#                  new micro-batch length); gpu: nccl, local layers too for now (WLB's attention in
-#                  TransformerEngine's layers is not wired yet, issue #36)
+#                  new micro-batch length); gpu: nccl, TransformerEngine's layers where it imports
+#                  (WLB's attention in their core_attention slot), else megatron's local ones;
+#                  TRANSFORMER_IMPL=local|transformer_engine chooses
 #   STOCK_ARGS     stock Megatron, document-masked as the paper's baseline
 LLAMA_ARGS=(--normalization RMSNorm --swiglu --disable-bias-linear --position-embedding-type rope
             --hidden-dropout 0 --attention-dropout 0 --init-method-std 0.02)
@@ -19,6 +20,11 @@ case "${DEVICE}" in
                     --no-gradient-accumulation-fusion --no-masked-softmax-fusion
                     --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
                     --no-rope-fusion --threads "${THREADS:-1}") ;;
-  gpu) DEVICE_ARGS=(--transformer-impl local --distributed-backend nccl) ;;
+  gpu) if [[ -z "${TRANSFORMER_IMPL:-}" ]]; then
+         TRANSFORMER_IMPL=local
+         "${PYTHON:-python}" -c "import transformer_engine" > /dev/null 2>&1 \
+           && TRANSFORMER_IMPL=transformer_engine
+       fi
+       DEVICE_ARGS=(--transformer-impl "${TRANSFORMER_IMPL}" --distributed-backend nccl) ;;
   *) echo "$(basename "$0"): DEVICE=${DEVICE} unknown; choose cpu or gpu" >&2; exit 2 ;;
 esac
