@@ -4,7 +4,8 @@
 #   DEVICE_ARGS    DEVICE=cpu|gpu (default: gpu where nvidia-smi lists one). cpu: megatron's local
 #                  layers with gloo and its CUDA fusions off, --no-bias-swiglu-fusion among them
 #                  (on the CPU megatron compiles it with torch.compile, which recompiles for every
-#                  new micro-batch length); gpu: nccl, TransformerEngine's layers where it imports
+#                  new micro-batch length; wlb/megatron/replica.py's CPU_FLAGS, a test keeps
+#                  them equal); gpu: nccl, TransformerEngine's layers where it imports
 #                  (WLB's attention in their core_attention slot), else megatron's local ones;
 #                  TRANSFORMER_IMPL=local|transformer_engine chooses
 #   STOCK_ARGS     stock Megatron, document-masked as the paper's baseline

@@ -166,3 +166,14 @@ def test_quickstart_refuses_an_unknown_layout(tmp_path):
     proc = _sh("quickstart.sh", {"LAYOUT": "8d", "OUT_DIR": str(tmp_path)})
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
         "quickstart.sh: LAYOUT=8d unknown; choose cp2, dp2 or 4d (or set TP/PP/CP/DP)"]
+
+
+def test_the_shells_cpu_flags_are_the_pythons():
+    """scripts/_megatron.sh's DEVICE=cpu group is wlb.megatron.replica.CPU_FLAGS (the one
+    Python definition the tools and tests use), plus the launchers' --threads."""
+    from wlb.megatron.replica import CPU_FLAGS
+
+    out = subprocess.run(["bash", "-c", 'source scripts/_megatron.sh; printf "%s\\n" '
+                          '"${DEVICE_ARGS[@]}"'], capture_output=True, text=True, cwd=ROOT,
+                         env={**ENV, "DEVICE": "cpu", "THREADS": "3"}, timeout=30)
+    assert out.stdout.split() == [*CPU_FLAGS, "--threads", "3"], out.stderr

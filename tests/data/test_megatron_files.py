@@ -11,8 +11,9 @@ import pytest
 import torch
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-from tests.helpers.torchrun import CPU, DATA_CACHE, launch_pretrain
+from tests.helpers.torchrun import DATA_CACHE, launch_pretrain
 from wlb.megatron.indexed import IndexedDataError, IndexedDocuments, meta_path
+from wlb.megatron.replica import CPU_FLAGS
 from wlb.preprocess.tokenizer import NullTokenizer
 
 EOD = 50  # NullTokenizer(--vocab-size 50): ids 0..49, EOD 50, vocabulary 51
@@ -66,7 +67,7 @@ def test_a_run_trains_on_megatron_lms_files_given_the_tokenizer_flags(tmp_path):
     _write(prefix, [[list(rng.integers(0, EOD, int(rng.integers(5, 60)))) for _ in
                      range(int(rng.integers(1, 4)))] + ([[EOD]] if i % 2 else [])
                     for i in range(300)])
-    flags = [*CPU, "--data-path", prefix, "--seq-length", "256", "--max-position-embeddings",
+    flags = [*CPU_FLAGS, "--data-path", prefix, "--seq-length", "256", "--max-position-embeddings",
              "256", "--global-batch-size", "4", "--micro-batch-size", "1", "--num-layers", "2",
              "--hidden-size", "32", "--num-attention-heads", "2", "--attention-dropout", "0",
              "--train-iters", "2", "--lr", "1e-3", "--lr-decay-iters", "10", "--eval-iters",

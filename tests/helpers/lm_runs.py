@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from tests.helpers.torchrun import ENV, ROOT
+from wlb.megatron.replica import CPU_FLAGS
 
 VOCAB = 255  # NullTokenizer(--vocab-size 255): EOD is 254
 EOD = VOCAB - 1
@@ -26,9 +27,7 @@ COMMON = [
     "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
     "--seq-length", "256", "--max-position-embeddings", "256",
     "--global-batch-size", "4", "--train-iters", "3", "--lr", "1e-3", "--lr-warmup-iters", "1",
-    "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-persist-layer-norm",
-    "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-bias-gelu-fusion",
-    "--no-bias-dropout-fusion", "--no-rope-fusion", "--position-embedding-type", "rope",
+    *CPU_FLAGS, "--position-embedding-type", "rope",
     "--hidden-dropout", "0", "--attention-dropout", "0", "--log-interval", "1", "--seed", "7",
     "--eval-iters", "0", "--eval-interval", "1000", "--calculate-per-token-loss",
 ]
@@ -122,12 +121,7 @@ def run_config(flags: list[str], world_size: int = 1):
     from wlb.megatron import cpu_loop
 
     cpu_loop.apply()
-    from wlb.megatron.replica import run_config_for
+    from wlb.megatron.replica import offline_defaults, run_config_for
 
-    extra = []  # (a corpus' sidecar names its tokenizer; WLB's mock documents are token ids)
-    if "--mock-data" in flags and "--tokenizer-type" not in flags:
-        extra += ["--tokenizer-type", "NullTokenizer", "--vocab-size", str(VOCAB)]
-    if "--seq-length" in flags and "--max-position-embeddings" not in flags:
-        extra += ["--max-position-embeddings", flags[flags.index("--seq-length") + 1]]
-    return run_config_for([*CONFIG_BASE, "--data-cache-path", DATA_CACHE, *extra, *flags],
-                          world_size)
+    return run_config_for([*CONFIG_BASE, "--data-cache-path", DATA_CACHE,
+                           *offline_defaults(flags, VOCAB)], world_size)

@@ -9,19 +9,14 @@ import subprocess
 import sys
 import tempfile
 
+from wlb.megatron.replica import CPU_FLAGS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-#: megatron's local layers on the CPU with gloo, its CUDA fusions off (scripts/_megatron.sh's
-#: DEVICE=cpu)
-CPU = [
-    "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-persist-layer-norm",
-    "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-bias-gelu-fusion",
-    "--no-bias-dropout-fusion", "--no-bias-swiglu-fusion", "--no-rope-fusion",
-]
 #: a tiny attention-heavy model on WLB's mock documents (both arms read them); every layout
 #: divides it
 TINY = [
-    *CPU, "--mock-data", "--mock-num-docs", "400", "--tokenizer-type", "NullTokenizer",
+    *CPU_FLAGS, "--mock-data", "--mock-num-docs", "400", "--tokenizer-type", "NullTokenizer",
     "--vocab-size", "255", "--seq-length", "256",
     "--max-position-embeddings", "256", "--global-batch-size", "8", "--micro-batch-size", "1",
     "--num-layers", "4", "--hidden-size", "64", "--num-attention-heads", "4",

@@ -14,6 +14,7 @@ import sys
 import pytest
 
 from tests.helpers.torchrun import ENV, ROOT
+from wlb.megatron.replica import CPU_FLAGS
 
 # Megatron-LM's flags for a tiny GPT on CPU (megatron's fused kernels off: they need CUDA)
 LM_TINY = [
@@ -21,9 +22,7 @@ LM_TINY = [
     "--num-layers", "2", "--hidden-size", "64", "--num-attention-heads", "4",
     "--seq-length", "256", "--max-position-embeddings", "256", "--micro-batch-size", "1",
     "--global-batch-size", "4", "--train-iters", "3", "--lr", "1e-3", "--lr-warmup-iters", "1",
-    "--distributed-backend", "gloo", "--transformer-impl", "local", "--no-persist-layer-norm",
-    "--no-gradient-accumulation-fusion", "--no-masked-softmax-fusion", "--no-bias-gelu-fusion",
-    "--no-bias-dropout-fusion", "--no-rope-fusion", "--position-embedding-type", "rope",
+    *CPU_FLAGS, "--position-embedding-type", "rope",
     "--hidden-dropout", "0", "--attention-dropout", "0", "--log-interval", "1", "--seed", "7",
     "--eval-iters", "0", "--eval-interval", "1000",
 ]

@@ -22,11 +22,12 @@ _ALONE = ["--tensor-model-parallel-size", "1", "--pipeline-model-parallel-size",
 #: what Megatron-LM needs to build a run that is never trained (given flags win)
 _DEFAULTS = ["--train-iters", "1", "--lr", "1e-4", "--eval-interval", "1000", "--eval-iters", "0",
              "--attention-dropout", "0", "--transformer-impl", "local"]
-#: megatron's local layers with gloo and its CUDA fusions off (scripts/_megatron.sh DEVICE=cpu)
-_CPU = ["--transformer-impl", "local", "--distributed-backend", "gloo",
-        "--no-persist-layer-norm", "--no-gradient-accumulation-fusion",
-        "--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-swiglu-fusion",
-        "--no-bias-dropout-fusion", "--no-rope-fusion"]
+#: megatron's local layers with gloo and its CUDA fusions off: the CPU's flags, defined here
+#: once (scripts/_megatron.sh's DEVICE=cpu group is the shell's copy; a test keeps them equal)
+CPU_FLAGS = ["--transformer-impl", "local", "--distributed-backend", "gloo",
+             "--no-persist-layer-norm", "--no-gradient-accumulation-fusion",
+             "--no-masked-softmax-fusion", "--no-bias-gelu-fusion", "--no-bias-swiglu-fusion",
+             "--no-bias-dropout-fusion", "--no-rope-fusion"]
 
 
 def replica_args(flags: list[str]):
@@ -44,14 +45,22 @@ def replica_args(flags: list[str]):
     for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
                  ("MASTER_ADDR", "127.0.0.1")):
         os.environ.setdefault(k, v)
-    device = [] if torch.cuda.is_available() else _CPU
+    device = [] if torch.cuda.is_available() else CPU_FLAGS
     if "--data-path" not in flags and "--mock-data" not in flags:
         flags = ["--mock-data", *flags]
+    return parse_and_validate([*device, *_DEFAULTS, *offline_defaults(flags), *_ALONE])
+
+
+def offline_defaults(flags: list[str], vocab_size: int = 257) -> list[str]:
+    """``flags`` with what a run's command line may leave to its launcher and an offline parse
+    needs: megatron-core's NullTokenizer of ``vocab_size`` for WLB's mock documents (token ids),
+    ``--max-position-embeddings`` = ``--seq-length``."""
+    extra = []
     if "--mock-data" in flags and "--tokenizer-type" not in flags:
-        flags = ["--tokenizer-type", "NullTokenizer", "--vocab-size", "257", *flags]
+        extra += ["--tokenizer-type", "NullTokenizer", "--vocab-size", str(vocab_size)]
     if "--seq-length" in flags and "--max-position-embeddings" not in flags:
-        flags = ["--max-position-embeddings", flags[flags.index("--seq-length") + 1], *flags]
-    return parse_and_validate([*device, *_DEFAULTS, *flags, *_ALONE])
+        extra += ["--max-position-embeddings", flags[flags.index("--seq-length") + 1]]
+    return [*extra, *flags]
 
 
 def build_replica(flags: list[str]):
