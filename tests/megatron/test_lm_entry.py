@@ -5,6 +5,7 @@ block of Megatron-LM's flags dropped), WLB's checks, a refused combination, Mega
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -19,7 +20,8 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
         "--transformer-impl", "local", "--lr", "1e-3", "--eval-interval", "10"]
 
 
-@pytest.mark.parametrize("flags, named", [
+#: (flags, what the one line names) of bad command lines
+CASES = [
     (["--no-such-flag"], "--no-such-flag"),
     (["--wlb-max-wait", "0"], "--wlb-max-wait=0"),
     (["--wlb-packing", "wlb", "--micro-batch-size", "2"], "--micro-batch-size=2"),
@@ -41,19 +43,48 @@ TINY = ["--wlb-packing", "megatron", "--mock-data", "--tokenizer-type", "NullTok
     (["--wlb-convert-optimizer-save", "/no/out"], "--wlb-convert-optimizer-save needs --load"),
     (["--load", "/no/ckpt", "--wlb-convert-optimizer-save", "/no/out"],
      "--load /no/ckpt: no megatron torch_dist checkpoint to convert"),
-], ids=["argparse", "wlb-check", "wlb-micro-batch", "combination", "stock-cp-dense-mask",
+]
+IDS = ["argparse", "wlb-check", "wlb-micro-batch", "combination", "stock-cp-dense-mask",
         "hybrid-cp", "megatron-assert", "wlb-preflight", "elastic-no-pool", "elastic-stock",
-        "wlb-fp8", "no-te", "megatron-bare-assert", "convert-no-load", "convert-no-checkpoint"])
-def test_bad_input_is_one_line_before_any_work(flags, named):
-    proc = subprocess.run([sys.executable, "pretrain_gpt_wlb.py", *TINY, *flags],
-                          capture_output=True, text=True, cwd=ROOT, env=ENV, timeout=120)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2, proc.stderr[-2000:]
+        "wlb-fp8", "no-te", "megatron-bare-assert", "convert-no-load", "convert-no-checkpoint"]
+#: every case through pretrain_gpt_wlb.main in one process (a process per case, importing
+#: megatron each time, took a minute more): its exit status, output and error output per case
+_RUN_ALL = """
+import contextlib, io, json, sys
+import pretrain_gpt_wlb
+out = []
+for argv in json.loads(sys.argv[1]):
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            status = pretrain_gpt_wlb.main(argv)
+        except BaseException as e:  # (a case that fails otherwise fails alone)
+            status = repr(e)
+    out.append([status, stdout.getvalue(), stderr.getvalue()])
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def refused() -> list:
+    # (--preflight-only: a case that passes every check exits 0 instead of training)
+    cases = json.dumps([[*TINY, *flags, "--preflight-only"] for flags, _ in CASES])
+    proc = subprocess.run([sys.executable, "-c", _RUN_ALL, cases], capture_output=True,
+                          text=True, cwd=ROOT, env=ENV, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", range(len(CASES)), ids=IDS)
+def test_bad_input_is_one_line_before_any_work(refused, case):
+    status, stdout, stderr = refused[case]
+    lines = stderr.strip().splitlines()
+    assert status == 2, stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("pretrain_gpt_wlb.py: error: "), lines
-    assert named in lines[0]
+    assert CASES[case][1] in lines[0]
     # nothing built (megatron prints its flags once it has validated them: the pre-flight
     # needs what its validation derives)
-    assert "building" not in proc.stdout and "> initializ" not in proc.stdout
+    assert "building" not in stdout and "> initializ" not in stdout
 
 
 def _entry(flags: list[str]) -> subprocess.CompletedProcess:

@@ -191,8 +191,7 @@ def convert_optimizer(args, model_config) -> None:
             p.copy_(loaded[name])
     states, step = parameter_states(saved_optimizer, _named(saved_model))
     set_parameter_states(optimizer, _named(model), states, step)
-    scheduler.load_state_dict(saved_scheduler.state_dict())
-    scheduler.step(0)  # the param groups' learning rate and weight decay at the checkpoint
+    scheduler.load_state_dict(saved_scheduler.state_dict())  # (sets the groups' rates too)
     args.save = args.wlb_convert_optimizer_save
     save_checkpoint(args.iteration, model, optimizer, scheduler,
                     args.num_floating_point_operations_so_far)
