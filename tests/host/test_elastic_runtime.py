@@ -91,3 +91,18 @@ def test_a_plan_that_would_deadlock_is_refused_before_any_collective(monkeypatch
         prepare_step(plan, RankView(layout, 1, 0), rt.chooser, None, elastic=rt,
                      rank_tokens=100)  # the host path validates; train_step agrees after it
     assert not called
+
+
+def test_the_logged_cp_strategies_are_the_elastic_groups_not_the_fixed_layouts():
+    """Each group runs its own strategy (one rank: whole, per_seq); the iteration's WLB line
+    and --log-json say those, not the fixed layout's."""
+    pieces = [Piece(i, 0, n, 0) for i, n in enumerate((900, 40, 40, 300))]
+    layout = ParallelLayout(world_size=2, cp=2, global_batch_size=2, seq_length=1024)
+    plan = BatchPlan(0, [pieces[:2], pieces[2:]], [0, 0])
+    eplan = ElasticPlan([Slot((Group(0, 2, tuple(pieces[:2])),)),
+                         Slot((Group(0, 1, (pieces[2],)), Group(1, 1, (pieces[3],))))],
+                        [1.0, 1.0])
+    rt = elastic.build_runtime(None, CostModel(1.0, 1.0), StrategyChooser(("per_doc",), 2, None))
+    got = elastic.predictions(rt, plan, eplan, layout)
+    assert got["cp_strategy"] == {"per_doc": 1, "per_seq": 2}
+    assert got["elastic_group_sizes"] == {"2": 1, "1": 2}

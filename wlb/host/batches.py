@@ -96,6 +96,17 @@ def build_inputs(layouts: list[MicroBatchLayout], dp_rank: int, source: Document
     return out
 
 
+def group_layout(grp, sp_multiple: int, strategy=None) -> tuple[int, tuple[int, ...], str]:
+    """(pad multiple, trained document lengths, CP strategy) of an elastic group: its pieces
+    padded to 2 x size x ``sp_multiple`` tokens (one rank: ``sp_multiple``), sharded by
+    ``strategy(seq_lens, size)`` (default: per document; one rank: whole, per_seq)."""
+    pad = (2 * grp.size if grp.size > 1 else 1) * sp_multiple
+    seq_lens = tuple(packed_seq_lens([p.length for p in grp.pieces], pad))
+    how = "per_seq" if grp.size == 1 else (
+        strategy(seq_lens, grp.size) if strategy else "per_doc")
+    return pad, seq_lens, how
+
+
 def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multiple: int,
                    strategy=None) -> list[MicroBatchInput]:
     """This pool rank's micro-batch in every slot of an elastic plan (``wlb.elastic.planner``):
@@ -104,10 +115,7 @@ def elastic_inputs(slots, pool_index: int, source: DocumentSource, *, sp_multipl
     out = []
     for j, slot in enumerate(slots):
         grp = next(g for g in slot.groups if g.first <= pool_index < g.first + g.size)
-        pad = (2 * grp.size if grp.size > 1 else 1) * sp_multiple
-        seq_lens = tuple(packed_seq_lens([p.length for p in grp.pieces], pad))
-        how = "per_seq" if grp.size == 1 else (
-            strategy(seq_lens, grp.size) if strategy else "per_doc")
+        pad, seq_lens, how = group_layout(grp, sp_multiple, strategy)
         local, _ = collate_shard(list(grp.pieces), source, pad, grp.size,
                                  pool_index - grp.first, how)
         out.append(MicroBatchInput(index=j, seq_lens=seq_lens, strategy=how,

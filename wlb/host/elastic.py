@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 from wlb.config import ConfigError
@@ -18,6 +19,7 @@ from wlb.cost_model import CostModel
 from wlb.cp.selector import StrategyChooser
 from wlb.elastic.plan import ElasticCost, ElasticPlan, fixed_slots, plan_time, validate_plan
 from wlb.elastic.planner import plan_elastic
+from wlb.host.batches import group_layout
 
 #: the cost-model file's keys for the all-gather's prices (``tools/calibrate_comm.py``)
 COMM_KEYS = ("elastic_comm_coef", "elastic_comm_fixed")
@@ -142,13 +144,17 @@ def agree(eplan: ElasticPlan, plan, device=None, group=None) -> None:
 
 
 def predictions(rt: ElasticRuntime, plan, eplan: ElasticPlan, layout) -> dict:
-    """Logged figures of an elastic plan: its digest, group sizes, and predicted time against
-    the fixed layout's (``plan_time``: cost model, with the pipeline's warm-up)."""
+    """Logged figures of an elastic plan: its digest, group sizes, the CP strategies its groups
+    run (``cp_strategy``, in place of the fixed layout's), and predicted time against the fixed
+    layout's (``plan_time``: cost model, with the pipeline's warm-up)."""
     fixed = fixed_slots(plan.microbatches, plan.dp_ranks, layout.dp, layout.cp)
-    sizes: dict[str, int] = {}
+    sp_multiple = layout.tp if layout.sequence_parallel else 1
+    sizes, strategies = Counter(), Counter()
     for s in eplan.slots:
         for grp in s.groups:
-            sizes[str(grp.size)] = sizes.get(str(grp.size), 0) + 1
-    return {"elastic_digest": eplan.digest(), "elastic_group_sizes": sizes,
+            sizes[str(grp.size)] += 1
+            strategies[group_layout(grp, sp_multiple, rt.strategy)[2]] += 1
+    return {"elastic_digest": eplan.digest(), "elastic_group_sizes": dict(sizes),
+            "cp_strategy": dict(sorted(strategies.items())),
             "elastic_speedup_pred": plan_time(fixed, rt.cost, layout.pp)
             / max(plan_time(eplan.slots, rt.cost, layout.pp), 1e-30)}
