@@ -42,6 +42,16 @@ def test_only_wlb_megatron_imports_megatron_core():
     assert offenders == []
 
 
+def test_nothing_below_wlb_megatron_imports_it():
+    """wlb/megatron/ stands on top of the rest of wlb/: what it hands down (the .bin/.idx
+    reader to host/documents) is passed in, never imported from below."""
+    offenders = [_rel(p) for p in _py_files("wlb")
+                 if not _rel(p).startswith(os.path.join("wlb", "megatron"))
+                 and any(m == "wlb.megatron" or m.startswith("wlb.megatron.")
+                         for m in _imports(p))]
+    assert offenders == []
+
+
 def test_tools_are_a_package_on_top_of_wlb():
     tools = {os.path.splitext(os.path.basename(p))[0] for p in _py_files("tools")}
     assert "__init__" in tools

@@ -65,10 +65,12 @@ def build_host_path(cfg, world_size: int, rank: int):
     from wlb.host.build import build_schedule, make_cost_model, padded_vocab, stock_blend
     from wlb.host.documents import build_documents
     from wlb.host.elastic import build_runtime, comm_price, split_efficiency
+    from wlb.megatron.indexed import IndexedDocuments
 
     layout = cfg.layout(world_size)
     where = layout.coordinates(rank)
-    docs = build_documents(cfg.data, cfg.model, cfg.training.seed, stock_blend(cfg))
+    docs = build_documents(cfg.data, cfg.model, cfg.training.seed, stock_blend(cfg),
+                           IndexedDocuments)
     cost = make_cost_model(cfg.model, cfg.wlb, layout, padded_vocab(cfg.model,
                                                                     docs.source.vocab_size))
     schedule, _, chooser = build_schedule(cfg, layout, docs.train, cost, docs.train_blend)

@@ -171,13 +171,14 @@ def main(argv=None) -> int:
         # needs torch and megatron-core; the other commands do not
         from wlb.host.replay import validate
         from wlb.megatron.arguments import ArgumentError
+        from wlb.megatron.indexed import IndexedDocuments
         from wlb.megatron.replica import run_config_for
 
         try:  # the run's own command line, as Megatron-LM parses and validates it
             cfg = run_config_for(rest, a.nproc)
         except ArgumentError as e:
             raise SystemExit(f"simulate_cluster.py validate: {e}") from None
-        return validate(a, cfg)
+        return validate(a, cfg, IndexedDocuments)
     if rest:
         p.error(f"arguments after '--' are only for 'validate': {' '.join(rest)}")
     if a.iters < 1:

@@ -94,6 +94,7 @@ def test_a_stock_run_trains_megatron_sample_order():
     from tests.helpers.lm_runs import run_config as parse
     from wlb.host.build import build_schedule, make_cost_model
     from wlb.host.documents import build_documents
+    from wlb.megatron.indexed import IndexedDocuments
     from wlb.packing.stock_samples import StockSampleBatcher
 
     flags = ["--mock-data", "--mock-num-docs", "300", "--seq-length", "64",
@@ -102,7 +103,8 @@ def test_a_stock_run_trains_megatron_sample_order():
     for extra, shuffled in (([], True), (["--no-wlb-shuffle"], False)):
         cfg = parse(flags + extra)
         layout = cfg.layout(2)  # DP = 2
-        docs = build_documents(cfg.data, cfg.model, cfg.training.seed)
+        docs = build_documents(cfg.data, cfg.model, cfg.training.seed,
+                               open_dataset=IndexedDocuments)
         cost = make_cost_model(cfg.model, cfg.wlb, layout, 256)
         schedule, _, _ = build_schedule(cfg, layout, docs.train, cost)
         assert isinstance(schedule.batcher, StockSampleBatcher) == shuffled
@@ -179,6 +181,7 @@ def test_a_blended_run_lays_out_each_arm(tmp_path):
     from tests.helpers.lm_runs import run_config as parse
     from wlb.host.build import build_schedule, make_cost_model, stock_blend
     from wlb.host.documents import build_documents
+    from wlb.megatron.indexed import IndexedDocuments
     from wlb.packing.stock_samples import StockBlendBatcher
 
     a, b = _two_datasets(tmp_path)
@@ -187,7 +190,7 @@ def test_a_blended_run_lays_out_each_arm(tmp_path):
              "NullTokenizer", "--vocab-size", "64"]
     for arm in (["--wlb-packing", "megatron", "--wlb-cp-sharding", "per-seq"], []):
         cfg = parse(flags + arm)
-        docs = build_documents(cfg.data, cfg.model, 0, stock_blend(cfg))
+        docs = build_documents(cfg.data, cfg.model, 0, stock_blend(cfg), IndexedDocuments)
         layout = cfg.layout(1)
         schedule, _, _ = build_schedule(cfg, layout, docs.train, make_cost_model(
             cfg.model, cfg.wlb, layout, 64), docs.train_blend)

@@ -8,7 +8,7 @@
 * ``elastic``   -- elastic CP's per-iteration slots, checked and agreed across ranks.
 * ``replay``    -- a run's plans rebuilt from its flags, for the simulator's validation.
 
-``wlb.megatron`` calls it from megatron's hooks. Nothing here imports megatron-core itself; the
-one arrow up is ``documents`` reading ``.bin/.idx`` files through ``wlb.megatron.indexed``
-(megatron-core's own index reader), imported only when a run has a ``--data-path``.
+``wlb.megatron`` calls it from megatron's hooks. Nothing here imports megatron-core or
+``wlb.megatron``: the ``.bin/.idx`` reader (``wlb.megatron.indexed``, megatron-core's own index
+reader) is handed in by the callers (``documents.build_documents``' ``open_dataset``).
 """

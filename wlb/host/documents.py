@@ -3,11 +3,16 @@
 ``--split`` applies to each dataset's own documents (Megatron's rule, ``wlb.data.split``); a
 weighted ``--data-path`` blends each split in tokens (``wlb.data.blend``). Training packs the
 train view, validation reads the valid view; a view's document ids are its own (0..n-1).
+
+The datasets are opened by the reader the caller hands in (``open_dataset``: megatron's
+``.bin/.idx`` reader, ``wlb.megatron.indexed.IndexedDocuments``), so this module needs nothing
+of megatron-core.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from wlb.data.blend import BlendError, blend_split
@@ -18,6 +23,10 @@ from wlb.run_config import DataConfig, ModelConfig
 
 class DocumentsError(ValueError):
     """Datasets that cannot be used together, or a tokenizer that disagrees with them."""
+
+
+#: opens one ``--data-path`` prefix with the run's tokenizer (or None): a document source
+OpenDataset = Callable[[str, object], DocumentSource]
 
 
 @dataclass
@@ -48,9 +57,11 @@ def _tokenizer(data: DataConfig, model: ModelConfig):
                                 merge_file=data.merge_file)
 
 
-def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSource:
-    """Every document: the mock ones, or the datasets of ``--data-path`` one after another
-    (their vocabulary from ``--tokenizer-type`` or from their sidecars)."""
+def build_source(data: DataConfig, model: ModelConfig, seed: int,
+                 open_dataset: OpenDataset | None = None) -> DocumentSource:
+    """Every document: the mock ones, or the datasets of ``--data-path`` one after another,
+    each opened by ``open_dataset`` (their vocabulary from ``--tokenizer-type`` or from their
+    sidecars)."""
     tokenizer = _tokenizer(data, model)
     if data.mock_data:
         path = data.mock_length_sample or DEFAULT_LENGTHS
@@ -62,10 +73,10 @@ def build_source(data: DataConfig, model: ModelConfig, seed: int) -> DocumentSou
         vocab = tokenizer.vocab_size if tokenizer else None
         return MockDocuments(sample, data.mock_num_docs, vocab_size=vocab or model.vocab_size
                              or 256, seed=seed, scale=data.mock_length_scale)
-    from wlb.megatron.indexed import IndexedDocuments
-
+    if open_dataset is None:
+        raise TypeError("build_source: a --data-path run needs open_dataset (its reader)")
     prefixes = data.blend[0]
-    sources = [IndexedDocuments(p, tokenizer) for p in prefixes]
+    sources = [open_dataset(p, tokenizer) for p in prefixes]
     if len(sources) == 1:
         return sources[0]
     try:
@@ -101,8 +112,9 @@ def split_documents(source: DocumentSource, data: DataConfig, seed: int,
     return RunDocuments(source, DocumentView(source, views[0]), valid)
 
 
-def build_documents(data: DataConfig, model: ModelConfig, seed: int,
-                    stock_blend: bool = False) -> RunDocuments:
-    """Open (and check) the run's datasets and split them (``stock_blend``: see
-    :func:`split_documents`)."""
-    return split_documents(build_source(data, model, seed), data, seed, stock_blend)
+def build_documents(data: DataConfig, model: ModelConfig, seed: int, stock_blend: bool = False,
+                    open_dataset: OpenDataset | None = None) -> RunDocuments:
+    """Open (and check) the run's datasets with ``open_dataset`` and split them
+    (``stock_blend``: see :func:`split_documents`)."""
+    return split_documents(build_source(data, model, seed, open_dataset), data, seed,
+                           stock_blend)

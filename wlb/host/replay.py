@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from wlb.host.build import build_schedule, make_cost_model, padded_vocab, stock_blend
-from wlb.host.documents import build_documents
+from wlb.host.documents import OpenDataset, build_documents
 from wlb.run_config import RunConfig
 from wlb.sim.cluster import SimReport, simulate_iteration
 from wlb.sim.hardware import from_calibration
@@ -34,7 +34,7 @@ def _read_log(path: str) -> list[dict]:
 
 
 def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: str,
-           skip: int = 1) -> dict:
+           skip: int = 1, open_dataset: OpenDataset | None = None) -> dict:
     """Predicted and measured iteration times of the run logged in ``log_path``.
 
     Args:
@@ -44,10 +44,13 @@ def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: s
             machine (several are averaged).
         log_path: the run's ``--log-json`` file.
         skip: leading iterations left out of the summary (warm-up).
+        open_dataset: the reader of the run's ``--data-path`` datasets
+            (``wlb.host.documents.build_documents``).
     """
     spec = cfg.model
     layout = cfg.layout(nproc)
-    documents = build_documents(cfg.data, spec, cfg.training.seed, stock_blend(cfg))
+    documents = build_documents(cfg.data, spec, cfg.training.seed, stock_blend(cfg),
+                                open_dataset)
     vocab = padded_vocab(spec, documents.source.vocab_size)
     cost = make_cost_model(spec, cfg.wlb, layout, vocab)
     schedule, _, chooser = build_schedule(cfg, layout, documents.train, cost,
@@ -92,12 +95,14 @@ def replay(cfg: RunConfig, nproc: int, calibration: str | list[str], log_path: s
     }
 
 
-def validate(tool_args, cfg: RunConfig) -> int:
+def validate(tool_args, cfg: RunConfig, open_dataset: OpenDataset | None = None) -> int:
     """``tools/simulate_cluster.py validate``: replay each logged run of ``cfg`` (its flags,
-    parsed by Megatron-LM's parser) and print predicted against measured."""
+    parsed by Megatron-LM's parser; its datasets opened by ``open_dataset``) and print
+    predicted against measured."""
     results = []
     for path in tool_args.log:
-        result = replay(cfg, tool_args.nproc, tool_args.calibration, path, tool_args.skip)
+        result = replay(cfg, tool_args.nproc, tool_args.calibration, path, tool_args.skip,
+                        open_dataset)
         results.append(result)
         print(f"{path}: {result['layout']}, {result['iterations']} iterations: measured "
               f"{result['measured_mean_ms']:.0f} ms/iter, predicted "

@@ -208,7 +208,7 @@ def _preflight(args, wlb: WLBConfig) -> None:
     from wlb.cost_model import CostModel, CostModelError
     from wlb.cp.selector import KernelTable
     from wlb.host.documents import DocumentsError, build_documents
-    from wlb.megatron.indexed import IndexedDataError
+    from wlb.megatron.indexed import IndexedDataError, IndexedDocuments
     from wlb.packing.stream import DataError
     from wlb.parallel import LayoutError
 
@@ -237,7 +237,7 @@ def _preflight(args, wlb: WLBConfig) -> None:
                                 f"to regroup; this layout has DP={layout.dp} x CP={layout.cp}")
         if wlb.cost_model:
             CostModel.from_json(wlb.cost_model)
-        build_documents(cfg.data, cfg.model, cfg.training.seed)
+        build_documents(cfg.data, cfg.model, cfg.training.seed, open_dataset=IndexedDocuments)
     except (ConfigError, LayoutError, CostModelError, IndexedDataError, DocumentsError,
             DataError, OSError, ValueError) as e:  # (ValueError: the tokenizer's flags)
         raise ArgumentError(str(e)) from None

@@ -113,11 +113,13 @@ class WLBData:
                  num_chunks: int = 1, moe: dict | None = None,
                  log_plans: str | None = None, elastic_groups=None, pool_group=None) -> None:
         from wlb.host.documents import build_documents
+        from wlb.megatron.indexed import IndexedDocuments
 
         m, tr = cfg.model, cfg.training
         self.layout = cfg.layout(world_size)
         self.dp_rank, self.cp_rank = dp_rank, cp_rank
-        self.documents = build_documents(cfg.data, m, tr.seed, stock_blend(cfg))
+        self.documents = build_documents(cfg.data, m, tr.seed, stock_blend(cfg),
+                                         IndexedDocuments)
         vocab = padded_vocab(m, self.documents.source.vocab_size)
         self.cost = make_cost_model(m, cfg.wlb, self.layout, vocab, **(moe or {}))
         self.schedule, self.packer_info, self.chooser = build_schedule(
