@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wlb_convert_optimizer_save:  # the conversion step, then exit
         from wlb.megatron.convert import convert_optimizer
 
-        convert_optimizer(args, gpt.model_config)
+        convert_optimizer(args)
         _close_process_group()
         return 0
     if args.wlb_stock:  # --wlb-packing megatron: stock Megatron

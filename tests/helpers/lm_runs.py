@@ -8,7 +8,6 @@ iteration 2 here: of iterations 1 and 2): the same function of the same losses i
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -84,9 +83,11 @@ def lm_losses(*run, valid: bool = False) -> list[tuple[int, float]]:
 
 def json_losses(path) -> dict[int, float]:
     """{iteration: loss} of a run's ``--log-json`` rows (every iteration's own loss, at full
-    precision, where megatron prints the mean since its last log line)."""
-    with open(path) as f:
-        return {r["iteration"]: r["lm_loss"] for r in map(json.loads, f) if "lm_loss" in r}
+    precision, where megatron prints the mean since its last log line; an iteration logged
+    twice, by a restarted attempt, has the last one's)."""
+    from wlb.runlog import load
+
+    return {r["iteration"]: r["lm_loss"] for r in load(path) if "lm_loss" in r}
 
 
 def assert_same_losses(a: list[tuple[int, float]], b: list[tuple[int, float]], rel: float,

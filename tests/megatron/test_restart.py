@@ -10,7 +10,6 @@ attempt (``wlb.megatron.restart``) the restarted attempt hangs creating its proc
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import time
 
 import pytest
 
-from tests.helpers.lm_runs import COMMON
+from tests.helpers.lm_runs import COMMON, json_losses
 from tests.helpers.torchrun import ENV, ROOT
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
@@ -39,13 +38,6 @@ def _launch(corpus, cache, log, extra, restarts=0):
 def _output(log: str) -> str:
     with open(log + ".out") as f:
         return f.read()
-
-
-def _losses(log: str) -> dict[int, float]:
-    """iteration -> loss, the last attempt's where an iteration ran twice."""
-    with open(log) as f:
-        return {r["iteration"]: r["lm_loss"] for r in map(json.loads, f)
-                if r.get("kind") != "valid"}
 
 
 def test_a_killed_worker_restarts_the_job_from_the_last_checkpoint(corpus, data_cache,
@@ -71,7 +63,8 @@ def test_a_killed_worker_restarts_the_job_from_the_last_checkpoint(corpus, data_
     out = _output(str(tmp_path / "killed.jsonl"))
     assert job.returncode == 0, out[-3000:]
     assert "exitcode: -9" in out and "loading distributed checkpoint" in out, out[-3000:]
-    want, got = _losses(str(tmp_path / "full.jsonl")), _losses(str(tmp_path / "killed.jsonl"))
+    want = json_losses(str(tmp_path / "full.jsonl"))
+    got = json_losses(str(tmp_path / "killed.jsonl"))
     assert sorted(got) == list(range(1, 9))
     for it in want:
         assert got[it] == pytest.approx(want[it], rel=1e-5), it

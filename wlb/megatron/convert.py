@@ -159,38 +159,31 @@ def _named(model) -> dict:
             for n, p in chunk.named_parameters()}
 
 
-def convert_optimizer(args, model_config) -> None:
+def convert_optimizer(args) -> None:
     """Load ``args.load`` with the optimizer kind it was saved with, save it under
     ``args.wlb_convert_optimizer_save`` with the one ``args`` names (:mod:`module docs
-    <wlb.megatron.convert>`). ``model_config``: ``wlb.megatron.gpt.model_config``."""
-    from megatron.core.enums import ModelType
-    from megatron.core.process_groups_config import ProcessGroupCollection
+    <wlb.megatron.convert>`)."""
     from megatron.training import training
-    from megatron.training.argument_utils import pretrain_cfg_container_from_args
     from megatron.training.checkpointing import save_checkpoint
     from megatron.training.utils import print_rank_0
 
+    from wlb.megatron.replica import setup_model_and_optimizer
+
     training.initialize_megatron()  # (without CUDA: wlb.megatron.cpu_loop's, as pretrain())
     target, load = args.use_distributed_optimizer, args.load
-
-    def build():
-        return training.setup_model_and_optimizer(
-            ModelType.encoder_or_decoder,
-            cfg_container=pretrain_cfg_container_from_args(args, model_config(args)),
-            pg_collection=ProcessGroupCollection.use_mpu_process_groups())
-
     # the target first: its random initialisation draws from the RNG, which the load restores
     args.load = None
-    model, optimizer, scheduler = build()
+    model, optimizer, scheduler = setup_model_and_optimizer(args)
     args.load, args.use_distributed_optimizer = load, not target
-    saved_model, saved_optimizer, saved_scheduler = build()
+    saved_model, saved_optimizer, saved_scheduler = setup_model_and_optimizer(args)
     args.use_distributed_optimizer = target
-    loaded = {name: p for p, name in _named(saved_model).items()}
+    names, saved_names = _named(model), _named(saved_model)
+    loaded = {name: p for p, name in saved_names.items()}
     with torch.no_grad():
-        for p, name in _named(model).items():
+        for p, name in names.items():
             p.copy_(loaded[name])
-    states, step = parameter_states(saved_optimizer, _named(saved_model))
-    set_parameter_states(optimizer, _named(model), states, step)
+    states, step = parameter_states(saved_optimizer, saved_names)
+    set_parameter_states(optimizer, names, states, step)
     scheduler.load_state_dict(saved_scheduler.state_dict())  # (sets the groups' rates too)
     args.save = args.wlb_convert_optimizer_save
     save_checkpoint(args.iteration, model, optimizer, scheduler,

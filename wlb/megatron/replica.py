@@ -68,6 +68,17 @@ def build_replica(flags: list[str]):
     ``pretrain()`` builds them (its ``initialize_megatron`` and ``setup_model_and_optimizer``
     with ``wlb.megatron.gpt``'s model config), on one process."""
     args = replica_args(flags)
+    from megatron.training import training
+
+    training.initialize_megatron()  # (without CUDA: wlb.megatron.cpu_loop's, as pretrain())
+    model, optimizer, _ = setup_model_and_optimizer(args)
+    return args, model[0], optimizer
+
+
+def setup_model_and_optimizer(args):
+    """(model chunks, optimizer, LR scheduler) of ``args`` as ``pretrain()`` builds them:
+    megatron's ``setup_model_and_optimizer`` with ``wlb.megatron.gpt``'s model config (and its
+    ``load_checkpoint`` of ``args.load``, if set), megatron already initialised."""
     from megatron.core.enums import ModelType
     from megatron.core.process_groups_config import ProcessGroupCollection
     from megatron.training import training
@@ -75,12 +86,10 @@ def build_replica(flags: list[str]):
 
     from wlb.megatron import gpt
 
-    training.initialize_megatron()  # (without CUDA: wlb.megatron.cpu_loop's, as pretrain())
-    container = pretrain_cfg_container_from_args(args, gpt.model_config(args))
-    model, optimizer, _ = training.setup_model_and_optimizer(
-        ModelType.encoder_or_decoder, cfg_container=container,
+    return training.setup_model_and_optimizer(
+        ModelType.encoder_or_decoder,
+        cfg_container=pretrain_cfg_container_from_args(args, gpt.model_config(args)),
         pg_collection=ProcessGroupCollection.use_mpu_process_groups())
-    return args, model[0], optimizer
 
 
 def run_config_for(argv: list[str], world_size: int):
