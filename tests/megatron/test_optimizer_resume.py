@@ -2,16 +2,19 @@
 step (``--wlb-convert-optimizer-save``, wlb.megatron.convert).
 
 One chain on WLB's packing, each leg's losses its ``--log-json`` rows (every iteration's own,
-at full precision), all equal to the uninterrupted run's at DP 2 with the distributed optimizer
-(``--dist-ckpt-optim-fully-reshardable``, saved after iterations 2 and 4; the plain optimizer
-trains the same, measured):
+at full precision), compared with the uninterrupted run's at DP 2 with the distributed
+optimizer (``--dist-ckpt-optim-fully-reshardable``, saved after iterations 2 and 4; the plain
+optimizer trains the same, measured):
 
 1. resumed after iteration 2 at TP 2: megatron reshards it (on the CPU through ``cpu_loop``'s
-   ``adam_step`` and ``fp32_shards``: torch's Adam, fp32);
+   ``adam_step`` and ``fp32_shards``: torch's Adam, fp32); within 1e-5 relative (another
+   layout; bit-equal on this project's VM; without the shared-step fix 4.5e-5 off, without the
+   others no load at all);
 2. converted on one process to the plain optimizer; that checkpoint converted back to the
    distributed one (saved at DP 1, megatron's default ``dp_reshardable`` layout) and resumed at
-   DP 2: iterations 3 and 4 are the uninterrupted run's, so both conversions kept the weights,
-   Adam's moments and step, and the learning rate.
+   DP 2: iterations 3 and 4 are the uninterrupted run's bit for bit (the same layout on the
+   same machine), so both conversions kept the weights, Adam's moments and step, and the
+   learning rate.
 
 A conversion to the kind the checkpoint already holds, or on more than TP x PP processes, is one
 line before any work.
@@ -24,13 +27,14 @@ import sys
 
 import pytest
 
-from tests.helpers.lm_runs import COMMON, ENTRY, json_losses, lm_output
+from tests.helpers.lm_runs import COMMON, ENTRY, assert_same_losses, json_losses, lm_output
 from tests.helpers.torchrun import ENV, ROOT
 
 pytestmark = [pytest.mark.dist, pytest.mark.slow]
 WLB = ["--wlb-packing", "wlb", "--micro-batch-size", "1", "--eod-mask-loss", "--train-iters", "4",
        "--wlb-cp-sharding", "per-doc"]
 DIST = ["--use-distributed-optimizer"]
+REL = 1e-5
 
 
 def _entry(flags: list[str], corpus: str, cache: str) -> subprocess.CompletedProcess:
@@ -55,7 +59,9 @@ def test_the_distributed_optimizer_resumes_resharded_and_converts_both_ways(
     at2 = ["--ckpt-step", "2"]
     tp2 = _losses(tmp_path, "tp2", 2, [*DIST, "--tensor-model-parallel-size", "2",
                                        "--load", ck["dist"], *at2], corpus, data_cache)
-    assert tp2 == {i: full[i] for i in (3, 4)}, "distributed optimizer resumed at TP 2"
+    # another layout sums in another order: within REL, as the other layout-changing resumes
+    assert_same_losses([(i, full[i]) for i in (3, 4)], sorted(tp2.items()), REL,
+                       "distributed optimizer resumed at TP 2", (3, 4))
 
     out = lm_output(ENTRY, 1, [*WLB, "--load", ck["dist"], *at2,
                                "--wlb-convert-optimizer-save", ck["plain"]], corpus, data_cache)
