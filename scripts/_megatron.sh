@@ -7,7 +7,10 @@
 #                  new micro-batch length; wlb/megatron/replica.py's CPU_FLAGS, a test keeps
 #                  them equal); gpu: nccl, TransformerEngine's layers where it imports
 #                  (WLB's attention in their core_attention slot), else megatron's local ones;
-#                  TRANSFORMER_IMPL=local|transformer_engine chooses
+#                  TRANSFORMER_IMPL=local|transformer_engine chooses. Megatron-LM's fusion
+#                  defaults that need a CUDA extension this machine lacks are turned off (no TE:
+#                  --no-rope-fusion; no apex: --no-gradient-accumulation-fusion and
+#                  --no-masked-softmax-fusion), else megatron stops at the model's build
 #   STOCK_ARGS     stock Megatron, document-masked as the paper's baseline
 LLAMA_ARGS=(--normalization RMSNorm --swiglu --disable-bias-linear --position-embedding-type rope
             --hidden-dropout 0 --attention-dropout 0 --init-method-std 0.02)
@@ -21,11 +24,17 @@ case "${DEVICE}" in
                     --no-gradient-accumulation-fusion --no-masked-softmax-fusion
                     --no-bias-gelu-fusion --no-bias-swiglu-fusion --no-bias-dropout-fusion
                     --no-rope-fusion --threads "${THREADS:-1}") ;;
-  gpu) if [[ -z "${TRANSFORMER_IMPL:-}" ]]; then
+  gpu) _importable() { "${PYTHON:-python}" -c "import $1" > /dev/null 2>&1; }
+       HAVE_TE=0
+       _importable transformer_engine && HAVE_TE=1
+       if [[ -z "${TRANSFORMER_IMPL:-}" ]]; then
          TRANSFORMER_IMPL=local
-         "${PYTHON:-python}" -c "import transformer_engine" > /dev/null 2>&1 \
-           && TRANSFORMER_IMPL=transformer_engine
+         (( HAVE_TE )) && TRANSFORMER_IMPL=transformer_engine
        fi
-       DEVICE_ARGS=(--transformer-impl "${TRANSFORMER_IMPL}" --distributed-backend nccl) ;;
+       DEVICE_ARGS=(--transformer-impl "${TRANSFORMER_IMPL}" --distributed-backend nccl)
+       (( HAVE_TE )) || DEVICE_ARGS+=(--no-rope-fusion)
+       _importable fused_weight_gradient_mlp_cuda \
+         || DEVICE_ARGS+=(--no-gradient-accumulation-fusion)
+       _importable scaled_masked_softmax_cuda || DEVICE_ARGS+=(--no-masked-softmax-fusion) ;;
   *) echo "$(basename "$0"): DEVICE=${DEVICE} unknown; choose cpu or gpu" >&2; exit 2 ;;
 esac

@@ -30,6 +30,7 @@ def test_calibration_file_feeds_cost_model_selector_and_simulator(tmp_path):
     # fits no linear part)
     assert 1.0 in (cost.linear_coef, cost.attn_coef) and math.isfinite(cost.attn_coef)
     assert data["step_ms"] > 0 and data["fit_ms"]["linear_ms_per_token"] >= 0
+    assert data["device"] == "cpu"  # a GPU's name on a GPU
     assert {tuple(s["doc_lens"]) for s in data["samples"]} >= {(1, 128), (1, 256)}
     from wlb.cost_model import kernel_revision
     from wlb.cp.torch_kernel import REVISION

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -177,3 +178,19 @@ def test_the_shells_cpu_flags_are_the_pythons():
                           '"${DEVICE_ARGS[@]}"'], capture_output=True, text=True, cwd=ROOT,
                          env={**ENV, "DEVICE": "cpu", "THREADS": "3"}, timeout=30)
     assert out.stdout.split() == [*CPU_FLAGS, "--threads", "3"], out.stderr
+
+
+@pytest.mark.parametrize("python, want", [
+    (sys.executable, ["--transformer-impl", "local", "--distributed-backend", "nccl",
+                      "--no-rope-fusion", "--no-gradient-accumulation-fusion",
+                      "--no-masked-softmax-fusion"]),  # here: no TE, no apex
+    ("true", ["--transformer-impl", "transformer_engine", "--distributed-backend", "nccl"]),
+])
+def test_the_gpu_group_turns_off_the_fusions_whose_extension_is_missing(python, want):
+    """Megatron-LM's defaults fuse RoPE (TE), weight-gradient accumulation and the masked
+    softmax (apex's CUDA extensions); without them megatron stops at the model's build. A
+    PYTHON that imports anything (``true``) stands for a machine with TE and apex."""
+    out = subprocess.run(["bash", "-c", 'source scripts/_megatron.sh; printf "%s\\n" '
+                          '"${DEVICE_ARGS[@]}"'], capture_output=True, text=True, cwd=ROOT,
+                         env={**ENV, "DEVICE": "gpu", "PYTHON": python}, timeout=60)
+    assert out.stdout.split() == want, out.stderr

@@ -209,12 +209,14 @@ def main(argv=None) -> int:
                                    "doc_ms": c, "microbatch_ms": float(coef[3])},
                  fit_max_rel_error=float(rel.max()), fit_mean_rel_error=float(rel.mean()),
                  step_ms=step_ms, threads=args.threads, machine=platform.machine(),
+                 device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                  torch_kernel_revision=REVISION,
                  **extra,
                  samples=measured,
                  model={k: getattr(args, k) for k in ("num_layers", "hidden_size",
                                                       "ffn_hidden_size", "num_attention_heads",
-                                                      "num_query_groups", "seq_length")})
+                                                      "num_query_groups", "seq_length",
+                                                      "padded_vocab_size")})
     print(f"[calibrate] W(d) = {cost.attn_coef:.3e} d^2 + {cost.linear_coef:.3f} d + "
           f"{cost.doc_coef:.1f} (crossover d = {cost.crossover_length():.0f}); fit error mean "
           f"{rel.mean():.1%}, max {rel.max():.1%} -> {args.out}")

@@ -108,6 +108,41 @@ def test_calibrated_profile_reproduces_its_fit(tmp_path):
         from_calibration(str(path), model)
 
 
+def test_a_gpu_calibration_of_another_model_carries_its_flop_rates_over(tmp_path):
+    """A GPU's calibration of a small model (the file names the model and the device): the
+    simulated micro-batch of *that* model reproduces the fit whichever model is asked for, a
+    model twice as wide costs its FLOPs at the same achieved rate, and the links are h100()'s."""
+    fit = {"attn_ms_per_d2": 2e-7, "linear_ms_per_token": 3e-4, "doc_ms": 0.01,
+           "microbatch_ms": 0.5}
+    timed = ModelSpec("timed", 2, 256, 512, 4, 2, vocab_size=512)
+    path = tmp_path / "cal.json"
+    path.write_text(json.dumps({
+        "attn_coef": 1.0, "linear_coef": 1.0, "fit_ms": fit, "step_ms": 9.0,
+        "device": "NVIDIA H100 80GB HBM3",
+        "model": {"num_layers": 2, "hidden_size": 256, "ffn_hidden_size": 512,
+                  "num_attention_heads": 4, "num_query_groups": 2, "seq_length": 4096,
+                  "padded_vocab_size": 512}}))
+    one = ParallelDims(1, 1, 1, 1)
+    lens = [1000, 300, 17]
+    expect = (fit["attn_ms_per_d2"] * sum(d * (d + 1) for d in lens)
+              + fit["linear_ms_per_token"] * sum(lens) + fit["doc_ms"] * len(lens)
+              + fit["microbatch_ms"])
+    for asked in (timed, M7B):
+        hw = from_calibration(str(path), asked)
+        assert microbatch_times(lens, "per_seq", timed, one, hw).total * 1e3 == pytest.approx(
+            expect, rel=1e-9)
+    assert hw.name == "NVIDIA H100 80GB HBM3-calibrated" and hw.step_s == 0.0
+    for field in ("gpus_per_node", "intra_bw", "inter_bw", "comm_exposed", "bytes_per_elem"):
+        assert getattr(hw, field) == getattr(HW, field)
+    wide = ModelSpec("wide", 2, 512, 1024, 8, 4, vocab_size=512)
+    gemm = [microbatch_times([64], "per_seq", m, one, hw).total for m in (timed, wide)]
+    flops = [2 * m.linear_flops_per_token() + m.logit_flops_per_token() for m in (timed, wide)]
+    attn = fit["attn_ms_per_d2"] * 64 * 65 * 1e-3  # the narrow model's: per pair FLOPs double
+    rest = (fit["doc_ms"] + fit["microbatch_ms"]) * 1e-3
+    assert (gemm[1] - rest - 2 * attn) / (gemm[0] - rest - attn) == pytest.approx(
+        flops[1] / flops[0], rel=1e-9)
+
+
 def test_calibration_samples_give_a_measured_attention_curve(tmp_path):
     """With samples, attention follows the measured single-document times (less the linear
     part), not the quadratic coefficient: a CPU's cost per pair grows with the working set."""

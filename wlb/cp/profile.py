@@ -1,6 +1,8 @@
-"""Measure an attention kernel's throughput over a (query length, key length) grid.
+"""Time an attention kernel: one rank's segments (fwd+bwd), and its throughput over a grid.
 
-The result is the table :class:`wlb.cp.selector.KernelTable` reads (causal pairs per
+:func:`time_fwd_bwd` times one rank's query segments through a kernel (``tools/bench_cp.py``
+uses it per CP rank). :func:`measure_table` times single segments over a (query length, key
+length) grid; the result is the table :class:`wlb.cp.selector.KernelTable` reads (causal pairs per
 microsecond, forward + backward). ``tools/calibrate_cost_model.py`` embeds one in its
 calibration file (``--attention-only``: writes one on its own).
 """
@@ -17,31 +19,43 @@ from wlb.cp.shard import Segment, causal_pairs
 from wlb.cp.torch_kernel import attend_segments, attend_segments_backward
 
 
-def _fwd_bwd(backend: str, q, k, v, seg, scale) -> None:
+def fwd_bwd(backend: str, q, k, v, segments, scale) -> None:
+    """One forward + backward of causal document attention: local queries ``q`` [t, h, d]
+    against global-order ``k``/``v`` [T, hkv, d] over ``segments``, through kernel ``backend``
+    (a resolved name: ``torch`` or a varlen kernel)."""
     if backend == "torch":
-        out = attend_segments(q, k, v, seg, scale)
-        attend_segments_backward(q, k, v, seg, scale, torch.ones_like(out))
+        out = attend_segments(q, k, v, segments, scale)
+        attend_segments_backward(q, k, v, segments, scale, torch.ones_like(out))
         return
     leaves = [x.detach().requires_grad_() for x in (q, k, v)]
-    varlen_attention(backend, *leaves, seg, scale).sum().backward()
+    varlen_attention(backend, *leaves, segments, scale).sum().backward()
+
+
+def time_fwd_bwd(backend: str, q, k, v, segments, scale, reps: int) -> float:
+    """Best wall seconds of ``reps`` calls of :func:`fwd_bwd` after one warm-up call, the
+    device synchronised around each (GPU kernels run asynchronously)."""
+    cuda = q.is_cuda
+    best = float("inf")
+    for _ in range(reps + 1):  # first run warms up
+        if cuda:
+            torch.cuda.synchronize(q.device)
+        t0 = time.perf_counter()
+        fwd_bwd(backend, q, k, v, segments, scale)
+        if cuda:
+            torch.cuda.synchronize(q.device)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def time_segment(q_len, kv_len, heads, kv_heads, dim, reps, device, dtype,
                  backend: str = "torch") -> float:
+    """Microseconds of fwd+bwd of one bottom-right causal segment (``q_len`` queries, the last
+    of which sees ``kv_len`` keys)."""
     q = torch.randn(q_len, heads, dim, device=device, dtype=dtype)
     k = torch.randn(kv_len, kv_heads, dim, device=device, dtype=dtype)
     v = torch.randn(kv_len, kv_heads, dim, device=device, dtype=dtype)
     seg = [Segment(0, 0, kv_len - q_len, q_len)]
-    best = float("inf")
-    for _ in range(reps + 1):  # first run warms up
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        _fwd_bwd(backend, q, k, v, seg, dim**-0.5)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e6
+    return time_fwd_bwd(backend, q, k, v, seg, dim**-0.5, reps) * 1e6
 
 
 #: default grid of query and key lengths (tokens)

@@ -5,8 +5,9 @@ Two kinds of profile:
 * ``h100()``: an H100 SXM cluster (8 GPUs per node, NVLink inside, RoCE across) built from public
   peak figures and stated efficiency assumptions. Nothing in it was measured by this project (no
   GPU was available); every number is a named field so a calibrated profile can replace it.
-* ``from_calibration(path, model)``: this machine, from a ``tools/calibrate_cost_model.py`` JSON
-  measured on the real model. Used to check the simulator against measured CPU runs.
+* ``from_calibration(path, model)``: the machine a ``tools/calibrate_cost_model.py`` JSON was
+  measured on. A CPU's (gloo links) checks the simulator against measured CPU runs; a GPU's
+  (the file names its device) gives that GPU's measured compute with ``h100()``'s links.
 
 Attention kernels answer one question: seconds of forward+backward for one bottom-right-aligned
 causal segment of ``q`` queries whose last query sees ``kv`` keys, given the forward FLOPs of one
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from wlb.cp.shard import causal_pairs, pad_to_tile
 
@@ -198,32 +199,58 @@ def _merge_calibrations(paths: list[str]) -> dict:
     return out
 
 
-def from_calibration(path: str | list[str], model) -> Hardware:
-    """This machine's profile from a ``tools/calibrate_cost_model.py`` JSON for ``model`` (or the
-    mean of several such files, to average out timing noise).
+def _calibrated_model(data: dict, model):
+    """The model a calibration timed (its file's ``model`` entry), else ``model``."""
+    from wlb.sim.model import ModelSpec
 
-    The calibration times fwd+bwd of the whole model in one process and fits
+    m = data.get("model")
+    if not m:
+        return model
+    heads = m["num_attention_heads"]
+    return ModelSpec("calibrated", m["num_layers"], m["hidden_size"], m["ffn_hidden_size"],
+                     heads, m.get("num_query_groups") or heads,
+                     m.get("padded_vocab_size", model.vocab_size))
+
+
+def from_calibration(path: str | list[str], model) -> Hardware:
+    """The profile of the machine a ``tools/calibrate_cost_model.py`` JSON was measured on (or
+    the mean of several such files, to average out timing noise), to simulate ``model``.
+
+    The calibration times fwd+bwd of a whole model in one process and fits
     ``t = A*sum(d^2) + B*sum(d) + C*docs + t0`` (milliseconds). Per layer that is ``A/L`` per
     d^2 of attention (= 2 pairs), ``B/L`` per token of GEMM work, ``C/L`` per segment and ``t0``
-    per micro-batch. When the file holds the measured samples, attention follows the measured
-    single-document curve instead of ``A`` (:class:`CurveKernel`): on a CPU its cost per pair
-    grows with the working set, which one quadratic coefficient cannot follow. Communication
-    figures come from the file's ``links`` entry when present, else loopback-gloo defaults.
+    per micro-batch, L and the FLOPs counted on the model the file says it timed (``model``
+    for files that do not say), so that the achieved FLOP/s carry over to ``model``. When the
+    file holds the measured samples, attention follows the measured single-document curve
+    instead of ``A`` (:class:`CurveKernel`): on a CPU its cost per pair grows with the working
+    set, which one quadratic coefficient cannot follow.
+
+    Links: a CPU file's come from its ``links`` entry when present, else loopback-gloo
+    defaults, all exposed. A GPU file's (its ``device`` names a GPU) are ``h100()``'s assumed
+    NVLink/RoCE figures and overlap, with no optimizer-step time, as there: only the compute
+    is measured.
     """
     paths = [path] if isinstance(path, str) else list(path)
     data = _merge_calibrations(paths)
     fit = data["fit_ms"]
-    layers = model.num_layers
-    per_token = model.linear_flops_per_token() + model.logit_flops_per_token() / layers
+    cal = _calibrated_model(data, model)
+    layers = cal.num_layers
+    per_token = cal.linear_flops_per_token() + cal.logit_flops_per_token() / layers
     lin_s = fit["linear_ms_per_token"] * 1e-3 / layers
     gemm_flops = per_token * (1 + GEMM_BWD_FACTOR) / lin_s if lin_s > 0 else 1e30
-    pair_flops = model.attn_flops_per_pair()
+    pair_flops = cal.attn_flops_per_pair()
     attn_s_per_pair = 2.0 * fit["attn_ms_per_d2"] * 1e-3 / layers
     kernel: CalibratedKernel | CurveKernel = CalibratedKernel(
         attn_s_per_pair / pair_flops, fit["doc_ms"] * 1e-3 / layers)
     curve = _attention_curve(data.get("samples", []), fit, layers)
     if curve is not None:
         kernel = CurveKernel(curve[0], curve[1], pair_flops, fit["doc_ms"] * 1e-3 / layers)
+    device = data.get("device", "cpu")
+    if device != "cpu":
+        return replace(h100(), name=f"{device}-calibrated", gemm_flops=gemm_flops,
+                       attention=kernel, layer_overhead_s=0.0,
+                       microbatch_overhead_s=fit.get("microbatch_ms", 0.0) * 1e-3,
+                       source=f"calibrated compute: {', '.join(paths)}; links as h100()")
     links = data.get("links", {})
     return Hardware(
         name=f"cpu-calibrated({data.get('machine', 'this machine')})",
