@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# GPU checks for one CUDA GPU, in one short run (~6 min on an H100). Each stage runs under its
-# own time limit and every stage runs even when an earlier one failed (a lent GPU is a one-shot
-# chance); the exit status is the number of stages that failed. Written to OUT_DIR (default
-# reports/gpu_check), five files:
+# The first run on a GPU: the gpu tests, training, a 7B-like calibration, the CP benchmark.
+# One CUDA GPU, ~6 min on an H100. Each stage runs under its own time limit, and every stage
+# runs even when an earlier one failed (a lent GPU is a one-shot chance); the exit status is the
+# number of stages that failed. Written to OUT_DIR (default reports/gpu_check), five files:
 #   gpu_check.log        everything printed: the machine and the packages found, then each stage
 #   1. the `gpu` tests: each installed varlen kernel (varlen / flash / te) against the torch
 #      backend in bf16 on CP shards; 1-GPU bf16 training, stock and WLB (tests/megatron/test_gpu.py)
@@ -45,6 +45,7 @@ if [[ -n "${WHEELS:-}" ]]; then
   export PYTHONPATH="/tmp/site${PYTHONPATH:+:${PYTHONPATH}}"
 fi
 export PYTHONUNBUFFERED=1
+export PYTHON="${PY}"  # the interpreter _megatron.sh asks which extensions import
 source "${ROOT}/scripts/_megatron.sh"  # LLAMA_ARGS, STOCK_ARGS, DEVICE_ARGS (DEVICE=cpu|gpu)
 "${PY}" - <<'EOF'
 import importlib.util, platform, torch

@@ -3,23 +3,15 @@
 
 Micro-batches: documents from a length file (file order, scaled by context/131072, at least 1
 token) concatenated and cut at each --context-length, as stock Megatron packs them. For every
-micro-batch, strategy and CP rank it times that rank's attention compute (forward + backward over
-its query segments against the whole micro-batch's keys) *one rank at a time*, so that ranks do
-not compete for the same cores or GPU. Two ways to run the ranks:
-
-* gloo (default, CPU): CP processes, each timing its own share between barriers; it also times
-  the full cp_attention call (all-gather, compute, reduce-scatter) per strategy.
-* ``--one-device``: every rank's share in this one process, one after another, on --device
-  (``cuda`` on a GPU, with --dtype bfloat16 and the kernel --backend resolves to). No
-  collectives: the per-rank compute alone, which is what sharding balances.
-
-It reports, per context length and CP size:
-
-* rank-time max/mean per micro-batch (mean over micro-batches),
-* iteration-level attention time: sum over micro-batches of the slowest rank, and its speed-up
-  over per_seq,
-* the same predicted by the selector's kernel table (--table), and the adaptive choice vs the
-  oracle (the faster strategy per micro-batch, as measured).
+micro-batch, strategy and CP rank it times that rank's attention (forward + backward over its
+query segments against the micro-batch's keys) *one rank at a time*, so that ranks do not
+compete for the same cores or GPU: as CP gloo processes between barriers (default; they also
+time the full cp_attention call per strategy), or with ``--one-device`` all in this process on
+--device (a GPU: ``cuda``, --dtype bfloat16, the kernel --backend resolves to; no collectives).
+Per context length and CP size it reports rank-time max/mean (mean over micro-batches), the
+iteration's attention time (sum over micro-batches of the slowest rank) and its speed-up over
+per_seq, the same predicted by the selector's table (--table), and the adaptive choice against
+the oracle (the faster strategy per micro-batch, as measured).
 
 Examples:
     python -m tools.bench_cp --cp-sizes 2,4 --num-microbatches 50
