@@ -75,6 +75,27 @@ def test_one_device_run_writes_each_context_and_cp_size(tmp_path):
     assert "context 512, CP=4" in proc.stdout and "adaptive incl. mixed" in proc.stdout
 
 
+def test_out_holds_each_result_as_soon_as_it_is_measured(tmp_path, monkeypatch):
+    """A stage stopped at its time limit keeps what it measured: --out is rewritten after every
+    (context, CP) result, here when the second CP size fails."""
+    monkeypatch.setattr(bench_cp, "time_fwd_bwd", _pairs_as_seconds)
+    real = bench_cp.one_device_rows
+
+    def second_fails(mbs, cp, a):
+        if cp == 4:
+            raise RuntimeError("stopped")
+        return real(mbs, cp, a)
+
+    monkeypatch.setattr(bench_cp, "one_device_rows", second_fails)
+    out = tmp_path / "cp.json"
+    with pytest.raises(RuntimeError, match="stopped"):
+        bench_cp.main(["--one-device", "--context-length", "256", "--cp-sizes", "2,4",
+                       "--num-microbatches", "2", "--out", str(out)])
+    data = json.loads(out.read_text())
+    assert [(r["context"], r["cp"]) for r in data["results"]] == [(256, 2)]
+    assert data["setting"]["command"].endswith(f"--out {out}")
+
+
 @pytest.mark.dist
 def test_gloo_run_also_times_the_full_cp_call():
     proc = _run("--context-length", "128", "--cp-sizes", "2", "--num-microbatches", "1",

@@ -101,9 +101,8 @@ def worker(rank, world, port, mbs, a, out_path):
 
 
 def one_device_rows(mbs, cp, a) -> tuple[list[dict], str]:
-    """Every CP rank's attention share timed in this process, one rank after another, on
-    ``a.device`` (the gloo worker's rows without the full-call wall time), and the kernel
-    that ran."""
+    """(the gloo worker's rows without the full-call wall time, the kernel that ran): every CP
+    rank's attention share timed in this process, one rank after another, on ``a.device``."""
     dev, dtype = torch.device(a.device), getattr(torch, a.dtype)
     backend = resolve_backend(a.backend, torch.empty(0, device=dev, dtype=dtype))
     scale = a.head_dim**-0.5
@@ -115,10 +114,10 @@ def one_device_rows(mbs, cp, a) -> tuple[list[dict], str]:
         row = {"doc_lens": lens}
         for s in a.strategies:
             times = []
-            for r in range(cp):
+            for r in range(cp):  # rank r's queries against the micro-batch's keys
                 front, back = rank_segments(lens, cp, r, s)
-                idx = shard_indices(lens, cp, r, s).to(dev)
-                times.append(time_fwd_bwd(backend, q[idx], k, v, front + back, scale, a.reps))
+                q_r = q[shard_indices(lens, cp, r, s).to(dev)]
+                times.append(time_fwd_bwd(backend, q_r, k, v, front + back, scale, a.reps))
             row[s] = {"rank_s": times}
         rows.append(row)
     return rows, backend
@@ -257,10 +256,21 @@ def parse_args(argv):
     return a
 
 
+def _setting(a, argv) -> dict:
+    """What the figures were measured with, for ``--out``."""
+    setting = {k: getattr(a, k) for k in ("doc_lengths", "num_microbatches", "heads", "kv_heads",
+                                          "head_dim", "reps", "table", "device", "dtype",
+                                          "one_device")}
+    setting.update(torch=torch.__version__, command="python -m tools.bench_cp " + " ".join(
+        sys.argv[1:] if argv is None else argv), machine=torch.cuda.get_device_name(0)
+        if a.device.startswith("cuda") else f"{platform.machine()} {platform.processor()}")
+    return setting
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     table = KernelTable.from_json(a.table)
-    results = []
+    results, setting = [], _setting(a, argv)
     for ctx in a.contexts:
         mbs = make_microbatches(a.doc_lengths, ctx, a.num_microbatches, a.skip_docs)
         for cp in a.cps:
@@ -276,20 +286,13 @@ def main(argv=None) -> int:
                 print(json.dumps(r), flush=True)
             else:
                 print_result(r, a.strategies)
+            if a.out:  # after every result: a run stopped at a time limit keeps what it measured
+                with open(a.out + ".tmp", "w", encoding="utf-8") as f:
+                    json.dump({"setting": setting, "results": results}, f, indent=1)
+                os.replace(a.out + ".tmp", a.out)
     if not a.json:
         print(f"\n{a.num_microbatches} micro-batches per context, heads {a.heads}/{a.kv_heads}, "
               f"dim {a.head_dim}, {a.device} {a.dtype}, table {os.path.basename(a.table)}")
-    if a.out:
-        setting = {k: getattr(a, k) for k in ("doc_lengths", "num_microbatches", "heads",
-                                              "kv_heads", "head_dim", "reps", "table", "device",
-                                              "dtype", "one_device")}
-        setting["machine"] = (torch.cuda.get_device_name(0) if a.device.startswith("cuda")
-                              else f"{platform.machine()} {platform.processor()}".strip())
-        setting["torch"] = torch.__version__
-        setting["command"] = "python -m tools.bench_cp " + " ".join(
-            sys.argv[1:] if argv is None else argv)
-        with open(a.out, "w", encoding="utf-8") as f:
-            json.dump({"setting": setting, "results": results}, f, indent=1)
     return 0
 
 
