@@ -38,13 +38,12 @@ def test_every_patch_lands_on_its_target():
 import json, torch
 from wlb.megatron import cpu_loop
 applied = cpu_loop.apply()
-import megatron.training.training as T, megatron.training.initialize as I
+import megatron.training.training as T
 import megatron.training.arguments as A, megatron.core.tensor_parallel.random as R
 import megatron.core.transformer.moe.token_dispatcher as D
 from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer as O
 marks = {
-    "initialize": [T.initialize_megatron.__wlb_cpu_patch__,
-                   I._compile_dependencies.__wlb_cpu_patch__],
+    "initialize": [T.initialize_megatron.__wlb_cpu_patch__],
     "jit_warmup": [T.set_jit_fusion_options.__wlb_cpu_patch__],
     "device_arch": [A.get_device_arch_version.__wlb_cpu_patch__],
     "rng_tracker": [R._get_cuda_rng_state.__wlb_cpu_patch__,
@@ -93,13 +92,18 @@ def test_a_moved_target_or_another_release_stops_apply_with_one_line():
     assert "supports megatron-core 0.19.x, found 0.20.0" in other.stderr
 
 
-def test_nothing_is_patched_where_cuda_is_available():
+def test_nothing_is_patched_where_cuda_is_available_but_the_wheels_helpers_build():
+    """On a GPU no CPU patch lands; the dataset helpers' build, which megatron-core's wheel
+    cannot run (no Makefile: ``make`` stops, megatron exits), is skipped there too."""
     out = _python("import torch; torch.cuda.is_available = lambda: True\n"
                   "sync = torch.cuda.synchronize\n"
                   "from wlb.megatron import cpu_loop\n"
-                  "print(cpu_loop.apply(), torch.cuda.synchronize is sync)")
+                  "print(cpu_loop.apply(), torch.cuda.synchronize is sync)\n"
+                  "import subprocess; subprocess.run = None  # a make would raise\n"
+                  "from megatron.core.datasets.utils import compile_helpers\n"
+                  "print(compile_helpers(), compile_helpers.__wlb_wheel_patch__)")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["[]", "True"]
+    assert out.stdout.split() == ["[]", "True", "None", "True"]
 
 
 def lm_losses(tmp_path, nproc: int, extra: list[str], name: str) -> list[dict]:

@@ -15,6 +15,8 @@ Megatron-LM's ``pretrain()`` runs the loop; these plug WLB in at its hooks.
 * ``indexed``   -- Megatron ``.bin/.idx`` documents as a :class:`wlb.data.DocumentSource`.
 * ``mock_corpus``-- ``--mock-data``'s documents written once as ``.bin/.idx`` for both arms.
 * ``cpu_loop``  -- patches of megatron's CUDA-only call sites, applied only without CUDA.
+* ``wheel``     -- what megatron-core's wheel lacks of a Megatron-LM checkout (the dataset
+  helpers' Makefile): applied on every machine.
 * ``quiet``     -- without a GPU, ``import megatron.core`` leaves its ``torch.compile`` fusions
   to their first call and does not warn about CUDA_HOME; megatron's notices about its own
   deprecated internals are dropped.

@@ -9,9 +9,10 @@ before Megatron-LM parses its flags (its validation reads the GPU's architecture
 
 * ``initialize`` -- ``training.initialize_megatron`` runs with ``allow_no_cuda`` and, while it
   runs, sees one "device" (``torch.cuda.device_count``: it sets up the model-parallel groups
-  and seeds megatron's RNG tracker only when there is one; ``set_device`` is a no-op), and its
-  ``_compile_dependencies`` does not run ``make`` for the dataset helpers (the wheel ships them
-  built, without their Makefile).
+  and seeds megatron's RNG tracker only when there is one; ``set_device`` is a no-op).
+
+On every machine, GPU included, :func:`apply` first applies :mod:`wlb.megatron.wheel` (the
+dataset helpers' build, which megatron-core's wheel cannot run).
 * ``jit_warmup`` -- ``training.set_jit_fusion_options`` warms megatron's fused kernels up on
   CUDA tensors: not on CPU (the local spec calls none of them).
 * ``device_arch`` -- ``arguments.get_device_arch_version`` reads the GPU's properties; on CPU it
@@ -154,8 +155,6 @@ def _one_device():
 
 def _patch_initialize() -> None:
     training, init = _target("megatron.training.training", "initialize_megatron")
-    initialize, _ = _target("megatron.training.initialize", "_compile_dependencies")
-    _target("megatron.core.datasets.helpers_cpp", "build_sample_idx_int64")  # (built, shipped)
 
     @functools.wraps(init)
     def initialize_megatron(*args, **kwargs):
@@ -164,7 +163,6 @@ def _patch_initialize() -> None:
             return init(*args, **kwargs)
 
     training.initialize_megatron = _mark(initialize_megatron, "initialize")
-    initialize._compile_dependencies = _mark(lambda: torch.distributed.barrier(), "initialize")
 
 
 def _patch_jit_warmup() -> None:
@@ -287,6 +285,9 @@ def apply(force: bool = False) -> list[str]:
     """Patch Megatron-LM's loop for the CPU when CUDA is unavailable (idempotent). Returns the
     patches applied ([] on a GPU). Raises :class:`CudaPatchError` (one line) when the installed
     megatron-core is not 0.19 or a target moved."""
+    from wlb.megatron import wheel
+
+    wheel.apply()
     if _APPLIED or (torch.cuda.is_available() and not force):
         return list(_APPLIED)
     if not _version().startswith(SUPPORTED):
