@@ -2,17 +2,16 @@
 
 Megatron-LM assumes a GPU from its first line (``initialize_megatron`` asserts CUDA) to its
 last; megatron-core 0.19's loop otherwise runs on a CPU unchanged. :func:`apply` patches the
-CUDA-only places it reaches, **only when CUDA is not available** (on a GPU it does nothing and
-imports nothing) and only for megatron-core 0.19.x: every patch names its target, and a target
-that moved (a version bump) stops :func:`apply` with one line naming it. Process-wide, called
-before Megatron-LM parses its flags (its validation reads the GPU's architecture).
+CUDA-only places it reaches, **only when CUDA is not available** (on a GPU it patches none of
+them) and only for megatron-core 0.19.x: every patch names its target, and a target that moved
+(a version bump) stops :func:`apply` with one line naming it. Process-wide, called before
+Megatron-LM parses its flags (its validation reads the GPU's architecture). On every machine,
+GPU included, :func:`apply` first applies :mod:`wlb.megatron.wheel` (the dataset helpers'
+build, which megatron-core's wheel cannot run).
 
 * ``initialize`` -- ``training.initialize_megatron`` runs with ``allow_no_cuda`` and, while it
   runs, sees one "device" (``torch.cuda.device_count``: it sets up the model-parallel groups
   and seeds megatron's RNG tracker only when there is one; ``set_device`` is a no-op).
-
-On every machine, GPU included, :func:`apply` first applies :mod:`wlb.megatron.wheel` (the
-dataset helpers' build, which megatron-core's wheel cannot run).
 * ``jit_warmup`` -- ``training.set_jit_fusion_options`` warms megatron's fused kernels up on
   CUDA tensors: not on CPU (the local spec calls none of them).
 * ``device_arch`` -- ``arguments.get_device_arch_version`` reads the GPU's properties; on CPU it

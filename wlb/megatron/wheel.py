@@ -11,7 +11,6 @@ builds as it always does. Applied on every machine by :func:`wlb.megatron.cpu_lo
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 
@@ -27,14 +26,11 @@ def nothing_to_build(datasets_dir: str) -> bool:
 def apply() -> bool:
     """Skip the dataset helpers' build where megatron-core's wheel cannot run it (idempotent).
     Returns whether the build is skipped."""
-    spec = importlib.util.find_spec("megatron.core.datasets.utils")
-    if spec is None or spec.origin is None:
-        return False
     from megatron.core.datasets import utils
 
     if getattr(utils.compile_helpers, "__wlb_wheel_patch__", False):
         return True
-    if not nothing_to_build(os.path.dirname(spec.origin)):
+    if not nothing_to_build(os.path.dirname(utils.__file__)):
         return False
 
     def compile_helpers() -> None:
